@@ -1,0 +1,27 @@
+# The two commands the README promises: `make run` and `make test`.
+GO ?= go
+PKGS := ./...
+
+.PHONY: run test build lint deps bench
+
+run:
+	$(GO) run ./cmd/duet serve
+
+# Screenshots and logs of the browser tests land in test-output/.
+test: deps lint
+	@mkdir -p test-output
+	$(GO) test -race -count=1 -timeout 18m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/duet ./cmd/duet
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+deps:
+	@./scripts/test-deps.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -1,0 +1,136 @@
+// Package configs holds duet's typed configuration, the embedded default
+// YAML, and the one loader that turns defaults, a YAML file and DUET_*
+// environment variables into a validated Config.
+package configs
+
+import "time"
+
+// Config is the whole node configuration. Section names are part of the
+// operator contract (see README "Configuration"); fields may be added.
+type Config struct {
+	HTTP       HTTP       `yaml:"http"`
+	PublicIP   string     `yaml:"public_ip"`
+	Store      Store      `yaml:"store"`
+	Roles      Roles      `yaml:"roles"`
+	Matcher    Matcher    `yaml:"matcher"`
+	Signal     Signal     `yaml:"signal"`
+	TURN       TURN       `yaml:"turn"`
+	SFU        SFU        `yaml:"sfu"`
+	Limits     Limits     `yaml:"limits"`
+	Moderation Moderation `yaml:"moderation"`
+	Admin      Admin      `yaml:"admin"`
+	Metrics    Metrics    `yaml:"metrics"`
+	Log        Log        `yaml:"log"`
+}
+
+type HTTP struct {
+	Listen         string   `yaml:"listen"`
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	TLSCertFile    string   `yaml:"tls_cert_file"`
+	TLSKeyFile     string   `yaml:"tls_key_file"`
+	// ShutdownGrace bounds how long a SIGTERM drain waits for clients.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+type Store struct {
+	Backend string `yaml:"backend"` // memory | redis
+	Redis   Redis  `yaml:"redis"`
+}
+
+type Redis struct {
+	Addrs     []string `yaml:"addrs"`
+	Username  string   `yaml:"username"`
+	Password  string   `yaml:"password"` // secret
+	DB        int      `yaml:"db"`
+	KeyPrefix string   `yaml:"key_prefix"`
+}
+
+type Roles struct {
+	Matcher bool `yaml:"matcher"`
+	Signal  bool `yaml:"signal"`
+	TURN    bool `yaml:"turn"`
+	SFU     bool `yaml:"sfu"`
+}
+
+type Matcher struct {
+	InterestTimeout time.Duration `yaml:"interest_timeout"`
+	AvoidRepeat     time.Duration `yaml:"avoid_repeat"`
+}
+
+type Signal struct {
+	MaxMessageBytes int           `yaml:"max_message_bytes"`
+	ChatMaxChars    int           `yaml:"chat_max_chars"`
+	ResumeGrace     time.Duration `yaml:"resume_grace"`
+	PingInterval    time.Duration `yaml:"ping_interval"`
+	// P2PTimeout is the client's budget for ICE before it asks for fallback.
+	P2PTimeout time.Duration `yaml:"p2p_timeout"`
+	// ICEServers are extra STUN/TURN URLs handed to clients in `matched`
+	// (the node's own relay is added by the turn role when enabled).
+	ICEServers []string `yaml:"ice_servers"`
+}
+
+type TURN struct {
+	Enabled               bool          `yaml:"enabled"`
+	Realm                 string        `yaml:"realm"`
+	ListenUDP             string        `yaml:"listen_udp"`
+	ListenTCP             string        `yaml:"listen_tcp"`
+	ListenTLS             string        `yaml:"listen_tls"`
+	Secret                string        `yaml:"secret"` // secret
+	CredentialTTL         time.Duration `yaml:"credential_ttl"`
+	RelayPortMin          int           `yaml:"relay_port_min"`
+	RelayPortMax          int           `yaml:"relay_port_max"`
+	AllowedPeerCIDRs      []string      `yaml:"allowed_peer_cidrs"`
+	DeniedPeerCIDRs       []string      `yaml:"denied_peer_cidrs"`
+	MaxAllocationsPerUser int           `yaml:"max_allocations_per_user"`
+	Mode                  string        `yaml:"mode"` // auto | always
+}
+
+type SFU struct {
+	Enabled bool   `yaml:"enabled"`
+	UDPPort int    `yaml:"udp_port"`
+	TCPPort int    `yaml:"tcp_port"`
+	Mode    string `yaml:"mode"` // fallback | always | off
+}
+
+// Limits are per-IP and per-session budgets. Rates are events per second;
+// bursts are how many may arrive at once (trickle ICE sends dozens).
+type Limits struct {
+	ConnectionsPerIP   int     `yaml:"connections_per_ip"`  // concurrent sockets per IP
+	ConnectRatePerIP   float64 `yaml:"connect_rate_per_ip"` // new sockets per second per IP
+	ConnectBurstPerIP  int     `yaml:"connect_burst_per_ip"`
+	MessageRate        float64 `yaml:"message_rate"` // all messages, per session
+	MessageBurst       int     `yaml:"message_burst"`
+	SignalRate         float64 `yaml:"signal_rate"` // offer/answer/candidate, per session
+	SignalBurst        int     `yaml:"signal_burst"`
+	ChatRate           float64 `yaml:"chat_rate"` // chat, per session
+	ChatBurst          int     `yaml:"chat_burst"`
+	QueueRate          float64 `yaml:"queue_rate"` // queue/next/report, per session
+	QueueBurst         int     `yaml:"queue_burst"`
+	IPMessageRate      float64 `yaml:"ip_message_rate"` // all messages, per IP
+	IPMessageBurst     int     `yaml:"ip_message_burst"`
+	MaxInterests       int     `yaml:"max_interests"`
+	MaxInterestChars   int     `yaml:"max_interest_chars"`
+	MaxSDPBytes        int     `yaml:"max_sdp_bytes"`
+	MaxBufferedSignals int     `yaml:"max_buffered_signals"` // per side of a room, until `ready`
+	MaxBufferedBytes   int     `yaml:"max_buffered_bytes"`
+	SendQueue          int     `yaml:"send_queue"` // frames queued per socket before it is cut
+}
+
+type Moderation struct {
+	ReportsToBan int           `yaml:"reports_to_ban"`
+	BanDuration  time.Duration `yaml:"ban_duration"`
+}
+
+type Admin struct {
+	Token string `yaml:"token"` // secret
+}
+
+type Metrics struct {
+	// Listen, when set, serves /metrics on its own address as well.
+	Listen string `yaml:"listen"`
+}
+
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}

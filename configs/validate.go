@@ -1,0 +1,129 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// Validate reports every problem at once, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		if !slices.Contains(allowed, v) {
+			bad(key, "%q is not one of %q", v, allowed)
+		}
+	}
+	port := func(key string, p int) {
+		if p < 1 || p > 65535 {
+			bad(key, "port %d is outside 1..65535", p)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+	hostPort := func(key, addr string, required bool) {
+		if addr == "" {
+			if required {
+				bad(key, "must be set (host:port, e.g. \":8080\")")
+			}
+			return
+		}
+		if _, p, err := net.SplitHostPort(addr); err != nil || p == "" {
+			bad(key, "%q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", addr)
+		}
+	}
+	cidrs := func(key string, list []string) {
+		for _, s := range list {
+			if _, err := netip.ParsePrefix(s); err != nil {
+				bad(key, "%q is not a CIDR prefix (e.g. \"203.0.113.0/24\")", s)
+			}
+		}
+	}
+
+	hostPort("http.listen", c.HTTP.Listen, true)
+	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
+		bad("http.tls_cert_file", "set both http.tls_cert_file and http.tls_key_file, or neither")
+	}
+	positive("http.shutdown_grace", c.HTTP.ShutdownGrace)
+	if c.PublicIP != "" {
+		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
+			bad("public_ip", "%q is not an IP address", c.PublicIP)
+		}
+	}
+
+	oneOf("store.backend", c.Store.Backend, "memory", "redis")
+	if c.Store.Backend == "redis" && len(c.Store.Redis.Addrs) == 0 {
+		bad("store.redis.addrs", "needs at least one address when store.backend is redis")
+	}
+	for _, a := range c.Store.Redis.Addrs {
+		hostPort("store.redis.addrs", a, true)
+	}
+	if c.Store.Redis.DB < 0 {
+		bad("store.redis.db", "must be 0 or more")
+	}
+
+	positive("matcher.interest_timeout", c.Matcher.InterestTimeout)
+	if c.Matcher.AvoidRepeat < 0 {
+		bad("matcher.avoid_repeat", "must be 0 (off) or a positive duration")
+	}
+
+	if c.Signal.MaxMessageBytes < 1024 {
+		bad("signal.max_message_bytes", "must be at least 1024, got %d", c.Signal.MaxMessageBytes)
+	}
+	if c.Signal.ChatMaxChars < 1 {
+		bad("signal.chat_max_chars", "must be at least 1")
+	}
+	positive("signal.resume_grace", c.Signal.ResumeGrace)
+	positive("signal.ping_interval", c.Signal.PingInterval)
+	positive("signal.p2p_timeout", c.Signal.P2PTimeout)
+
+	oneOf("turn.mode", c.TURN.Mode, "auto", "always")
+	hostPort("turn.listen_udp", c.TURN.ListenUDP, false)
+	hostPort("turn.listen_tcp", c.TURN.ListenTCP, false)
+	hostPort("turn.listen_tls", c.TURN.ListenTLS, false)
+	positive("turn.credential_ttl", c.TURN.CredentialTTL)
+	port("turn.relay_port_min", c.TURN.RelayPortMin)
+	port("turn.relay_port_max", c.TURN.RelayPortMax)
+	if c.TURN.RelayPortMin > c.TURN.RelayPortMax {
+		bad("turn.relay_port_min", "%d is above turn.relay_port_max %d", c.TURN.RelayPortMin, c.TURN.RelayPortMax)
+	}
+	cidrs("turn.allowed_peer_cidrs", c.TURN.AllowedPeerCIDRs)
+	cidrs("turn.denied_peer_cidrs", c.TURN.DeniedPeerCIDRs)
+	if c.TURN.MaxAllocationsPerUser < 1 {
+		bad("turn.max_allocations_per_user", "must be at least 1")
+	}
+	if c.TURN.Enabled && c.TURN.Secret == "" {
+		bad("turn.secret", "must be set when turn.enabled is true")
+	}
+
+	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")
+	port("sfu.udp_port", c.SFU.UDPPort)
+	port("sfu.tcp_port", c.SFU.TCPPort)
+
+	// Every limit is a positive number.
+	lv := reflect.ValueOf(c.Limits)
+	for i := 0; i < lv.NumField(); i++ {
+		f := lv.Field(i)
+		if (f.CanInt() && f.Int() <= 0) || (f.CanFloat() && f.Float() <= 0) {
+			bad("limits."+yamlName(lv.Type().Field(i)), "must be greater than 0")
+		}
+	}
+	if c.Moderation.ReportsToBan < 1 {
+		bad("moderation.reports_to_ban", "must be at least 1")
+	}
+	positive("moderation.ban_duration", c.Moderation.BanDuration)
+	hostPort("metrics.listen", c.Metrics.Listen, false)
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "text", "json")
+	return errors.Join(errs...)
+}

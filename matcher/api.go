@@ -1,0 +1,73 @@
+// Package matcher pairs waiting strangers: per-mode queues, interest
+// preference with a timeout, random choice among the eligible, an
+// avoid-repeat window, and unguessable room codes.
+//
+// The pairing rules live in Matcher and are the same for every backend;
+// backends implement Store, whose Claim is the one atomic step that makes
+// double matches impossible even with several matcher workers.
+package matcher
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Modes a stranger can queue for.
+const (
+	ModeVideo = "video"
+	ModeText  = "text"
+)
+
+// ValidMode reports whether m is a mode the matcher knows.
+func ValidMode(m string) bool { return m == ModeVideo || m == ModeText }
+
+// Ticket is one waiting session.
+type Ticket struct {
+	Session   string
+	Mode      string
+	Interests []string // normalised: lower case, trimmed, unique, never nil
+	Lang      string
+	JoinedAt  time.Time
+}
+
+// Match is a pair the matcher claimed. A is the offerer, B the answerer.
+type Match struct {
+	Room   string
+	Mode   string
+	A, B   Ticket
+	Common []string // shared interests, sorted, never nil
+	At     time.Time
+}
+
+var (
+	// ErrAlreadyWaiting: the session already has a ticket.
+	ErrAlreadyWaiting = errors.New("matcher: session already waiting")
+	// ErrNotWaiting: a claim named a session that has left the queue.
+	ErrNotWaiting = errors.New("matcher: session not waiting")
+)
+
+// Store is the state seam: the memory implementation here, a Redis one
+// beside it. Implementations must be safe for concurrent use.
+type Store interface {
+	// Add queues t; ErrAlreadyWaiting if t.Session already has a ticket.
+	Add(ctx context.Context, t Ticket) error
+	// Remove drops the session's ticket; reports whether it had one.
+	Remove(ctx context.Context, session string) (bool, error)
+	// Waiting returns the tickets of one mode (a snapshot; order unspecified).
+	Waiting(ctx context.Context, mode string) ([]Ticket, error)
+	// Claim atomically removes both tickets if both are still waiting and
+	// records that a and b met (for avoid-repeat, until metUntil);
+	// ErrNotWaiting (and no change) otherwise.
+	Claim(ctx context.Context, a, b string, metUntil time.Time) error
+	// Met reports whether a and b met recently (before now < metUntil).
+	Met(ctx context.Context, a, b string, now time.Time) (bool, error)
+	// Counts returns the number waiting per mode.
+	Counts(ctx context.Context) (map[string]int, error)
+}
+
+// Notifier receives every claimed match. It is called from the matcher's
+// own goroutine and must not block for long.
+type Notifier interface {
+	Matched(m Match)
+}

@@ -1,0 +1,245 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/duetchat/duet/configs"
+)
+
+// testNode runs a real node on a loopback port and stops it at cleanup.
+type testNode struct {
+	url  string // http://127.0.0.1:port
+	ws   string // ws://127.0.0.1:port/ws
+	stop func()
+}
+
+func testConfig(t *testing.T) *configs.Config {
+	t.Helper()
+	cfg, err := configs.Default()
+	if err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	cfg.Signal.ResumeGrace = 5 * time.Second
+	cfg.HTTP.ShutdownGrace = 2 * time.Second
+	return cfg
+}
+
+func startNode(t *testing.T, cfg *configs.Config) *testNode {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	n, err := New(cfg, log)
+	if err != nil {
+		t.Fatalf("node.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx, ln) }()
+	addr := ln.Addr().String()
+	tn := &testNode{url: "http://" + addr, ws: "ws://" + addr + "/ws"}
+	var once sync.Once
+	tn.stop = func() { once.Do(func() { stopNode(t, cancel, done) }) }
+	t.Cleanup(tn.stop)
+	waitReady(t, tn.url)
+	return tn
+}
+
+func stopNode(t *testing.T, cancel func(), done chan error) {
+	{
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("node did not stop within 10s")
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("node not ready within 5s")
+}
+
+// msg is one decoded server message.
+type msg map[string]any
+
+func (m msg) str(k string) string { s, _ := m[k].(string); return s }
+
+// client is a protocol-level test client on a real WebSocket.
+type client struct {
+	t       *testing.T
+	name    string
+	ws      *websocket.Conn
+	welcome msg
+}
+
+func dial(t *testing.T, url, name string, hdr http.Header) *client {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+	if err != nil {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		t.Fatalf("%s: dial %s: %v (HTTP %d)", name, url, err, code)
+	}
+	c := &client{t: t, name: name, ws: ws}
+	t.Cleanup(func() { ws.Close() })
+	c.welcome = c.expect("welcome")
+	return c
+}
+
+// in returns the same client reporting to t (for use inside subtests).
+func (c *client) in(t *testing.T) *client {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+func (c *client) send(v any) {
+	c.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.sendRaw(websocket.TextMessage, b)
+}
+
+func (c *client) sendRaw(kind int, b []byte) {
+	c.t.Helper()
+	if err := c.ws.WriteMessage(kind, b); err != nil {
+		c.t.Fatalf("%s: write: %v", c.name, err)
+	}
+}
+
+// read returns the next message, failing after timeout.
+func (c *client) read(timeout time.Duration) msg {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+	_, b, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("%s: read: %v", c.name, err)
+	}
+	var m msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		c.t.Fatalf("%s: server sent invalid JSON %q: %v", c.name, b, err)
+	}
+	return m
+}
+
+// expect reads the next message and fails unless it has type typ.
+func (c *client) expect(typ string) msg {
+	c.t.Helper()
+	m := c.read(5 * time.Second)
+	if m.str("type") != typ {
+		c.t.Fatalf("%s: got %v, want type %q", c.name, m, typ)
+	}
+	return m
+}
+
+// expectError reads the next message and fails unless it is an error with
+// code (and, when ref is set, that ref).
+func (c *client) expectError(code, ref string) msg {
+	c.t.Helper()
+	m := c.expect("error")
+	if m.str("code") != code {
+		c.t.Fatalf("%s: error code %q (%v), want %q", c.name, m.str("code"), m, code)
+	}
+	if ref != "" && m.str("ref") != ref {
+		c.t.Fatalf("%s: error ref %q, want %q", c.name, m.str("ref"), ref)
+	}
+	if m.str("message") == "" {
+		c.t.Fatalf("%s: error %q has no message", c.name, code)
+	}
+	return m
+}
+
+// closeErr reads until the socket ends and returns the close code.
+func (c *client) closeCode(timeout time.Duration) int {
+	c.t.Helper()
+	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		_, _, err := c.ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); ok {
+			return ce.Code
+		}
+		c.t.Fatalf("%s: socket ended without a close frame: %v", c.name, err)
+	}
+}
+
+// drop cuts the TCP connection without a close frame (a Wi-Fi blip).
+func (c *client) drop() { _ = c.ws.UnderlyingConn().Close() }
+
+// pair queues a and b and returns their matched messages, offerer first.
+func pair(t *testing.T, a, b *client, mode string) (offerer, answerer *client, room string) {
+	t.Helper()
+	a.send(map[string]any{"type": "queue", "mode": mode})
+	a.expect("queued")
+	b.send(map[string]any{"type": "queue", "mode": mode})
+	b.expect("queued")
+	ma, mb := a.expect("matched"), b.expect("matched")
+	if ma.str("room") != mb.str("room") || ma.str("room") == "" {
+		t.Fatalf("rooms differ: %v vs %v", ma, mb)
+	}
+	switch {
+	case ma.str("role") == "offerer" && mb.str("role") == "answerer":
+		return a, b, ma.str("room")
+	case mb.str("role") == "offerer" && ma.str("role") == "answerer":
+		return b, a, ma.str("room")
+	}
+	t.Fatalf("roles: %q and %q", ma.str("role"), mb.str("role"))
+	return nil, nil, ""
+}
+
+func getJSON(t *testing.T, url string) (int, msg) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m msg
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}

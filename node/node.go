@@ -1,0 +1,223 @@
+// Package node wires duet's roles into one running process: it builds the
+// store, the matcher and the signalling hub from a Config, serves the HTTP
+// endpoints, and shuts everything down in order on a signal.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/matcher"
+	"github.com/duetchat/duet/signal"
+	"github.com/duetchat/duet/web"
+)
+
+// Node is one running duet process.
+type Node struct {
+	cfg     *configs.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	store   matcher.Store
+	matcher *matcher.Matcher
+	hub     *signal.Hub
+	mux     *http.ServeMux
+
+	mu      sync.Mutex
+	running bool // the matcher loop is up
+}
+
+// New builds a node from cfg; nothing listens until Serve.
+func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
+	if cfg.Store.Backend != "memory" {
+		return nil, fmt.Errorf("store.backend %q: only \"memory\" is available in this build", cfg.Store.Backend)
+	}
+	if cfg.TURN.Enabled {
+		return nil, errors.New("turn.enabled: the integrated TURN relay is not available in this build yet; set it to false and list external STUN/TURN URLs in signal.ice_servers")
+	}
+	if cfg.SFU.Enabled || cfg.SFU.Mode == "always" {
+		return nil, errors.New("sfu: the SFU is not available in this build yet; set sfu.enabled: false and sfu.mode: off")
+	}
+	if !cfg.Roles.Matcher || !cfg.Roles.Signal {
+		return nil, errors.New("roles: with the memory store one node must run both the matcher and signal roles")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	n := &Node{cfg: cfg, log: log, reg: reg, store: matcher.NewMemoryStore(), mux: http.NewServeMux()}
+	// The hub is the matcher's notifier and the matcher is the hub's queue;
+	// notify through a small forwarder to break the construction cycle.
+	fwd := &notifier{}
+	n.matcher = matcher.New(n.store, fwd, matcher.Options{
+		InterestTimeout: cfg.Matcher.InterestTimeout,
+		AvoidRepeat:     cfg.Matcher.AvoidRepeat,
+		Logger:          log.With("role", "matcher"),
+		Registerer:      reg,
+	})
+	hub, err := signal.NewHub(signal.Options{
+		Signal:         cfg.Signal,
+		Limits:         cfg.Limits,
+		AllowedOrigins: cfg.HTTP.AllowedOrigins,
+		Queue:          n.matcher,
+		Logger:         log.With("role", "signal"),
+		Registerer:     reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building signal hub: %w", err)
+	}
+	fwd.hub = hub
+	n.hub = hub
+	if err := n.registerWaiting(); err != nil {
+		return nil, err
+	}
+	n.routes()
+	return n, nil
+}
+
+type notifier struct{ hub *signal.Hub }
+
+func (f *notifier) Matched(m matcher.Match) { f.hub.Matched(m) }
+
+func (n *Node) registerWaiting() error {
+	for _, mode := range []string{matcher.ModeVideo, matcher.ModeText} {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "duet_waiting", Help: "Sessions waiting for a stranger, by mode.",
+			ConstLabels: prometheus.Labels{"mode": mode},
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			c, err := n.matcher.Counts(ctx)
+			if err != nil {
+				return 0
+			}
+			return float64(c[mode])
+		})
+		if err := n.reg.Register(g); err != nil {
+			return fmt.Errorf("registering waiting gauge: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) routes() {
+	n.mux.Handle("GET /ws", n.hub)
+	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	})
+	n.mux.HandleFunc("GET /readyz", n.readyz)
+	n.mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	n.mux.HandleFunc("GET /api/stats", n.stats)
+	n.mux.Handle("GET /", web.Handler())
+}
+
+// Handler is the node's whole HTTP surface.
+func (n *Node) Handler() http.Handler { return n.mux }
+
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	n.mu.Lock()
+	running := n.running
+	n.mu.Unlock()
+	problems := []string{}
+	if !running {
+		problems = append(problems, "matcher not running")
+	}
+	if n.hub.Closing() {
+		problems = append(problems, "shutting down")
+	}
+	if _, err := n.store.Counts(ctx); err != nil {
+		problems = append(problems, "store unreachable: "+err.Error())
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true, "problems": problems})
+}
+
+func (n *Node) stats(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	waiting, err := n.matcher.Counts(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "store unavailable"})
+		return
+	}
+	st := n.hub.Stats()
+	writeJSON(w, http.StatusOK, map[string]any{"online": st.Online, "rooms": st.Rooms, "waiting": waiting})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Serve runs the node on ln until ctx ends, then drains: it stops taking
+// connections, tells clients to reconnect, and waits up to
+// http.shutdown_grace for their queues to flush.
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = n.matcher.Run(runCtx) }()
+	go func() { defer wg.Done(); _ = n.hub.Run(runCtx) }()
+	n.mu.Lock()
+	n.running = true
+	n.mu.Unlock()
+
+	srv := &http.Server{
+		Handler:           n.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if n.cfg.HTTP.TLSCertFile != "" {
+			err = srv.ServeTLS(ln, n.cfg.HTTP.TLSCertFile, n.cfg.HTTP.TLSKeyFile)
+		} else {
+			err = srv.Serve(ln)
+		}
+		errc <- err
+	}()
+	n.log.Info("duet listening", "addr", ln.Addr().String(), "store", n.cfg.Store.Backend)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	n.log.Info("shutting down", "grace", n.cfg.HTTP.ShutdownGrace)
+	drainCtx, cancel := context.WithTimeout(context.Background(), n.cfg.HTTP.ShutdownGrace)
+	defer cancel()
+	// Stop taking new connections first; hijacked WebSockets are not
+	// tracked by http.Server, so the hub drains those itself.
+	_ = srv.Shutdown(drainCtx)
+	if err := n.hub.Shutdown(drainCtx); err != nil {
+		n.log.Warn("drain incomplete", "err", err)
+	}
+	n.mu.Lock()
+	n.running = false
+	n.mu.Unlock()
+	stop()
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", serveErr)
+	}
+	return nil
+}

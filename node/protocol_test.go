@@ -1,0 +1,642 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func TestWelcome(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a := dial(t, n.ws, "a", nil)
+	w := a.welcome
+	if w["protocol"] != float64(1) {
+		t.Errorf("protocol = %v, want 1", w["protocol"])
+	}
+	if w.str("session") == "" || len(w.str("token")) < 32 {
+		t.Errorf("session %q / token %q too short", w.str("session"), w.str("token"))
+	}
+	f, ok := w["features"].(map[string]any)
+	if !ok {
+		t.Fatalf("features missing: %v", w)
+	}
+	for _, k := range []string{"sfu", "turn", "text"} {
+		if _, ok := f[k].(bool); !ok {
+			t.Errorf("features.%s not a boolean: %v", k, f)
+		}
+	}
+	if f["text"] != true {
+		t.Errorf("features.text = %v, want true", f["text"])
+	}
+	if w["online"] != float64(1) {
+		t.Errorf("online = %v, want 1", w["online"])
+	}
+	b := dial(t, n.ws, "b", nil)
+	if b.welcome["online"] != float64(2) {
+		t.Errorf("second online = %v, want 2", b.welcome["online"])
+	}
+	if b.welcome.str("session") == w.str("session") {
+		t.Error("two connections share a session id")
+	}
+}
+
+var roomCode = regexp.MustCompile(`^[A-Za-z0-9_-]{16,}$`)
+
+func TestMatchedVideo(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
+	a.send(map[string]any{"type": "queue", "mode": "video", "interests": []string{"Music", " cats "}})
+	if q := a.expect("queued"); q.str("mode") != "video" {
+		t.Errorf("queued.mode = %q", q.str("mode"))
+	}
+	b.send(map[string]any{"type": "queue", "mode": "video", "interests": []string{"cats"}})
+	b.expect("queued")
+	for _, c := range []*client{a, b} {
+		m := c.expect("matched")
+		if !roomCode.MatchString(m.str("room")) {
+			t.Errorf("room code %q is not >=16 URL-safe chars", m.str("room"))
+		}
+		if m.str("mode") != "video" || m.str("media") != "p2p" {
+			t.Errorf("matched mode/media: %v", m)
+		}
+		if ci, _ := m["common_interests"].([]any); len(ci) != 1 || ci[0] != "cats" {
+			t.Errorf("common_interests = %v, want [cats]", m["common_interests"])
+		}
+		if _, ok := m["ice_servers"].([]any); !ok {
+			t.Errorf("ice_servers not an array: %v", m["ice_servers"])
+		}
+		if ms, _ := m["p2p_timeout_ms"].(float64); ms <= 0 {
+			t.Errorf("p2p_timeout_ms = %v", m["p2p_timeout_ms"])
+		}
+	}
+}
+
+func TestTextModeAndModeSeparation(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	v, x := dial(t, n.ws, "video", nil), dial(t, n.ws, "text", nil)
+	v.send(map[string]any{"type": "queue", "mode": "video"})
+	v.expect("queued")
+	x.send(map[string]any{"type": "queue", "mode": "text"})
+	x.expect("queued")
+	// Neither is matched: the stats show one waiting in each mode.
+	if _, st := getJSON(t, n.url+"/api/stats"); fmt.Sprint(st["waiting"]) != "map[text:1 video:1]" {
+		t.Fatalf("stats = %v, want one waiting per mode", st)
+	}
+	y := dial(t, n.ws, "text2", nil)
+	y.send(map[string]any{"type": "queue", "mode": "text"})
+	y.expect("queued")
+	mx, my := x.expect("matched"), y.expect("matched")
+	off, ans, room := x, y, mx.str("room")
+	if my.str("role") == "offerer" {
+		off, ans = y, x
+	}
+	// text rooms: no media signalling at all
+	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0"})
+	off.expectError("wrong_state", "offer")
+	off.send(map[string]any{"type": "chat", "room": room, "text": "hi"})
+	if m := ans.expect("chat"); m.str("text") != "hi" {
+		t.Fatalf("chat = %v", m)
+	}
+}
+
+func TestTextMatchedShape(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
+	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.expect("queued")
+	b.send(map[string]any{"type": "queue", "mode": "text"})
+	b.expect("queued")
+	for _, c := range []*client{a, b} {
+		m := c.expect("matched")
+		ice, ok := m["ice_servers"].([]any)
+		if !ok || len(ice) != 0 {
+			t.Errorf("text matched ice_servers = %#v, want []", m["ice_servers"])
+		}
+		if r := m.str("role"); r != "offerer" && r != "answerer" {
+			t.Errorf("text matched role = %q", r)
+		}
+		if _, ok := m["common_interests"].([]any); !ok {
+			t.Errorf("common_interests = %#v, want []", m["common_interests"])
+		}
+	}
+}
+
+func TestReadyBuffersSignalsButNotChat(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	off, ans, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
+	off.send(map[string]any{"type": "ready", "room": room})
+	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 offer"})
+	off.send(map[string]any{"type": "candidate", "room": room,
+		"candidate": map[string]any{"candidate": "candidate:1 1 udp 1 192.0.2.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "evil": "x"}})
+	off.send(map[string]any{"type": "candidate", "room": room, "candidate": nil})
+	off.send(map[string]any{"type": "chat", "room": room, "text": "first"})
+	// The answerer has not sent ready: chat overtakes the buffered signals.
+	if m := ans.expect("chat"); m.str("text") != "first" || m.str("room") != room {
+		t.Fatalf("chat = %v", m)
+	}
+	ans.send(map[string]any{"type": "ready", "room": room})
+	if m := ans.expect("offer"); m.str("sdp") != "v=0 offer" || m.str("room") != room {
+		t.Fatalf("offer = %v", m)
+	}
+	c := ans.expect("candidate")
+	cand, _ := c["candidate"].(map[string]any)
+	if cand["candidate"] != "candidate:1 1 udp 1 192.0.2.1 5000 typ host" || cand["sdpMid"] != "0" || cand["sdpMLineIndex"] != float64(0) {
+		t.Fatalf("candidate = %v", c)
+	}
+	if _, smuggled := cand["evil"]; smuggled {
+		t.Fatalf("unknown candidate field relayed: %v", cand)
+	}
+	if end := ans.expect("candidate"); end["candidate"] != nil {
+		t.Fatalf("end of candidates = %v, want null", end)
+	}
+	// Once ready, signals flow at once, both ways.
+	ans.send(map[string]any{"type": "answer", "room": room, "sdp": "v=0 answer"})
+	if m := off.expect("answer"); m.str("sdp") != "v=0 answer" {
+		t.Fatalf("answer = %v", m)
+	}
+}
+
+func TestChatAndTyping(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.ChatMaxChars = 10
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	tests := []struct {
+		name, text, want, errCode string
+	}{
+		{"plain", "hello", "hello", ""},
+		{"sanitised", " a\u202eb\x00c ", "abc", ""},
+		{"cjk and emoji kept", "你好👋", "你好👋", ""},
+		{"empty after trim", " \u202e\t ", "", "bad_request"},
+		{"too long", "12345678901", "", "too_large"},
+		{"exactly max", "1234567890", "1234567890", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := a.in(t), b.in(t)
+			before := time.Now().UnixMilli()
+			a.send(map[string]any{"type": "chat", "room": room, "text": tt.text})
+			if tt.errCode != "" {
+				a.expectError(tt.errCode, "chat")
+				return
+			}
+			m := b.expect("chat")
+			if m.str("text") != tt.want || m.str("room") != room {
+				t.Fatalf("chat = %v, want text %q", m, tt.want)
+			}
+			if at, _ := m["at"].(float64); int64(at) < before-1000 {
+				t.Errorf("chat.at = %v", m["at"])
+			}
+		})
+	}
+	b.send(map[string]any{"type": "typing", "room": room, "on": true})
+	if m := a.expect("typing"); m["on"] != true || m.str("room") != room {
+		t.Fatalf("typing = %v", m)
+	}
+	b.send(map[string]any{"type": "typing", "room": room, "on": false})
+	if m := a.expect("typing"); m["on"] != false {
+		t.Fatalf("typing = %v", m)
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.MaxMessageBytes = 4096
+	n := startNode(t, cfg)
+	a := dial(t, n.ws, "a", nil)
+	tests := []struct {
+		name  string
+		frame string
+		code  string
+		ref   string
+	}{
+		{"invalid json", `{"type":`, "bad_json", ""},
+		{"invalid utf8", "{\"type\":\"chat\",\"text\":\"\xff\"}", "bad_json", ""},
+		{"not an object", `[1,2]`, "bad_request", ""},
+		{"no type", `{"mode":"video"}`, "bad_request", ""},
+		{"type not a string", `{"type":5}`, "bad_request", ""},
+		{"mode wrong type", `{"type":"queue","mode":5}`, "bad_request", "queue"},
+		{"interests wrong type", `{"type":"queue","mode":"video","interests":"cats"}`, "bad_request", "queue"},
+		{"bad mode", `{"type":"queue","mode":"audio"}`, "bad_request", "queue"},
+		{"too many interests", `{"type":"queue","mode":"video","interests":["1","2","3","4","5","6","7","8","9","10","11"]}`, "too_large", "queue"},
+		{"unknown type", `{"type":"hello"}`, "unknown_type", "hello"},
+		{"chat while idle", `{"type":"chat","room":"x","text":"hi"}`, "wrong_state", "chat"},
+		{"typing while idle", `{"type":"typing","room":"x","on":true}`, "wrong_state", "typing"},
+		{"offer while idle", `{"type":"offer","room":"x","sdp":"v=0"}`, "wrong_state", "offer"},
+		{"candidate while idle", `{"type":"candidate","room":"x","candidate":null}`, "wrong_state", "candidate"},
+		{"ready while idle", `{"type":"ready","room":"x"}`, "wrong_state", "ready"},
+		{"cancel while idle", `{"type":"cancel"}`, "wrong_state", "cancel"},
+		{"report while idle", `{"type":"report","room":"x","reason":"r"}`, "wrong_state", "report"},
+		{"fallback while idle", `{"type":"fallback","room":"x","reason":"r"}`, "wrong_state", "fallback"},
+		{"bad leg", `{"type":"offer","room":"x","sdp":"v=0","leg":"mars"}`, "bad_request", "offer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := a.in(t)
+			a.sendRaw(websocket.TextMessage, []byte(tt.frame))
+			a.expectError(tt.code, tt.ref)
+		})
+	}
+	t.Run("binary frame", func(t *testing.T) {
+		a := a.in(t)
+		a.sendRaw(websocket.BinaryMessage, []byte{1, 2, 3})
+		a.expectError("bad_request", "")
+	})
+	t.Run("connection survives errors", func(t *testing.T) {
+		a := a.in(t)
+		a.send(map[string]any{"type": "queue", "mode": "video"})
+		a.expect("queued")
+		a.send(map[string]any{"type": "queue", "mode": "video"})
+		a.expectError("wrong_state", "queue")
+		a.send(map[string]any{"type": "cancel"})
+		a.expect("idle")
+	})
+	t.Run("frame over max closes 1009", func(t *testing.T) {
+		big := dial(t, n.ws, "big", nil)
+		big.sendRaw(websocket.TextMessage, []byte(`{"type":"chat","text":"`+strings.Repeat("x", 5000)+`"}`))
+		if code := big.closeCode(5 * time.Second); code != websocket.CloseMessageTooBig {
+			t.Fatalf("close code %d, want 1009", code)
+		}
+	})
+}
+
+func TestRoomErrors(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
+	c, d, other := pair(t, dial(t, n.ws, "c", nil), dial(t, n.ws, "d", nil), "video")
+	for _, x := range []*client{a, b, c, d} {
+		x.send(map[string]any{"type": "ready", "room": map[*client]string{a: room, b: room, c: other, d: other}[x]})
+	}
+	// a names c/d's room: refused, nothing reaches c or d.
+	for _, typ := range []string{"chat", "offer", "candidate", "typing", "ready", "report", "fallback"} {
+		a.send(map[string]any{"type": typ, "room": other, "text": "hijack", "sdp": "v=0", "candidate": nil, "on": true, "reason": "x"})
+		a.expectError("not_in_room", typ)
+	}
+	a.send(map[string]any{"type": "chat", "text": "no room"})
+	a.expectError("bad_request", "chat")
+	a.send(map[string]any{"type": "offer", "room": room})
+	a.expectError("bad_request", "offer")
+	a.send(map[string]any{"type": "candidate", "room": room, "candidate": "text"})
+	a.expectError("bad_request", "candidate")
+	a.send(map[string]any{"type": "typing", "room": room})
+	a.expectError("bad_request", "typing")
+	a.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+	a.expectError("unavailable", "fallback")
+	// c and d saw nothing: their next message is the chat they send each other.
+	c.send(map[string]any{"type": "chat", "room": other, "text": "only us"})
+	if m := d.expect("chat"); m.str("text") != "only us" {
+		t.Fatalf("d got %v", m)
+	}
+	d.send(map[string]any{"type": "chat", "room": other, "text": "yes"})
+	if m := c.expect("chat"); m.str("text") != "yes" {
+		t.Fatalf("c got %v", m)
+	}
+	// and the room a is in still works
+	b.send(map[string]any{"type": "chat", "room": room, "text": "still here"})
+	if m := a.expect("chat"); m.str("text") != "still here" {
+		t.Fatalf("a got %v", m)
+	}
+}
+
+func TestNextLeaveReport(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Matcher.AvoidRepeat = 0
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+
+	a.send(map[string]any{"type": "next"})
+	a.expect("queued")
+	if m := b.expect("peer_left"); m.str("reason") != "next" || m.str("room") != room {
+		t.Fatalf("peer_left = %v", m)
+	}
+	// next while waiting only answers queued
+	a.send(map[string]any{"type": "next"})
+	a.expect("queued")
+	// b is idle after peer_left: chat is wrong_state, next queues again
+	b.send(map[string]any{"type": "chat", "room": room, "text": "x"})
+	b.expectError("wrong_state", "chat")
+	b.send(map[string]any{"type": "next"})
+	b.expect("queued")
+	room2 := a.expect("matched").str("room")
+	b.expect("matched")
+	if room2 == room {
+		t.Fatal("new room reused the old code")
+	}
+
+	// leave: stranger gets peer_left leave, leaver gets idle
+	a.send(map[string]any{"type": "leave"})
+	a.expect("idle")
+	if m := b.expect("peer_left"); m.str("reason") != "leave" {
+		t.Fatalf("peer_left = %v", m)
+	}
+	// leave while waiting
+	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.expect("queued")
+	a.send(map[string]any{"type": "leave"})
+	a.expect("idle")
+	// leave while idle
+	a.send(map[string]any{"type": "leave"})
+	a.expect("idle")
+
+	// report: recorded, stranger gets reported, reporter re-queued
+	a2, b2, room3 := pair(t, a, b, "text")
+	a2.send(map[string]any{"type": "report", "room": room3, "reason": "spam"})
+	a2.expect("queued")
+	if m := b2.expect("peer_left"); m.str("reason") != "reported" || m.str("room") != room3 {
+		t.Fatalf("peer_left = %v", m)
+	}
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "duet_reports_total 1") {
+		t.Fatal("report not recorded in duet_reports_total")
+	}
+}
+
+func TestResume(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
+	a.send(map[string]any{"type": "ready", "room": room})
+	b.send(map[string]any{"type": "ready", "room": room})
+	session, token := a.welcome.str("session"), a.welcome.str("token")
+
+	a.drop()
+	if m := b.expect("peer_reconnecting"); m.str("room") != room {
+		t.Fatalf("peer_reconnecting = %v", m)
+	}
+	// While a is away: chat waits for it; signals wait for its ready.
+	b.send(map[string]any{"type": "chat", "room": room, "text": "are you there?"})
+	b.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 restart"})
+
+	a2 := dial(t, n.ws+"?resume="+token, "a2", nil)
+	if a2.welcome.str("session") != session {
+		t.Fatalf("resume gave session %q, want %q", a2.welcome.str("session"), session)
+	}
+	if a2.welcome.str("token") == "" {
+		t.Fatal("resume welcome without token")
+	}
+	m := a2.expect("matched")
+	if m.str("room") != room || m.str("role") != "offerer" {
+		t.Fatalf("matched after resume = %v (want room %s, role offerer)", m, room)
+	}
+	if m := a2.expect("chat"); m.str("text") != "are you there?" {
+		t.Fatalf("missed chat = %v", m)
+	}
+	if m := b.expect("peer_resumed"); m.str("room") != room {
+		t.Fatalf("peer_resumed = %v", m)
+	}
+	// After resume both restart ICE: a new offer waits for a's ready.
+	b.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 after"})
+	a2.send(map[string]any{"type": "ready", "room": room})
+	if m := a2.expect("offer"); m.str("sdp") != "v=0 after" {
+		t.Fatalf("offer after resume = %v, want only the post-resume one", m)
+	}
+	// The old token is spent; the newest works.
+	old := dial(t, n.ws+"?resume="+token, "old", nil)
+	if old.welcome.str("session") == session {
+		t.Fatal("a spent token resumed the session")
+	}
+	old.expectError("bad_request", "resume")
+}
+
+func TestResumeGraceExpires(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.ResumeGrace = 300 * time.Millisecond
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	a.drop()
+	b.expect("peer_reconnecting")
+	if m := b.expect("peer_left"); m.str("reason") != "disconnected" || m.str("room") != room {
+		t.Fatalf("peer_left = %v", m)
+	}
+	late := dial(t, n.ws+"?resume="+a.welcome.str("token"), "late", nil)
+	if late.welcome.str("session") == a.welcome.str("session") {
+		t.Fatal("resumed after the grace period")
+	}
+	late.expectError("bad_request", "resume")
+}
+
+func TestCloseFrameEndsAtOnce(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	_ = a.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"))
+	if m := b.expect("peer_left"); m.str("reason") != "disconnected" || m.str("room") != room {
+		t.Fatalf("peer_left = %v (no peer_reconnecting for a clean close)", m)
+	}
+}
+
+func TestDropWhileWaitingLeavesQueue(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a := dial(t, n.ws, "a", nil)
+	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.expect("queued")
+	a.drop()
+	waitFor(t, "queue empty after drop", func() bool {
+		_, st := getJSON(t, n.url+"/api/stats")
+		return fmt.Sprint(st["waiting"]) == "map[text:0 video:0]"
+	})
+	// A newcomer is not matched with the ghost...
+	b := dial(t, n.ws, "b", nil)
+	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.expect("queued")
+	// ...and the resumed session is queued again, then matched with b.
+	a2 := dial(t, n.ws+"?resume="+a.welcome.str("token"), "a2", nil)
+	a2.expect("queued")
+	a2.expect("matched")
+	b.expect("matched")
+}
+
+func TestOrigin(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	host := strings.TrimPrefix(n.url, "http://")
+	tests := []struct {
+		origin string
+		want   int
+	}{
+		{"", http.StatusSwitchingProtocols},
+		{"http://" + host, http.StatusSwitchingProtocols},
+		{"http://evil.example", http.StatusForbidden},
+		{"http://" + host + ".evil.example", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.origin, func(t *testing.T) {
+			hdr := http.Header{}
+			if tt.origin != "" {
+				hdr.Set("Origin", tt.origin)
+			}
+			ws, resp, err := websocket.DefaultDialer.Dial(n.ws, hdr)
+			if ws != nil {
+				ws.Close()
+			}
+			if resp == nil {
+				t.Fatalf("no HTTP response: %v", err)
+			}
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
+
+func TestRateLimited(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.ChatRate, cfg.Limits.ChatBurst = 1, 5
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	for i := 0; i < 20; i++ {
+		a.send(map[string]any{"type": "chat", "room": room, "text": fmt.Sprint("m", i)})
+	}
+	got := 0
+	for {
+		m := a.read(5 * time.Second)
+		if m.str("type") == "error" && m.str("code") == "rate_limited" && m.str("ref") == "chat" {
+			break
+		}
+		t.Fatalf("flooder got %v, want rate_limited", m)
+	}
+	// The stranger receives the burst and not the flood, in order.
+	b.send(map[string]any{"type": "typing", "room": room, "on": true})
+	for {
+		m := b.expect("chat")
+		if m.str("text") != fmt.Sprint("m", got) {
+			t.Fatalf("chat %d = %v", got, m)
+		}
+		got++
+		if got == 5 {
+			break
+		}
+	}
+	// Other message classes still flow: signalling is not starved by chat.
+	b.send(map[string]any{"type": "typing", "room": room, "on": false})
+	if m := a.read(5 * time.Second); m.str("type") == "error" {
+		// the flood may have produced a few more notices; they must all be rate_limited
+		for m.str("type") == "error" {
+			if m.str("code") != "rate_limited" {
+				t.Fatalf("unexpected error %v", m)
+			}
+			m = a.read(5 * time.Second)
+		}
+		if m.str("type") != "typing" {
+			t.Fatalf("got %v, want typing", m)
+		}
+	}
+}
+
+func TestManyClientsPairOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.ConnectionsPerIP = 1000
+	cfg.Limits.ConnectBurstPerIP = 1000
+	n := startNode(t, cfg)
+	const N = 200
+	clients := make([]*client, N)
+	for i := range clients {
+		clients[i] = dial(t, n.ws, fmt.Sprint("c", i), nil)
+	}
+	var wg sync.WaitGroup
+	rooms := make([]string, N)
+	errs := make(chan string, N)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.ws.WriteJSON(map[string]any{"type": "queue", "mode": "video"}); err != nil {
+				errs <- err.Error()
+				return
+			}
+			for _, want := range []string{"queued", "matched"} {
+				_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var m msg
+				if err := c.ws.ReadJSON(&m); err != nil || m.str("type") != want {
+					errs <- fmt.Sprintf("client %d: got %v (%v), want %s", i, m, err, want)
+					return
+				}
+				rooms[i] = m.str("room")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	count := map[string]int{}
+	for _, r := range rooms {
+		count[r]++
+	}
+	if len(count) != N/2 {
+		t.Fatalf("%d rooms, want %d", len(count), N/2)
+	}
+	for r, c := range count {
+		if c != 2 {
+			t.Fatalf("room %s has %d members", r, c)
+		}
+	}
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _ := getJSON(t, n.url+path); code != 200 {
+			t.Errorf("%s = %d", path, code)
+		}
+	}
+	a := dial(t, n.ws, "a", nil)
+	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.expect("queued")
+	code, st := getJSON(t, n.url+"/api/stats")
+	if code != 200 || st["online"] != float64(1) || fmt.Sprint(st["waiting"]) != "map[text:1 video:0]" {
+		t.Errorf("/api/stats = %d %v", code, st)
+	}
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"duet_sessions 1", `duet_waiting{mode="text"} 1`, `duet_messages_total{type="queue"} 1`,
+		"duet_match_latency_seconds", "duet_matches_total", "duet_errors_total"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	resp, err = http.Get(n.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `id="start-video"`) {
+		t.Error("/ does not serve the client")
+	}
+}
+
+func TestShutdownTellsClients(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	a := dial(t, n.ws, "a", nil)
+	go n.stop()
+	a.expectError("unavailable", "")
+	if code := a.closeCode(5 * time.Second); code != websocket.CloseServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

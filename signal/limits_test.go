@@ -1,0 +1,104 @@
+package signal
+
+import (
+	"testing"
+	"time"
+
+	"github.com/duetchat/duet/configs"
+)
+
+func testLimits() configs.Limits {
+	return configs.Limits{
+		ConnectionsPerIP: 2, ConnectRatePerIP: 1, ConnectBurstPerIP: 3,
+		MessageRate: 100, MessageBurst: 100,
+		SignalRate: 10, SignalBurst: 50,
+		ChatRate: 1, ChatBurst: 3,
+		QueueRate: 1, QueueBurst: 2,
+		IPMessageRate: 5, IPMessageBurst: 5,
+	}
+}
+
+func TestSessionLimitsByClass(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name    string
+		msgType string
+		burst   int // how many pass at t0
+		refill  time.Duration
+	}{
+		{"trickle ICE burst fits", "candidate", 50, 100 * time.Millisecond},
+		{"offer shares the signal budget", "offer", 50, 100 * time.Millisecond},
+		{"chat", "chat", 3, time.Second},
+		{"skip bots", "next", 2, time.Second},
+		{"queue shares next's budget", "queue", 2, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newSessionLimits(testLimits())
+			c := classOf(tt.msgType)
+			for i := 0; i < tt.burst; i++ {
+				if !l.allow(t0, c) {
+					t.Fatalf("message %d of the burst refused", i+1)
+				}
+			}
+			if l.allow(t0, c) {
+				t.Fatal("message past the burst allowed")
+			}
+			if !l.allow(t0.Add(tt.refill), c) {
+				t.Fatal("not refilled after one interval")
+			}
+		})
+	}
+}
+
+func TestChatFloodDoesNotStarveSignalling(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := newSessionLimits(testLimits())
+	for i := 0; i < 100; i++ {
+		l.allow(t0, classChat)
+	}
+	if !l.allow(t0, classSignal) {
+		t.Fatal("chat flood used up the signalling budget")
+	}
+}
+
+func TestIPTable(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ips := newIPTable(testLimits())
+	if ok, _ := ips.acquire("192.0.2.1", t0); !ok {
+		t.Fatal("first connection refused")
+	}
+	if ok, _ := ips.acquire("192.0.2.1", t0); !ok {
+		t.Fatal("second connection refused")
+	}
+	if ok, why := ips.acquire("192.0.2.1", t0); ok || why == "" {
+		t.Fatal("third concurrent connection allowed (limit 2)")
+	}
+	if ok, _ := ips.acquire("192.0.2.2", t0); !ok {
+		t.Fatal("another address was limited by the first")
+	}
+	ips.release("192.0.2.1", t0)
+	// A refusal for too many sockets spends no connect token: one is left.
+	if ok, _ := ips.acquire("192.0.2.1", t0); !ok {
+		t.Fatal("connection after release refused")
+	}
+	ips.release("192.0.2.1", t0)
+	if ok, why := ips.acquire("192.0.2.1", t0); ok || why != "connecting too fast" {
+		t.Fatalf("fourth connect in the same instant allowed (burst 3): %v %q", ok, why)
+	}
+
+	for i := 0; i < 5; i++ {
+		if !ips.allowMessage("192.0.2.9", t0) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	if ips.allowMessage("192.0.2.9", t0) {
+		t.Fatal("per-IP message budget not enforced")
+	}
+
+	ips.release("192.0.2.1", t0)
+	ips.release("192.0.2.2", t0)
+	if n := ips.sweep(t0.Add(time.Hour), time.Minute); n != 3 {
+		t.Fatalf("sweep removed %d idle addresses, want 3", n)
+	}
+}

@@ -1,0 +1,403 @@
+// duet browser client: the page's state machine. It wires the socket
+// (signaling.js), the P2P call (call.js) and the DOM (ui.js) together.
+// Wire contract: docs/PROTOCOL.md.
+
+import { Signaling } from './signaling.js';
+import { Call } from './call.js';
+import { Chat } from './chat.js';
+import { localStream, openCamera, cameraProblem, toggle, stopCamera } from './media.js';
+import {
+  el, STATUS, setStatus, getStatus, setControls, setMode, setCommon, setPath,
+  setOnline, clearChat, addLine, showRemote, clearRemote, attention, parseInterests,
+  userErrorText,
+} from './ui.js';
+
+const RESUME_GIVE_UP_MS = 15000;
+
+const app = {
+  state: 'idle',      // idle | waiting | room | reconnecting
+  room: null,
+  role: null,
+  mode: 'video',
+  call: null,
+  canNext: false,     // idle after a stranger left: Next queues again
+  pendingStart: null, // a Start pressed while the socket was down
+  early: [],          // room signals that came while the call was being built
+  beforeDrop: null,   // {state, status} when our own socket dropped
+  giveUp: 0,
+  leaving: false,
+  starting: false,    // waiting for the camera after Start video
+  expectQueued: '',   // "next"/"report" sent, shown as waiting before `queued`
+};
+
+const sig = new Signaling({ onWelcome, onMessage, onDrop });
+const chat = new Chat({ room: () => (app.state === 'room' ? app.room : null), send: (m) => sig.send(m) });
+
+function setState(state) {
+  if (state !== 'waiting') app.expectQueued = '';
+  app.state = state;
+  sig.remember(state);
+  refresh();
+}
+
+function refresh() {
+  setControls({ state: app.state, canNext: app.canNext, hasStream: !!localStream() });
+}
+
+const send = (msg) => sig.send(msg);
+
+// ---- the call ----
+
+function leaveRoom() {
+  if (app.call) app.call.close();
+  app.call = null;
+  app.early = [];
+  clearRemote();
+  setPath('');
+  chat.forget();
+  app.room = null;
+  app.role = null;
+}
+
+function callStatus() {
+  if (app.mode === 'text') return STATUS.connected;
+  return app.call && app.call.pc.connectionState === 'connected' ? STATUS.connected : STATUS.connecting;
+}
+
+async function buildCall(msg) {
+  const room = msg.room;
+  if (!localStream()) {
+    // A reload resumed us into a video room: the camera comes back quietly
+    // if it is allowed; otherwise we still receive the stranger.
+    try {
+      await openCamera();
+      refresh();
+    } catch (err) {
+      console.warn('duet: joining without a camera', err);
+    }
+    if (app.room !== room || app.call) return;
+  }
+  const stream = localStream();
+  app.call = new Call({
+    room,
+    role: msg.role,
+    iceServers: msg.ice_servers,
+    p2pTimeoutMs: msg.p2p_timeout_ms,
+    stream,
+    send,
+    onRemoteStream: showRemote,
+    onState: (st) => {
+      console.debug('duet: connection', st);
+      if (app.state === 'room' && st === 'connected' && getStatus() !== STATUS.peerReconnecting) {
+        setStatus(STATUS.connected);
+      }
+    },
+    onPath: setPath,
+    onFailed: requestFallback,
+  });
+  if (!stream) {
+    app.call.pc.addTransceiver('audio', { direction: 'recvonly' });
+    app.call.pc.addTransceiver('video', { direction: 'recvonly' });
+  }
+  send({ type: 'ready', room });
+  if (msg.role === 'offerer' && msg.media !== 'sfu') app.call.offer();
+  const early = app.early;
+  app.early = [];
+  for (const m of early) onSignal(m);
+}
+
+// requestFallback is where the move to the node's SFU will go (a `fallback`
+// message when ICE fails or p2p_timeout_ms passes). Until the SFU exists
+// the call simply stays peer to peer.
+function requestFallback(reason) {
+  console.warn('duet: peer-to-peer connection', reason, '(SFU fallback not available yet)');
+}
+
+// switchToSfu will handle `media` {mode: "sfu"} and the SFU leg's signals.
+function switchToSfu(msg) {
+  console.info('duet: ignoring SFU message for now', msg.type);
+}
+
+// ---- server messages ----
+
+function onWelcome(msg, info) {
+  setOnline(Number(msg.online));
+  if (msg.protocol !== 1) console.warn('duet: server speaks protocol', msg.protocol);
+  clearTimeout(app.giveUp);
+  app.giveUp = 0;
+  if (info.resumeTried && info.resumed) {
+    console.info('duet: session resumed'); // matched, queued or idle follows
+  } else if (app.state === 'reconnecting' ||
+             (app.state === 'idle' && info.previous && info.previous.state !== 'idle')) {
+    sessionLost(); // whoever we were with has been told
+  } else {
+    setState(app.state);
+  }
+  if (app.pendingStart && app.state === 'idle') {
+    const p = app.pendingStart;
+    app.pendingStart = null;
+    send({ type: 'queue', mode: p.mode, interests: p.interests });
+  }
+}
+
+function onDrop() {
+  if (app.state === 'reconnecting') return;
+  app.beforeDrop = { state: app.state, status: getStatus() };
+  chat.forget();
+  setStatus(STATUS.reconnecting);
+  setState('reconnecting');
+  clearTimeout(app.giveUp);
+  app.giveUp = setTimeout(() => {
+    app.giveUp = 0;
+    if (app.state !== 'reconnecting') return;
+    console.warn('duet: could not resume in time');
+    sessionLost();
+  }, RESUME_GIVE_UP_MS);
+}
+
+// sessionLost: the old session is gone for good (resume failed or timed out).
+function sessionLost() {
+  leaveRoom();
+  app.canNext = false;
+  app.beforeDrop = null;
+  setCommon([]);
+  setStatus(STATUS.resumeFailed);
+  addLine('system', 'You were disconnected.');
+  setState('idle');
+}
+
+function inRoom(msg) {
+  return app.room !== null && msg.room === app.room;
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case 'queued': return onQueued(msg);
+    case 'idle': return onIdle();
+    case 'matched': return onMatched(msg);
+    case 'error': return onError(msg);
+  }
+  if (!inRoom(msg)) {
+    if ('room' in msg) console.debug('duet: stale', msg.type, 'dropped');
+    return;
+  }
+  switch (msg.type) {
+    case 'offer': case 'answer': case 'candidate': return onSignal(msg);
+    case 'chat': return chat.received(msg);
+    case 'typing': return chat.strangerTyping(msg.on);
+    case 'media': return switchToSfu(msg);
+    case 'peer_reconnecting': return setStatus(STATUS.peerReconnecting);
+    case 'peer_resumed':
+      setStatus(callStatus());
+      if (app.call) app.call.restartIce();
+      return;
+    case 'peer_left': return onPeerLeft(msg);
+    default: console.debug('duet: unhandled', msg.type);
+  }
+}
+
+function onQueued(msg) {
+  leaveRoom();
+  app.beforeDrop = null;
+  app.canNext = false;
+  if (msg.mode === 'video' || msg.mode === 'text') app.mode = msg.mode;
+  setMode(app.mode);
+  setCommon([]);
+  setStatus(STATUS.waiting);
+  setState('waiting');
+  app.expectQueued = '';
+}
+
+function onIdle() {
+  const drop = app.beforeDrop;
+  app.beforeDrop = null;
+  if (app.leaving) {
+    app.canNext = false;
+    setStatus(STATUS.idle);
+  } else if (app.state === 'idle') {
+    // Already idle (the stranger left): keep saying so.
+  } else if (app.state === 'reconnecting' && drop && drop.state === 'idle') {
+    setStatus(drop.status); // back from a blip while idle: as it was
+  } else {
+    app.canNext = false;
+    setStatus(STATUS.idle);
+  }
+  leaveRoom();
+  app.leaving = false;
+  setState('idle');
+}
+
+function onMatched(msg) {
+  const again = msg.room === app.room && app.room !== null;
+  app.beforeDrop = null;
+  app.canNext = false;
+  app.role = msg.role;
+  app.mode = msg.mode === 'text' ? 'text' : 'video';
+  setMode(app.mode);
+  setCommon(msg.common_interests);
+  if (again) {
+    // Resumed into the same room: keep the connection, restart ICE.
+    chat.forget();
+    setStatus(callStatus());
+    setState('room');
+    if (app.mode === 'text') {
+      send({ type: 'ready', room: app.room });
+    } else if (app.call) {
+      send({ type: 'ready', room: app.room });
+      app.call.restartIce();
+    } else {
+      buildCall(msg);
+    }
+    return;
+  }
+  leaveRoom();
+  app.room = msg.room;
+  app.role = msg.role;
+  clearChat();
+  addLine('system', "You're now chatting with a stranger");
+  setStatus(app.mode === 'text' ? STATUS.connected : STATUS.connecting);
+  setState('room');
+  if (app.mode === 'text') send({ type: 'ready', room: app.room });
+  else buildCall(msg);
+}
+
+function onSignal(msg) {
+  if (msg.leg === 'sfu') return switchToSfu(msg);
+  if (app.mode !== 'video') return;
+  const call = app.call;
+  if (!call) {
+    app.early.push(msg);
+    return;
+  }
+  if (msg.type === 'offer' && typeof msg.sdp === 'string') call.handleOffer(msg.sdp);
+  else if (msg.type === 'answer' && typeof msg.sdp === 'string') call.handleAnswer(msg.sdp);
+  else if (msg.type === 'candidate') call.handleCandidate(msg.candidate ?? null);
+}
+
+function onPeerLeft(msg) {
+  console.info('duet: stranger left:', msg.reason);
+  leaveRoom();
+  app.beforeDrop = null;
+  app.canNext = true;
+  setCommon([]);
+  setStatus(STATUS.peerLeft);
+  addLine('system', 'Stranger has disconnected.');
+  setState('idle');
+}
+
+function onError(msg) {
+  console.warn('duet: server error', msg.code, msg.ref || '', msg.message || '');
+  const text = userErrorText(msg);
+  if (!text) return;
+  addLine('system', text);
+  if (app.expectQueued && msg.ref === app.expectQueued && app.state === 'waiting') {
+    // We went ahead of the node, which refused: back to idle. A room the
+    // node may still have ends with the next Next.
+    app.expectQueued = '';
+    app.canNext = true;
+    setStatus(STATUS.idle);
+    setState('idle');
+  }
+}
+
+// ---- user actions ----
+
+async function start(mode) {
+  if (app.state !== 'idle' || app.starting) return;
+  attention(el.startText, false);
+  if (mode === 'video') {
+    app.starting = true;
+    try {
+      await openCamera();
+      refresh();
+    } catch (err) {
+      console.warn('duet: camera', err);
+      addLine('system', `Could not use your camera: ${cameraProblem(err)}. You can still chat by text: press Start text.`);
+      attention(el.startText, true);
+      return;
+    } finally {
+      app.starting = false;
+    }
+    if (app.state !== 'idle') return;
+  }
+  app.mode = mode;
+  setMode(mode);
+  const interests = parseInterests(el.interests.value);
+  if (!sig.open) {
+    app.pendingStart = { mode, interests };
+    if (!sig.ws) sig.connect();
+    return;
+  }
+  send({ type: 'queue', mode, interests });
+}
+
+function next() {
+  if (!(app.state === 'room' || app.state === 'waiting' || (app.state === 'idle' && app.canNext))) return;
+  if (app.state === 'room') addLine('system', 'You skipped the stranger.');
+  leaveRoom();
+  if (!send({ type: 'next' })) return;
+  setCommon([]);
+  setStatus(STATUS.waiting);
+  setState('waiting');
+  app.expectQueued = 'next';
+}
+
+function stop() {
+  if (app.state === 'room') addLine('system', 'You left the chat.');
+  leaveRoom();
+  app.pendingStart = null;
+  app.canNext = false;
+  app.leaving = true;
+  send({ type: 'leave' });
+  setCommon([]);
+  setStatus(STATUS.idle);
+  setState('idle');
+}
+
+function report() {
+  if (app.state !== 'room') return;
+  send({ type: 'report', room: app.room, reason: 'inappropriate' });
+  leaveRoom();
+  addLine('system', 'Thanks: the stranger was reported. Looking for someone new…');
+  setCommon([]);
+  setStatus(STATUS.waiting);
+  setState('waiting');
+  app.expectQueued = 'report';
+}
+
+// ---- wiring ----
+
+el.startVideo.addEventListener('click', () => start('video'));
+el.startText.addEventListener('click', () => start('text'));
+el.interests.addEventListener('keydown', (e) => { if (e.key === 'Enter') start('video'); });
+el.next.addEventListener('click', next);
+el.stop.addEventListener('click', stop);
+el.report.addEventListener('click', report);
+el.toggleCam.addEventListener('click', () => toggle('video'));
+el.toggleMic.addEventListener('click', () => toggle('audio'));
+
+window.addEventListener('pagehide', (e) => {
+  sig.close(); // a close frame: the stranger is told at once
+  if (app.call) app.call.close();
+  if (!e.persisted) stopCamera();
+});
+window.addEventListener('pageshow', (e) => {
+  if (!e.persisted) return; // back from the bfcache: that session was closed
+  if (app.state !== 'idle') sessionLost();
+  if (!sig.ws) sig.connect();
+});
+
+// A read-only hook for tests and debugging.
+window.duet = Object.freeze({
+  get state() { return app.state; },
+  get session() { return sig.session; },
+  get room() { return app.room; },
+  get role() { return app.role; },
+  get mode() { return app.mode; },
+  get pc() { return app.call ? app.call.pc : null; },
+  get ws() { return sig.ws; },
+});
+
+setStatus(STATUS.idle);
+refresh();
+sig.connect();

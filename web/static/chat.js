@@ -1,0 +1,76 @@
+// Text chat: sending, showing, and both typing indicators.
+
+import { el, addLine, setTyping } from './ui.js';
+
+const TYPING_EVERY_MS = 2000; // re-send "typing on" at most this often
+const TYPING_IDLE_MS = 3000;  // quiet this long: "typing off"
+
+// Chat needs room() (the current room code, or null when not in one) and
+// send(msg) (returns whether the socket took it).
+export class Chat {
+  constructor({ room, send }) {
+    this.room = room;
+    this.send = send;
+    this.typingOn = false;
+    this.sentAt = 0;
+    this.idleTimer = 0;
+    el.chatForm.addEventListener('submit', (e) => this.submit(e));
+    el.chatInput.addEventListener('input', () => this.onInput());
+  }
+
+  submit(ev) {
+    ev.preventDefault();
+    const room = this.room();
+    const text = el.chatInput.value.trim();
+    if (!text || !room) return;
+    if (!this.send({ type: 'chat', room, text })) return;
+    addLine('me', text);
+    el.chatInput.value = '';
+    this.stopTyping();
+  }
+
+  onInput() {
+    const room = this.room();
+    if (!room) return;
+    if (!el.chatInput.value.trim()) {
+      this.stopTyping();
+      return;
+    }
+    const now = Date.now();
+    if (!this.typingOn || now - this.sentAt >= TYPING_EVERY_MS) {
+      this.send({ type: 'typing', room, on: true });
+      this.typingOn = true;
+      this.sentAt = now;
+    }
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  // stopTyping tells the stranger we stopped (if we had said we started).
+  stopTyping() {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = 0;
+    const room = this.room();
+    if (this.typingOn && room) this.send({ type: 'typing', room, on: false });
+    this.typingOn = false;
+    this.sentAt = 0;
+  }
+
+  // forget drops our typing state without telling anyone (room is over).
+  forget() {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = 0;
+    this.typingOn = false;
+    this.sentAt = 0;
+    setTyping(false);
+  }
+
+  received(msg) {
+    setTyping(false);
+    addLine('stranger', String(msg.text ?? ''));
+  }
+
+  strangerTyping(on) {
+    setTyping(on === true);
+  }
+}
