@@ -54,6 +54,11 @@ func openPage(t *testing.T, browserCtx context.Context, name, url string) *page 
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browserCtx)
 	t.Cleanup(cancel)
+	// The first Run on a tab's context opens the tab for the lifetime of
+	// that call's context: it must carry no deadline.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("%s: opening tab: %v", name, err)
+	}
 	p := &page{t: t, name: name, ctx: ctx}
 	p.do(30*time.Second, chromedp.Navigate(url))
 	p.waitTrue(10*time.Second, `typeof window.duet === "object" && window.duet.session !== undefined && window.duet.session !== null && window.duet.session !== ""`)
