@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -21,13 +20,25 @@ import (
 
 // Options configure a Matcher; zero values get the documented defaults.
 type Options struct {
-	InterestTimeout time.Duration // default 10s
-	AvoidRepeat     time.Duration // 0 disables avoid-repeat
-	Now             func() time.Time
-	Rand            interface{ IntN(n int) int } // choices; default seeded from crypto/rand
-	Codes           io.Reader                    // room code entropy; default crypto/rand
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer // nil: no metrics
+	// InterestTimeout is how long an interest holds a stranger back from
+	// strangers who share none; default 10s.
+	InterestTimeout time.Duration
+	// AvoidRepeat is how long a pair that met is kept apart; 0 disables it.
+	AvoidRepeat time.Duration
+	// Now is the clock; default time.Now. Tests inject a fake one.
+	Now func() time.Time
+	// Rand drives every choice (visiting order, partner, offerer). Default:
+	// a PCG seeded from crypto/rand. It is used under the Matcher's pass
+	// lock, so it must not be shared with another Matcher.
+	Rand interface{ IntN(n int) int }
+	// Codes is the room-code entropy; default crypto/rand.Reader. Anything
+	// else is for tests: a guessable code lets strangers join a room.
+	Codes io.Reader
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the matcher metrics; nil means none. Workers
+	// sharing one Registerer share the series.
+	Registerer prometheus.Registerer
 }
 
 // Matcher applies the pairing rules over a Store. Several Matchers may
@@ -38,8 +49,7 @@ type Matcher struct {
 	opt    Options
 	wake   chan struct{}
 
-	passMu sync.Mutex // one pass at a time per Matcher; guards opt.Rand and made
-	made   int
+	passMu sync.Mutex // one pass at a time per Matcher; guards opt.Rand
 
 	matches *prometheus.CounterVec
 	latency *prometheus.HistogramVec
@@ -60,7 +70,7 @@ func New(store Store, n Notifier, opt Options) *Matcher {
 	}
 	if opt.Rand == nil {
 		var seed [16]byte
-		_, _ = crand.Read(seed[:]) // crypto/rand.Read never fails on Linux
+		_, _ = crand.Read(seed[:]) // never fails: since Go 1.24 it crashes instead
 		opt.Rand = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	}
 	if opt.Logger == nil {
@@ -80,23 +90,47 @@ func New(store Store, n Notifier, opt Options) *Matcher {
 			Name: "duet_match_passes_total", Help: "Pairing passes run.",
 		}),
 	}
+	if opt.Registerer != nil {
+		m.matches = register(opt, m.matches)
+		m.latency = register(opt, m.latency)
+		m.passes = register(opt, m.passes)
+	}
+	// Both modes show up as zero from the start, so dashboards and rate()
+	// need no special case for "no match yet".
 	for _, mode := range []string{ModeVideo, ModeText} {
 		m.matches.WithLabelValues(mode)
 		m.latency.WithLabelValues(mode)
 	}
-	if opt.Registerer != nil {
-		for _, c := range []prometheus.Collector{m.matches, m.latency, m.passes} {
-			if err := opt.Registerer.Register(c); err != nil {
-				opt.Logger.Warn("matcher metrics not registered", "err", err)
-			}
+	return m
+}
+
+// register registers c, or adopts the collector already registered under
+// the same name, so several workers in one process add up in one series
+// instead of failing or splitting.
+func register[C prometheus.Collector](opt Options, c C) C {
+	err := opt.Registerer.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
 		}
 	}
-	return m
+	opt.Logger.Warn("matcher metrics not registered", "err", err)
+	return c
 }
 
 // Join queues t and wakes the pairing loop, so a match costs work, not a
 // timer tick.
+//
+// Join never waits for a pass: the Notifier may call it (to re-queue the
+// live side of a stale match) from inside one.
 func (m *Matcher) Join(ctx context.Context, t Ticket) error {
+	if t.Session == "" {
+		return errors.New("matcher: empty session")
+	}
 	if !ValidMode(t.Mode) {
 		return fmt.Errorf("matcher: invalid mode %q", t.Mode)
 	}
@@ -140,186 +174,234 @@ func (m *Matcher) Counts(ctx context.Context) (map[string]int, error) {
 
 // Run pairs until ctx ends: at once on every Join, when the earliest
 // interest timeout among the waiting passes, and at least every second
-// while anyone waits (a claim lost to another worker, a re-queue).
+// while anyone waits (a claim lost to another worker, an avoid-repeat
+// window running out). It returns ctx.Err() and leaves nothing running.
 func (m *Matcher) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		wait, err := m.pass(ctx)
-		if err != nil && ctx.Err() == nil {
+		_, wait, err := m.pass(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
 			m.opt.Logger.Error("pairing pass failed", "err", err)
 			wait = time.Second
 		}
-		var timer <-chan time.Time
-		var t *time.Timer
+		var tick <-chan time.Time
 		if wait > 0 {
-			t = time.NewTimer(wait)
-			timer = t.C
+			timer.Reset(wait) // Go 1.23+: Reset on a stopped or fired timer never delivers a stale tick
+			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
-			if t != nil {
-				t.Stop()
-			}
 			return ctx.Err()
 		case <-m.wake:
-		case <-timer:
+		case <-tick:
 		}
-		if t != nil {
-			t.Stop()
-		}
+		timer.Stop()
 	}
 }
 
 // Pass runs one pairing pass over every mode and returns the number of
-// matches made.
+// matches made (and notified).
 func (m *Matcher) Pass(ctx context.Context) (int, error) {
-	before := m.count()
-	_, err := m.pass(ctx)
-	return m.count() - before, err
+	made, _, err := m.pass(ctx)
+	return made, err
 }
 
-func (m *Matcher) count() int {
-	m.passMu.Lock()
-	defer m.passMu.Unlock()
-	return m.made
-}
-
-// pass pairs every mode once; it returns how long until a pass could pair
-// someone new by time alone (0: nobody waits).
-func (m *Matcher) pass(ctx context.Context) (time.Duration, error) {
+// pass pairs every mode once. wait is how long until a pass could pair
+// someone by time alone: 0 when nobody waits, never more than a second.
+func (m *Matcher) pass(ctx context.Context) (made int, wait time.Duration, err error) {
+	// One pass at a time per Matcher: opt.Rand is not safe for concurrent
+	// use, and two passes of one worker would only race each other.
 	m.passMu.Lock()
 	defer m.passMu.Unlock()
 	m.passes.Inc()
-	var next time.Duration
 	for _, mode := range []string{ModeVideo, ModeText} {
-		wait, err := m.passMode(ctx, mode)
+		n, w, err := m.passMode(ctx, mode)
+		made += n
 		if err != nil {
-			return time.Second, err
+			return made, time.Second, err
 		}
-		if wait > 0 && (next == 0 || wait < next) {
-			next = wait
+		if w > 0 && (wait == 0 || w < wait) {
+			wait = w
 		}
 	}
-	return next, nil
+	return made, wait, nil
 }
 
-func (m *Matcher) passMode(ctx context.Context, mode string) (time.Duration, error) {
+func (m *Matcher) passMode(ctx context.Context, mode string) (made int, wait time.Duration, err error) {
 	tickets, err := m.store.Waiting(ctx, mode)
 	if err != nil {
-		return 0, fmt.Errorf("matcher: waiting %s: %w", mode, err)
+		return 0, 0, fmt.Errorf("matcher: waiting %s: %w", mode, err)
 	}
 	if len(tickets) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	now := m.opt.Now()
-	// A random visiting order: who gets served first is not who came first.
+	// Stores return snapshots in any order (a map's, say); a fixed order
+	// first makes a pass a function of the seed, so tests can replay it.
+	slices.SortFunc(tickets, func(a, b Ticket) int {
+		if c := a.JoinedAt.Compare(b.JoinedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Session, b.Session)
+	})
+	// Then a random visiting order: who is served first is not who came
+	// first, so nobody can game the queue by joining early.
 	for i := len(tickets) - 1; i > 0; i-- {
 		j := m.opt.Rand.IntN(i + 1)
 		tickets[i], tickets[j] = tickets[j], tickets[i]
 	}
-	taken := make(map[string]bool, len(tickets))
-	for _, t := range tickets {
-		if taken[t.Session] {
+	taken := make([]bool, len(tickets)) // by index: choose reads it n² times
+	var sc scratch
+	for i, t := range tickets {
+		if taken[i] {
 			continue
 		}
-		c, ok, err := m.choose(ctx, t, tickets, taken, now)
+		j, ok, err := m.choose(ctx, i, tickets, taken, now, &sc)
 		if err != nil {
-			return 0, err
+			return made, 0, err
 		}
 		if !ok {
 			continue
 		}
-		taken[t.Session], taken[c.Session] = true, true
-		if err := m.claim(ctx, mode, t, c, now); err != nil {
-			return 0, err
+		// Taken even if the claim is lost: the snapshot is stale for both,
+		// and the next pass (at most a second away) sees the truth.
+		taken[i], taken[j] = true, true
+		ok, err = m.claim(ctx, mode, t, tickets[j], now)
+		if err != nil {
+			return made, 0, err
+		}
+		if ok {
+			made++
 		}
 	}
-	// Wake when the earliest interest timeout among those left passes; at
-	// most a second, so claims lost to other workers are retried.
-	wait := time.Second
-	for _, t := range tickets {
-		if taken[t.Session] || len(t.Interests) == 0 {
+	// Wake when the earliest interest timeout among those left passes,
+	// since that is when new pairs become eligible by time alone.
+	wait = time.Second
+	for i, t := range tickets {
+		if taken[i] || len(t.Interests) == 0 {
 			continue
 		}
 		if d := t.JoinedAt.Add(m.opt.InterestTimeout).Sub(now); d > 0 && d < wait {
 			wait = d
 		}
 	}
-	return wait, nil
+	return made, wait, nil
 }
 
-func (m *Matcher) claim(ctx context.Context, mode string, t, c Ticket, now time.Time) error {
+// claim makes t and c a pair if the store still has both; false (and no
+// notification) when another worker or a Leave got there first.
+func (m *Matcher) claim(ctx context.Context, mode string, t, c Ticket, now time.Time) (bool, error) {
 	room, err := NewRoomCode(m.opt.Codes)
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = m.store.Claim(ctx, t.Session, c.Session, now.Add(m.opt.AvoidRepeat))
 	if errors.Is(err, ErrNotWaiting) {
-		return nil // one of them left, or another worker got there first
+		m.opt.Logger.Debug("claim lost", "mode", mode)
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("matcher: claim: %w", err)
+		return false, fmt.Errorf("matcher: claim: %w", err)
 	}
+	// The offerer is drawn, not "whoever was visited first", so neither
+	// side's client code path is systematically favoured.
 	a, b := t, c
 	if m.opt.Rand.IntN(2) == 0 {
 		a, b = c, t
 	}
 	match := Match{Room: room, Mode: mode, A: a, B: b, Common: common(a.Interests, b.Interests), At: now}
-	m.made++
 	m.matches.WithLabelValues(mode).Inc()
 	for _, s := range []Ticket{a, b} {
 		m.latency.WithLabelValues(mode).Observe(now.Sub(s.JoinedAt).Seconds())
 	}
 	m.notify.Matched(match)
-	return nil
+	return true, nil
 }
 
-// choose picks t's partner: candidates are grouped by how many interests
-// they share with t, the best group first, and drawn at random within a
-// group. A pair that met recently is put aside and used only when both
-// have waited out the interest timeout and nobody else is eligible.
-func (m *Matcher) choose(ctx context.Context, t Ticket, all []Ticket, taken map[string]bool, now time.Time) (Ticket, bool, error) {
+// scratch is choose's working memory, reused across one pass so that a
+// pass over n strangers allocates O(n), not O(n²).
+type scratch struct {
+	cands   []cand
+	pool    []int
+	repeats []int
+}
+
+type cand struct{ idx, score int }
+
+// choose picks the partner (an index into all) for all[ti]: candidates
+// are grouped by how many interests they share with it, the best group
+// first, and drawn at random within a group. A pair that met recently is
+// put aside and used only when both have waited out the interest timeout
+// and nobody else is eligible; Met is asked lazily, so a remote store sees
+// about one query per pairing.
+func (m *Matcher) choose(ctx context.Context, ti int, all []Ticket, taken []bool, now time.Time, sc *scratch) (int, bool, error) {
 	expired := func(x Ticket) bool { return now.Sub(x.JoinedAt) >= m.opt.InterestTimeout }
 	patient := func(x Ticket) bool { return len(x.Interests) == 0 || expired(x) }
+	t := all[ti]
+	tPatient := patient(t)
 
-	tiers := map[int][]Ticket{}
-	for _, c := range all {
-		if c.Session == t.Session || taken[c.Session] {
+	sc.cands = sc.cands[:0]
+	best := -1
+	for j, c := range all {
+		if j == ti || taken[j] || c.Session == t.Session {
 			continue
 		}
-		score := len(common(t.Interests, c.Interests))
-		if score > 0 || (patient(t) && patient(c)) {
-			tiers[score] = append(tiers[score], c)
+		score := shared(t.Interests, c.Interests)
+		if score > 0 || (tPatient && patient(c)) {
+			sc.cands = append(sc.cands, cand{j, score})
+			best = max(best, score)
 		}
 	}
-	scores := slices.Sorted(maps.Keys(tiers))
-	slices.Reverse(scores)
-	var repeats []Ticket
-	for _, score := range scores {
-		pool := tiers[score]
-		for len(pool) > 0 {
-			i := m.opt.Rand.IntN(len(pool))
-			c := pool[i]
+	sc.repeats = sc.repeats[:0] // the allowed repeats of one tier, the best that has any
+	for score := best; score >= 0; score-- {
+		sc.pool = sc.pool[:0]
+		for _, c := range sc.cands {
+			if c.score == score {
+				sc.pool = append(sc.pool, c.idx)
+			}
+		}
+		tierRepeats := len(sc.repeats) == 0
+		for len(sc.pool) > 0 {
+			k := m.opt.Rand.IntN(len(sc.pool))
+			j := sc.pool[k]
 			met := false
 			if m.opt.AvoidRepeat > 0 {
 				var err error
-				if met, err = m.store.Met(ctx, t.Session, c.Session, now); err != nil {
-					return Ticket{}, false, fmt.Errorf("matcher: met: %w", err)
+				if met, err = m.store.Met(ctx, t.Session, all[j].Session, now); err != nil {
+					return 0, false, fmt.Errorf("matcher: met: %w", err)
 				}
 			}
 			if !met {
-				return c, true, nil
+				return j, true, nil
 			}
-			if expired(t) && expired(c) {
-				repeats = append(repeats, c)
+			if tierRepeats && expired(t) && expired(all[j]) {
+				sc.repeats = append(sc.repeats, j)
 			}
-			pool[i] = pool[len(pool)-1]
-			pool = pool[:len(pool)-1]
+			sc.pool[k] = sc.pool[len(sc.pool)-1]
+			sc.pool = sc.pool[:len(sc.pool)-1]
 		}
 	}
-	if len(repeats) > 0 {
-		return repeats[m.opt.Rand.IntN(len(repeats))], true, nil
+	if len(sc.repeats) > 0 {
+		return sc.repeats[m.opt.Rand.IntN(len(sc.repeats))], true, nil
 	}
-	return Ticket{}, false, nil
+	return 0, false, nil
+}
+
+// shared counts common interests without allocating: choose calls it for
+// every candidate of every ticket.
+func shared(a, b []string) int {
+	n := 0
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			n++
+		}
+	}
+	return n
 }
 
 // common returns the shared interests, sorted, never nil.

@@ -12,8 +12,8 @@ type MemoryStore struct {
 	byMode  map[string]map[string]Ticket // mode -> session -> ticket
 	modeOf  map[string]string            // session -> mode
 	met     map[pairKey]time.Time        // unordered pair -> until
-	lastNow time.Time                    // newest time seen by Met
-	pruneAt int
+	lastNow time.Time                    // newest matcher time seen; see prune
+	pruneAt int                          // prune when met grows to this
 }
 
 type pairKey struct{ a, b string }
@@ -49,6 +49,7 @@ func (m *MemoryStore) Add(_ context.Context, t Ticket) error {
 	}
 	q[t.Session] = t
 	m.modeOf[t.Session] = t.Mode
+	m.saw(t.JoinedAt)
 	return nil
 }
 
@@ -96,6 +97,10 @@ func (m *MemoryStore) Claim(_ context.Context, a, b string, metUntil time.Time) 
 	}
 	m.removeLocked(a)
 	m.removeLocked(b)
+	if !metUntil.After(m.lastNow) {
+		// Already over (avoid-repeat off): recording it would only cost memory.
+		return nil
+	}
 	m.met[keyOf(a, b)] = metUntil
 	if len(m.met) >= m.pruneAt {
 		m.prune()
@@ -103,10 +108,18 @@ func (m *MemoryStore) Claim(_ context.Context, a, b string, metUntil time.Time) 
 	return nil
 }
 
-// prune drops met pairs that expired. The store has no clock of its own:
-// it uses the latest "now" the matcher passed to Met, which is in the same
-// clock domain as metUntil. It runs when the map doubles, so its cost is
-// amortised over the claims that grew it.
+// saw advances the store's idea of the time. The store has no clock of its
+// own (tests drive the matcher with a fake one); the matcher's times reach
+// it as join times and as Met's now, in the same clock domain as metUntil.
+func (m *MemoryStore) saw(t time.Time) {
+	if t.After(m.lastNow) {
+		m.lastNow = t
+	}
+}
+
+// prune drops met pairs whose window has closed. It runs when the map has
+// doubled since the last prune, so its cost is amortised over the claims
+// that grew it and memory stays within twice the live windows.
 func (m *MemoryStore) prune() {
 	for k, until := range m.met {
 		if !m.lastNow.Before(until) {
@@ -120,9 +133,7 @@ func (m *MemoryStore) prune() {
 func (m *MemoryStore) Met(_ context.Context, a, b string, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if now.After(m.lastNow) {
-		m.lastNow = now
-	}
+	m.saw(now)
 	until, ok := m.met[keyOf(a, b)]
 	if !ok {
 		return false, nil

@@ -377,6 +377,10 @@ func TestResume(t *testing.T) {
 	// While a is away: chat waits for it; signals wait for its ready.
 	b.send(map[string]any{"type": "chat", "room": room, "text": "are you there?"})
 	b.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 restart"})
+	// Frames on one socket are handled in order: once this error is back,
+	// the chat and offer above were handled before a resumes.
+	b.send(map[string]any{"type": "barrier"})
+	b.expectError("unknown_type", "barrier")
 
 	a2 := dial(t, n.ws+"?resume="+token, "a2", nil)
 	if a2.welcome.str("session") != session {
