@@ -197,6 +197,17 @@ func TestBrowserVideoChat(t *testing.T) {
 	a.waitChatFromStranger("hi A, B here 👋")
 	a.screenshot("paired.png")
 
+	// Camera and microphone toggles switch the local tracks off and on.
+	for _, tg := range []struct{ button, tracks string }{{"#toggle-cam", "getVideoTracks"}, {"#toggle-mic", "getAudioTracks"}} {
+		track := `document.querySelector("#local-video").srcObject.` + tg.tracks + `()[0]`
+		pressed := `document.querySelector("` + tg.button + `").getAttribute("aria-pressed")`
+		a.click(tg.button)
+		a.waitTrue(5*time.Second, track+`.enabled === false && `+pressed+` === "false"`)
+		a.click(tg.button)
+		a.waitTrue(5*time.Second, track+`.enabled === true && `+pressed+` === "true"`)
+	}
+	camTrack := evalOn[string](a, `document.querySelector("#local-video").srcObject.getVideoTracks()[0].id`)
+
 	// A third stranger arrives; A presses Next and meets C. B is told.
 	c := openPage(t, ctx, "C", "http://"+pc.addr()+"/")
 	c.click("#start-video")
@@ -212,6 +223,9 @@ func TestBrowserVideoChat(t *testing.T) {
 	}
 	c.waitMediaFlowing()
 	a.waitMediaFlowing()
+	// Next kept the camera: the same live track, no new permission prompt.
+	a.waitTrue(5*time.Second, `(() => { const t = document.querySelector("#local-video").srcObject.getVideoTracks()[0];
+		return t.id === `+jsString(camTrack)+` && t.readyState === "live"; })()`)
 
 	// A's network blips: its socket is cut without a close frame. C sees
 	// "reconnecting", A comes back to the same room, media flows again.
@@ -256,6 +270,9 @@ func TestBrowserTextChat(t *testing.T) {
 	b.waitTrue(10*time.Second, `!document.querySelector("#typing").hidden && getComputedStyle(document.querySelector("#typing")).display !== "none"`)
 	a.do(5*time.Second, chromedp.Click(chromedp.CSS("#chat-send")))
 	b.waitChatFromStranger("typing")
+	// The same room on a phone-sized screen.
+	b.do(5*time.Second, chromedp.EmulateViewport(360, 640))
+	b.screenshot("phone-text.png")
 	for _, p := range []*page{a, b} {
 		if evalOn[bool](p, `window.duet.pc !== null && window.duet.pc !== undefined`) {
 			t.Fatalf("%s: text mode created an RTCPeerConnection", p.name)

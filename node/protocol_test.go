@@ -679,3 +679,68 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMissedPongsDropTheSocket: a client that stops answering pings (here:
+// stops reading, so its pong handler never runs) is dropped after two
+// missed pongs, and its stranger is told it is reconnecting.
+func TestMissedPongsDropTheSocket(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.PingInterval = 200 * time.Millisecond
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	_ = a // a reads nothing from here on
+	start := time.Now()
+	m := b.read(5 * time.Second)
+	if m.str("type") != "peer_reconnecting" || m.str("room") != room {
+		t.Fatalf("b got %v, want peer_reconnecting", m)
+	}
+	if waited := time.Since(start); waited < 2*cfg.Signal.PingInterval {
+		t.Fatalf("dropped after %s: before two ping intervals", waited)
+	}
+}
+
+// TestPongsKeepTheSocket: clients that answer pings (gorilla does while
+// reading) stay connected across many ping intervals.
+func TestPongsKeepTheSocket(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.PingInterval = 100 * time.Millisecond
+	n := startNode(t, cfg)
+	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
+	inbox := func(c *client) chan msg {
+		ch := make(chan msg, 16)
+		go func() {
+			defer close(ch)
+			for {
+				_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+				var m msg
+				if c.ws.ReadJSON(&m) != nil {
+					return
+				}
+				ch <- m
+			}
+		}()
+		return ch
+	}
+	aIn, bIn := inbox(a), inbox(b)
+	// Ten ping intervals pass: the time itself is what is under test.
+	time.Sleep(10 * cfg.Signal.PingInterval)
+	if err := a.ws.WriteJSON(map[string]any{"type": "chat", "room": room, "text": "still here"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-bIn:
+		if m.str("type") != "chat" || m.str("text") != "still here" {
+			t.Fatalf("b got %v first, want the chat", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("chat never arrived")
+	}
+	select {
+	case m, ok := <-aIn:
+		if ok {
+			t.Fatalf("a got %v, want nothing", m)
+		}
+		t.Fatal("a's socket ended")
+	default:
+	}
+}
