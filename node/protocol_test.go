@@ -744,3 +744,28 @@ func TestPongsKeepTheSocket(t *testing.T) {
 	default:
 	}
 }
+
+// TestBinaryFloodIsRateLimited: binary frames spend the same budget as
+// text ones, so a flood of them is cut short with rate_limited.
+func TestBinaryFloodIsRateLimited(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.MessageRate, cfg.Limits.MessageBurst = 10, 20
+	n := startNode(t, cfg)
+	a := dial(t, n.ws, "a", nil)
+	for i := 0; i < 60; i++ {
+		a.sendRaw(websocket.BinaryMessage, []byte{0xff})
+	}
+	badRequests := 0
+	for {
+		m := a.expect("error")
+		if m.str("code") == "rate_limited" {
+			break
+		}
+		if m.str("code") != "bad_request" {
+			t.Fatalf("got %v", m)
+		}
+		if badRequests++; badRequests > 40 {
+			t.Fatal("no rate_limited within 40 binary frames (burst 20)")
+		}
+	}
+}

@@ -12,11 +12,16 @@ import (
 // maxReasonChars bounds a report's reason.
 const maxReasonChars = 200
 
-// handleFrame processes one text frame from s's socket c.
-func (h *Hub) handleFrame(s *session, c *conn, frame []byte) {
+// handleFrame processes one frame from s's socket c. Binary frames are
+// refused, but only after the rate limits, so they cannot buy free errors.
+func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	ctx := context.Background()
 	now := h.opt.Now()
-	msg, derr := decode(frame)
+	var msg *inbound
+	derr := errBinary
+	if text {
+		msg, derr = decode(frame)
+	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -48,7 +53,10 @@ func (h *Hub) handleFrame(s *session, c *conn, frame []byte) {
 	}
 }
 
-var errRateLimited = perr(CodeRateLimited, "slow down: too many messages")
+var (
+	errRateLimited = perr(CodeRateLimited, "slow down: too many messages")
+	errBinary      = perr(CodeBadRequest, "binary frames are not accepted; send JSON text frames")
+)
 
 func (h *Hub) dispatch(ctx context.Context, s *session, m *inbound) *protoError {
 	switch m.Type {

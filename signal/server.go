@@ -80,15 +80,7 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 			return sentClose && !isClosed(c)
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(wait))
-		if kind != websocket.TextMessage {
-			h.mu.Lock()
-			if s.c == c {
-				h.sendErr(s, perr(CodeBadRequest, "binary frames are not accepted; send JSON text frames"), "")
-			}
-			h.mu.Unlock()
-			continue
-		}
-		h.handleFrame(s, c, frame)
+		h.handleFrame(s, c, kind == websocket.TextMessage, frame)
 	}
 }
 
