@@ -33,6 +33,7 @@ type Node struct {
 	matcher *matcher.Matcher
 	hub     *signal.Hub
 	mux     *http.ServeMux
+	paths   []MediaPaths // relaying roles, asked for each room's figures
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -118,6 +119,8 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /readyz", n.readyz)
 	n.mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	n.mux.HandleFunc("GET /api/stats", n.stats)
+	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
+	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
 	n.mux.Handle("GET /", web.Handler())
 }
 

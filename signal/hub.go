@@ -539,3 +539,37 @@ func (h *Hub) Closing() bool {
 	defer h.mu.Unlock()
 	return h.closing
 }
+
+// RoomInfo describes one live room for the admin API.
+type RoomInfo struct {
+	Code    string
+	Mode    string
+	Started time.Time
+	A, B    string // session ids: A offers, B answers
+}
+
+// Rooms lists the live rooms.
+func (h *Hub) Rooms() []RoomInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]RoomInfo, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		out = append(out, roomInfo(r))
+	}
+	return out
+}
+
+// Room describes one live room; false if there is none with that code.
+func (h *Hub) Room(code string) (RoomInfo, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.rooms[code]
+	if !ok {
+		return RoomInfo{}, false
+	}
+	return roomInfo(r), true
+}
+
+func roomInfo(r *room) RoomInfo {
+	return RoomInfo{Code: r.code, Mode: r.mode, Started: r.started, A: r.side[0].id, B: r.side[1].id}
+}
