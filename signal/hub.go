@@ -67,11 +67,16 @@ type Options struct {
 	Queue          Queue
 	Reports        ReportSink
 	ICE            ICEProvider
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
-	Now            func() time.Time
-	AfterFunc      func(d time.Duration, f func()) Timer
-	Random         io.Reader // ids, tokens and the IP-hash salt
+	// RelayOnly tells video clients to use TURN candidates only, so
+	// strangers never see each other's addresses (turn.mode: always).
+	RelayOnly bool
+	// TURN is advertised in welcome.features.
+	TURN       bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+	AfterFunc  func(d time.Duration, f func()) Timer
+	Random     io.Reader // ids, tokens and the IP-hash salt
 }
 
 // Hub owns every session and room of this node.
@@ -253,15 +258,18 @@ func (h *Hub) sendErr(s *session, e *protoError, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, welcomeMsg{
 		Type: "welcome", Protocol: ProtocolVersion, Session: s.id, Token: s.token,
-		Features: features{Text: true}, // sfu and turn arrive with their roles
+		Features: features{TURN: h.opt.TURN, Text: true}, // sfu arrives with its role
 		Online:   h.online, Resumed: resumed,
 	})
 }
 
 func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
-	ice := []ICEServer{}
+	ice, policy := []ICEServer{}, ""
 	if r.mode == matcher.ModeVideo {
-		ice = h.opt.ICE.ICEServers(r.code, s.id)
+		ice, policy = h.opt.ICE.ICEServers(r.code, s.id), "all"
+		if h.opt.RelayOnly {
+			policy = "relay"
+		}
 	}
 	role := "offerer"
 	if r.index(s) == 1 {
@@ -270,7 +278,8 @@ func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
 	return matchedMsg{
 		Type: "matched", Room: r.code, Role: role, Mode: r.mode,
 		CommonInterests: r.common, ICEServers: ice, Media: "p2p",
-		P2PTimeoutMS: h.opt.Signal.P2PTimeout.Milliseconds(),
+		P2PTimeoutMS:       h.opt.Signal.P2PTimeout.Milliseconds(),
+		ICETransportPolicy: policy,
 	}
 }
 

@@ -173,6 +173,9 @@ type matchedMsg struct {
 	ICEServers      []ICEServer `json:"ice_servers"`
 	Media           string      `json:"media"`
 	P2PTimeoutMS    int64       `json:"p2p_timeout_ms"`
+	// ICETransportPolicy is RTCConfiguration.iceTransportPolicy for video
+	// rooms: "relay" in privacy mode (turn.mode: always), else "all".
+	ICETransportPolicy string `json:"ice_transport_policy,omitempty"`
 }
 
 type sdpMsg struct {

@@ -82,6 +82,7 @@ async function buildCall(msg) {
     room,
     role: msg.role,
     iceServers: msg.ice_servers,
+    iceTransportPolicy: msg.ice_transport_policy,
     p2pTimeoutMs: msg.p2p_timeout_ms,
     stream,
     send,

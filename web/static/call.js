@@ -14,10 +14,13 @@ function fingerprint(sdp) {
 // onPath(label), onFailed(reason) ("ice_failed" or "timeout": where the SFU
 // fallback will hook in), and send(msg) for signalling.
 export class Call {
-  constructor({ room, role, iceServers, p2pTimeoutMs, stream, send, onRemoteStream, onState, onPath, onFailed }) {
+  constructor({ room, role, iceServers, iceTransportPolicy, p2pTimeoutMs, stream, send, onRemoteStream, onState, onPath, onFailed }) {
     this.room = room;
     this.role = role;
     this.iceServers = Array.isArray(iceServers) ? iceServers : [];
+    // "relay" when the operator runs privacy mode: strangers never learn
+    // each other's addresses because only TURN candidates are used.
+    this.iceTransportPolicy = iceTransportPolicy === 'relay' ? 'relay' : 'all';
     this.stream = stream;
     this.send = send;
     this.onRemoteStream = onRemoteStream || (() => {});
@@ -41,7 +44,7 @@ export class Call {
   }
 
   build() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy });
     this.pc = pc;
     this.pending = [];
     if (this.stream) {
