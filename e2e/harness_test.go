@@ -17,10 +17,11 @@ import (
 	"time"
 )
 
-// duetBin is built once per test binary by TestMain.
+// binary is a program TestMain builds once for every test here.
 type binary struct{ path string }
 
-var bin binary // set once in TestMain before any test runs, then read-only
+// Set once in TestMain before any test runs, then read-only.
+var bin, peerBin binary
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "duet-e2e-")
@@ -29,12 +30,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin.path = filepath.Join(dir, "duet")
-	build := exec.Command("go", "build", "-race", "-o", bin.path, "../cmd/duet")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building duet:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	peerBin.path = filepath.Join(dir, "testpeer")
+	for _, b := range []struct{ out, pkg string }{{bin.path, "../cmd/duet"}, {peerBin.path, "./testpeer"}} {
+		build := exec.Command("go", "build", "-race", "-o", b.out, b.pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", b.pkg+":", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
