@@ -69,69 +69,99 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// duet is one running duet process.
-type duet struct {
-	addr string // 127.0.0.1:port
+// process is a started command whose end can be observed many times.
+type process struct {
 	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // its Wait result, valid once done is closed
 }
 
-// startDuet runs `duet serve` with env on a free loopback port and waits
-// for /readyz; it is stopped with SIGTERM at cleanup.
-func startDuet(t *testing.T, env ...string) *duet {
+// startProcess starts cmd with its output in the test's artifact
+// directory. At cleanup it gets SIGTERM (SIGKILL after 15 s); a non-zero
+// exit after SIGTERM fails the test, and a failed test shows the log tail.
+func startProcess(t *testing.T, cmd *exec.Cmd, logName string) *process {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(bin.path, "serve")
-	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug")
-	cmd.Env = append(cmd.Env, env...)
-	logPath := filepath.Join(t.ArtifactDir(), "duet.log")
+	logPath := filepath.Join(t.ArtifactDir(), logName)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting duet: %v", err)
+		logFile.Close()
+		t.Fatalf("starting %s: %v", cmd.Path, err)
 	}
-	d := &duet{addr: addr, cmd: cmd}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("duet exited with %v after SIGTERM", err)
+		case <-p.done: // already gone: its exit was reported where it mattered
+		default:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+				if p.err != nil {
+					t.Errorf("%s exited with %v after SIGTERM", logName, p.err)
+				}
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-p.done
+				t.Errorf("%s did not stop within 15s of SIGTERM", logName)
 			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("duet did not stop within 15s of SIGTERM")
 		}
 		logFile.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("duet log:\n%s", tail(b, 8000))
+				t.Logf("%s:\n%s", logName, tail(b, 8000))
 			}
 		}
 	})
+	return p
+}
+
+// waitReady polls probe until it succeeds, failing fast if p exits.
+func (p *process) waitReady(t *testing.T, what string, probe func() error) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
+	for probe() != nil {
 		select {
-		case err := <-exited:
-			t.Fatalf("duet exited before ready: %v", err)
+		case <-p.done:
+			t.Fatalf("%s exited before it was ready: %v", what, p.err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("duet not ready within 15s")
+			t.Fatalf("%s not ready within 15s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// duet is one running duet process.
+type duet struct {
+	addr string // 127.0.0.1:port
+}
+
+// startDuet runs `duet serve` with env on a free loopback port and waits
+// for /readyz.
+func startDuet(t *testing.T, env ...string) *duet {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.Command(bin.path, "serve")
+	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug")
+	cmd.Env = append(cmd.Env, env...)
+	p := startProcess(t, cmd, "duet.log")
+	p.waitReady(t, "duet", func() error {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return &duet{addr: addr}
 }
 
 func tail(b []byte, n int) []byte {

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -115,11 +113,6 @@ func (l *natLab) destroy() {
 // for /readyz through the test peer's -get mode.
 func (l *natLab) startDuet(env ...string) {
 	l.t.Helper()
-	logPath := filepath.Join(l.t.ArtifactDir(), "duet-lab.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		l.t.Fatal(err)
-	}
 	cmd := exec.Command("ip", "netns", "exec", l.ns("srv"), bin.path, "serve")
 	cmd.Env = append(os.Environ(),
 		"DUET_HTTP_LISTEN="+labServerIP+":8080",
@@ -132,42 +125,11 @@ func (l *natLab) startDuet(env ...string) {
 		"DUET_LOG_LEVEL=debug",
 	)
 	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	l.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logFile.Close()
-		if l.t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil {
-				l.t.Logf("duet log:\n%s", tail(b, 8000))
-			}
-		}
+	p := startProcess(l.t, cmd, "duet-lab.log")
+	p.waitReady(l.t, "duet in the lab", func() error {
+		_, err := l.get("/readyz")
+		return err
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := l.get("/readyz"); err == nil {
-			return
-		}
-		select {
-		case err := <-exited:
-			l.t.Fatalf("duet exited in the lab: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			l.t.Fatal("duet not ready in the lab within 15s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // get reads the node's HTTP API from inside the server namespace.
