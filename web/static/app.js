@@ -399,6 +399,17 @@ window.duet = Object.freeze({
   get ws() { return sig.ws; },
 });
 
+// Keep "N online" fresh; welcome only gives the count at connect time.
+const ONLINE_REFRESH_MS = 15000;
+async function refreshOnline() {
+  if (document.hidden) return;
+  try {
+    const r = await fetch('/api/stats', { cache: 'no-store' });
+    if (r.ok) setOnline(Number((await r.json()).online));
+  } catch { /* offline: the socket's own handling says so */ }
+}
+setInterval(refreshOnline, ONLINE_REFRESH_MS);
+
 setStatus(STATUS.idle);
 refresh();
 sig.connect();
