@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test build lint deps bench
+.PHONY: run test build lint deps bench fuzz
 
 run:
 	$(GO) run ./cmd/duet serve
@@ -25,3 +25,10 @@ deps:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Longer fuzzing than the seed corpus `make test` runs (FUZZTIME per target).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./signal/
+	$(GO) test -run '^$$' -fuzz '^FuzzSanitizeChat$$' -fuzztime $(FUZZTIME) ./signal/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./configs/

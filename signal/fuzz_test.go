@@ -1,0 +1,62 @@
+package signal
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzDecode: no frame makes the decoder panic, and every refusal is one
+// of the protocol's error codes with a message.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"queue","mode":"video","interests":["a"]}`,
+		`{"type":"candidate","room":"r","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}`,
+		`{"type":"candidate","room":"r","candidate":null}`,
+		`{"type":5}`, `[]`, `{`, `"x"`, `{"type":"offer","leg":"mars"}`,
+		"{\"type\":\"chat\",\"text\":\"\xff\"}", strings.Repeat("[", 100),
+	} {
+		f.Add([]byte(s))
+	}
+	codes := map[string]bool{CodeBadJSON: true, CodeBadRequest: true}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		m, e := decode(frame)
+		if e != nil {
+			if !codes[e.code] || e.msg == "" {
+				t.Fatalf("decode(%q) error %q/%q", frame, e.code, e.msg)
+			}
+			return
+		}
+		if m == nil || m.Type == "" {
+			t.Fatalf("decode(%q) accepted a message without type", frame)
+		}
+		if m.Candidate != nil {
+			_, _ = parseCandidate(m.Candidate)
+		}
+	})
+}
+
+// FuzzSanitizeChat: the result is valid UTF-8, trimmed, has no control
+// or bidi-override characters, and sanitising twice changes nothing.
+func FuzzSanitizeChat(f *testing.F) {
+	for _, s := range []string{"hello", " a\u202eb ", "你好👋", "\x00\x1b[31m", "a\nb\tc", "\u2066x\u2069"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := SanitizeChat(in)
+		if !utf8.ValidString(out) {
+			t.Fatalf("invalid UTF-8 from %q", in)
+		}
+		if out != strings.TrimSpace(out) {
+			t.Fatalf("not trimmed: %q", out)
+		}
+		for _, r := range out {
+			if dropChatRune(r) {
+				t.Fatalf("%q kept %U", out, r)
+			}
+		}
+		if again := SanitizeChat(out); again != out {
+			t.Fatalf("not idempotent: %q -> %q", out, again)
+		}
+	})
+}
