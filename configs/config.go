@@ -75,13 +75,20 @@ type TURN struct {
 	ListenUDP             string        `yaml:"listen_udp"`
 	ListenTCP             string        `yaml:"listen_tcp"`
 	ListenTLS             string        `yaml:"listen_tls"`
-	Secret                string        `yaml:"secret"` // secret
+	Secret                string        `yaml:"secret"` // secret: mints credentials
+	// PreviousSecrets are still accepted, so a secret can be rotated
+	// without cutting off credentials minted before the change.
+	PreviousSecrets       []string      `yaml:"previous_secrets"` // secret
 	CredentialTTL         time.Duration `yaml:"credential_ttl"`
 	RelayPortMin          int           `yaml:"relay_port_min"`
 	RelayPortMax          int           `yaml:"relay_port_max"`
 	AllowedPeerCIDRs      []string      `yaml:"allowed_peer_cidrs"`
 	DeniedPeerCIDRs       []string      `yaml:"denied_peer_cidrs"`
 	MaxAllocationsPerUser int           `yaml:"max_allocations_per_user"`
+	MaxAllocations        int           `yaml:"max_allocations"` // whole node; 0 = no cap
+	// TLSCertFile/TLSKeyFile serve turns:; empty = use http's pair.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 	Mode                  string        `yaml:"mode"` // auto | always
 }
 

@@ -167,13 +167,16 @@ func TestValidation(t *testing.T) {
 		{"DUET_HTTP_TLS_CERT_FILE=/x.pem", "tls_key_file"},
 		{"DUET_TURN_ALLOWED_PEER_CIDRS=10.0.0.0/33", "turn.allowed_peer_cidrs"},
 		{"DUET_PUBLIC_IP=not-an-ip", "public_ip"},
-		{"DUET_TURN_ENABLED=true", "turn.secret"},
+		{"DUET_TURN_LISTEN_TLS=:5349", "turn.listen_tls"},
+		{"DUET_TURN_TLS_CERT_FILE=/x.pem", "turn.tls_cert_file"},
+		{"DUET_TURN_MAX_ALLOCATIONS=-1", "turn.max_allocations"},
+		{"DUET_TURN_ENABLED=false DUET_TURN_MODE=always", "turn.mode"},
 		{"DUET_LIMITS_CHAT_RATE=0", "limits.chat_rate"},
 		{"DUET_HTTP_LISTEN=8080", "http.listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
-			env := []string{tt.env}
+			env := strings.Fields(tt.env)
 			if strings.HasPrefix(tt.env, "DUET_TURN_RELAY_PORT_MIN") {
 				env = append(env, "DUET_TURN_RELAY_PORT_MAX=50000")
 			}

@@ -233,6 +233,10 @@ func (c *Config) Masked() *Config {
 	m.Signal.ICEServers = append([]string{}, c.Signal.ICEServers...)
 	m.TURN.AllowedPeerCIDRs = append([]string{}, c.TURN.AllowedPeerCIDRs...)
 	m.TURN.DeniedPeerCIDRs = append([]string{}, c.TURN.DeniedPeerCIDRs...)
+	m.TURN.PreviousSecrets = make([]string, len(c.TURN.PreviousSecrets))
+	for i := range m.TURN.PreviousSecrets {
+		m.TURN.PreviousSecrets[i] = masked
+	}
 	for _, s := range []*string{&m.Store.Redis.Password, &m.TURN.Secret, &m.Admin.Token} {
 		if *s != "" {
 			*s = masked

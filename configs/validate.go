@@ -102,8 +102,27 @@ func (c *Config) Validate() error {
 	if c.TURN.MaxAllocationsPerUser < 1 {
 		bad("turn.max_allocations_per_user", "must be at least 1")
 	}
-	if c.TURN.Enabled && c.TURN.Secret == "" {
-		bad("turn.secret", "must be set when turn.enabled is true")
+	if c.TURN.MaxAllocations < 0 {
+		bad("turn.max_allocations", "must be 0 (no cap) or more")
+	}
+	if c.TURN.Enabled {
+		if c.TURN.ListenUDP == "" && c.TURN.ListenTCP == "" && c.TURN.ListenTLS == "" {
+			bad("turn.listen_udp", "turn.enabled is true but listen_udp, listen_tcp and listen_tls are all empty")
+		}
+		if c.TURN.ListenTLS != "" && c.TURN.TLSCertFile == "" && c.HTTP.TLSCertFile == "" {
+			bad("turn.listen_tls", "needs a certificate: set turn.tls_cert_file and turn.tls_key_file (or http's)")
+		}
+	}
+	if (c.TURN.TLSCertFile == "") != (c.TURN.TLSKeyFile == "") {
+		bad("turn.tls_cert_file", "turn.tls_cert_file and turn.tls_key_file must be set together")
+	}
+	if c.TURN.Mode == "always" && !c.TURN.Enabled {
+		bad("turn.mode", "always needs the integrated relay: set turn.enabled: true")
+	}
+	for i, s := range c.TURN.PreviousSecrets {
+		if s == "" {
+			bad("turn.previous_secrets", "entry %d is empty", i)
+		}
 	}
 
 	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")

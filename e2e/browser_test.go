@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // browser starts one headless Chromium with a fake camera and microphone;
 // each page is a tab of it.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	exe := requireTool(t, "chromium")
+	exe := testtool.Require(t, "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		chromedp.UserDataDir(t.TempDir()),

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // binary is a program TestMain builds once for every test here.
@@ -46,29 +48,6 @@ func TestMain(m *testing.M) {
 }
 
 // requireTool fails under CI=true and skips elsewhere when a tool is missing.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required (CI=true) but not installed: run scripts/test-deps.sh", name)
-	}
-	t.Skipf("%s not installed; run scripts/test-deps.sh", name)
-	return ""
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // process is a started command whose end can be observed many times.
 type process struct {
 	cmd  *exec.Cmd
@@ -145,7 +124,7 @@ type duet struct {
 // for /readyz.
 func startDuet(t *testing.T, env ...string) *duet {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
 	cmd := exec.Command(bin.path, "serve")
 	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug")
 	cmd.Env = append(cmd.Env, env...)

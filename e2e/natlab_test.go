@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // natLab is the symmetric-NAT lab of DESIGN.md: a bridge "wan" holding the
@@ -45,8 +47,8 @@ func requireRoot(t *testing.T) {
 func newNATLab(t *testing.T) *natLab {
 	t.Helper()
 	requireRoot(t)
-	requireTool(t, "ip")
-	requireTool(t, "iptables")
+	testtool.Require(t, "ip")
+	testtool.Require(t, "iptables")
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	l := &natLab{t: t, prefix: "duet" + hex.EncodeToString(b)}

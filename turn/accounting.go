@@ -1,0 +1,290 @@
+package turn
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// flow counts one direction of one allocation. Only atomics are touched
+// per packet.
+type flow struct{ bytes, packets atomic.Uint64 }
+
+func (f *flow) add(n int) {
+	f.bytes.Add(uint64(n))
+	f.packets.Add(1)
+}
+
+// Totals are bytes and packets in one direction.
+type Totals struct{ Bytes, Packets uint64 }
+
+func (t Totals) plus(o Totals) Totals { return Totals{t.Bytes + o.Bytes, t.Packets + o.Packets} }
+
+func (f *flow) load() Totals { return Totals{f.bytes.Load(), f.packets.Load()} }
+
+// alloc is one live allocation: what its relay socket sent to peers and
+// received from them.
+type alloc struct {
+	key       string // relay address
+	user      Username
+	transport string
+	created   time.Time
+	toPeer    flow // client -> peer (relay socket writes)
+	fromPeer  flow // peer -> client (relay socket reads)
+	sess      *sessionAcc
+}
+
+// sessionAcc is one stranger's relaying within a room: its live
+// allocations plus what closed ones relayed.
+type sessionAcc struct {
+	live                 map[*alloc]struct{}
+	closedTo, closedFrom Totals
+	samples              [sampleSlots]sample
+	next, filled         int
+}
+
+// sample is a session's cumulative totals at one tick.
+type sample struct {
+	at       time.Time
+	to, from Totals
+}
+
+const sampleSlots = 6 // one per second: rates over the last ~5 s
+
+func (s *sessionAcc) totals() (to, from Totals) {
+	to, from = s.closedTo, s.closedFrom
+	for a := range s.live {
+		to, from = to.plus(a.toPeer.load()), from.plus(a.fromPeer.load())
+	}
+	return to, from
+}
+
+func (s *sessionAcc) record(now time.Time) {
+	to, from := s.totals()
+	s.samples[s.next] = sample{at: now, to: to, from: from}
+	s.next = (s.next + 1) % sampleSlots
+	s.filled = min(s.filled+1, sampleSlots)
+}
+
+// oldest and newest samples, when there are two.
+func (s *sessionAcc) window() (old, cur sample, ok bool) {
+	if s.filled < 2 {
+		return sample{}, sample{}, false
+	}
+	cur = s.samples[(s.next+sampleSlots-1)%sampleSlots]
+	old = s.samples[(s.next+sampleSlots-s.filled)%sampleSlots]
+	return old, cur, true
+}
+
+// accounting attributes relayed traffic to rooms and sessions and
+// enforces allocation quotas. Rooms are keyed by the code in the TURN
+// username, never exported as metric labels.
+type accounting struct {
+	now     func() time.Time
+	perUser int
+	total   int
+	onClose func(a *alloc, to, from Totals)
+	onOpen  func(a *alloc)
+
+	mu       sync.Mutex
+	pending  map[string]*countingConn          // relay address -> conn, until attributed
+	rooms    map[string]map[string]*sessionAcc // room -> session -> figures
+	live     map[string]int                    // quota key -> live allocations
+	reserved map[string][]time.Time            // quota key -> admitted, not yet created
+	nlive    int
+	closed   map[string][2]Totals // transport -> closed allocations' totals, to and from peers
+	allocs   map[*alloc]struct{}
+}
+
+// reservationTTL bounds how long an admitted allocation may take to
+// appear; pion creates it right after the quota check, so this only
+// matters when creation fails.
+const reservationTTL = 5 * time.Second
+
+func newAccounting(now func() time.Time, perUser, total int) *accounting {
+	return &accounting{
+		now: now, perUser: perUser, total: total,
+		pending: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
+		live: map[string]int{}, reserved: map[string][]time.Time{}, allocs: map[*alloc]struct{}{},
+		closed: map[string][2]Totals{},
+	}
+}
+
+// admit is the quota check. It reserves a slot so concurrent requests on
+// different sockets cannot all pass.
+func (ac *accounting) admit(u Username) (ok bool, reason string) {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	now := ac.now()
+	key := u.QuotaKey()
+	res := ac.reserved[key][:0]
+	for _, t := range ac.reserved[key] {
+		if now.Sub(t) < reservationTTL {
+			res = append(res, t)
+		}
+	}
+	pendingAll := 0
+	for _, r := range ac.reserved {
+		pendingAll += len(r)
+	}
+	switch {
+	case ac.live[key]+len(res) >= ac.perUser:
+		ac.reserved[key] = res
+		return false, "user"
+	case ac.total > 0 && ac.nlive+pendingAll >= ac.total:
+		ac.reserved[key] = res
+		return false, "total"
+	}
+	ac.reserved[key] = append(res, now)
+	return true, ""
+}
+
+// wrap starts counting a freshly allocated relay socket.
+func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
+	c := &countingConn{PacketConn: pc, ac: ac, a: &alloc{key: relay.String()}}
+	ac.mu.Lock()
+	ac.pending[c.a.key] = c
+	ac.mu.Unlock()
+	return c
+}
+
+// created attributes the allocation at relay to its username.
+func (ac *accounting) created(relay net.Addr, u Username, transport string) {
+	ac.mu.Lock()
+	c := ac.pending[relay.String()]
+	delete(ac.pending, relay.String())
+	if c == nil {
+		ac.mu.Unlock()
+		return
+	}
+	a := c.a
+	a.user, a.transport, a.created = u, transport, ac.now()
+	key := u.QuotaKey()
+	if r := ac.reserved[key]; len(r) > 0 {
+		ac.reserved[key] = r[1:]
+	}
+	if len(ac.reserved[key]) == 0 {
+		delete(ac.reserved, key)
+	}
+	ac.live[key]++
+	ac.nlive++
+	ac.allocs[a] = struct{}{}
+	if u.Room != "" {
+		sessions := ac.rooms[u.Room]
+		if sessions == nil {
+			sessions = map[string]*sessionAcc{}
+			ac.rooms[u.Room] = sessions
+		}
+		s := sessions[u.Session]
+		if s == nil {
+			s = &sessionAcc{live: map[*alloc]struct{}{}}
+			sessions[u.Session] = s
+		}
+		s.live[a] = struct{}{}
+		a.sess = s
+	}
+	ac.mu.Unlock()
+	c.attributed.Store(true)
+	if ac.onOpen != nil {
+		ac.onOpen(a)
+	}
+}
+
+// closedConn folds a finished allocation into its session and the node
+// totals, and forgets rooms with nothing left.
+func (ac *accounting) closedConn(c *countingConn) {
+	a := c.a
+	to, from := a.toPeer.load(), a.fromPeer.load()
+	ac.mu.Lock()
+	delete(ac.pending, a.key)
+	if !c.attributed.Load() {
+		ac.mu.Unlock()
+		return
+	}
+	delete(ac.allocs, a)
+	key := a.user.QuotaKey()
+	if ac.live[key]--; ac.live[key] <= 0 {
+		delete(ac.live, key)
+	}
+	ac.nlive--
+	c2 := ac.closed[a.transport]
+	ac.closed[a.transport] = [2]Totals{c2[0].plus(to), c2[1].plus(from)}
+	if s := a.sess; s != nil {
+		delete(s.live, a)
+		s.closedTo, s.closedFrom = s.closedTo.plus(to), s.closedFrom.plus(from)
+		sessions := ac.rooms[a.user.Room]
+		empty := true
+		for _, o := range sessions {
+			if len(o.live) > 0 {
+				empty = false
+			}
+		}
+		if empty {
+			delete(ac.rooms, a.user.Room)
+		}
+	}
+	ac.mu.Unlock()
+	if ac.onClose != nil {
+		ac.onClose(a, to, from)
+	}
+}
+
+// tick samples every session for the rate window.
+func (ac *accounting) tick() {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	now := ac.now()
+	for _, sessions := range ac.rooms {
+		for _, s := range sessions {
+			s.record(now)
+		}
+	}
+}
+
+// nodeTotals sums every allocation, live and closed, by transport.
+func (ac *accounting) nodeTotals() (allocs map[string]int, to, from map[string]Totals) {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	allocs, to, from = map[string]int{}, map[string]Totals{}, map[string]Totals{}
+	for tr, c := range ac.closed {
+		to[tr], from[tr] = c[0], c[1]
+	}
+	for a := range ac.allocs {
+		allocs[a.transport]++
+		to[a.transport] = to[a.transport].plus(a.toPeer.load())
+		from[a.transport] = from[a.transport].plus(a.fromPeer.load())
+	}
+	return allocs, to, from
+}
+
+// countingConn is a relay socket that counts what it relays.
+type countingConn struct {
+	net.PacketConn
+	ac         *accounting
+	a          *alloc
+	attributed atomic.Bool
+	closeOnce  sync.Once
+}
+
+func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(p)
+	if n > 0 {
+		c.a.fromPeer.add(n)
+	}
+	return n, addr, err
+}
+
+func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(p, addr)
+	if n > 0 {
+		c.a.toPeer.add(n)
+	}
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.PacketConn.Close()
+	c.closeOnce.Do(func() { c.ac.closedConn(c) })
+	return err
+}

@@ -1,0 +1,128 @@
+package turn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Flow is one direction of a room as the relay saw it.
+type Flow struct {
+	Bytes      uint64
+	Packets    uint64
+	BitrateBPS float64 // over the last few seconds
+}
+
+// RoomFigures is what the relay carried for a room.
+type RoomFigures struct {
+	// Relaying is true while media, not just ICE checks, goes through the
+	// relay: browsers allocate relay candidates even when a direct pair
+	// wins, so an allocation alone does not make a room "turn".
+	Relaying   bool
+	AToB, BToA Flow
+}
+
+// relayingPackets is the packet rate above which a room counts as
+// relayed. Consent checks on standby pairs are a few packets a second;
+// audio alone is about fifty.
+const (
+	relayingPPS     = 10
+	relayingPackets = 100 // before the first rate window exists
+)
+
+// Room reports the relayed traffic of room, with a and b the two
+// strangers' session ids. a->b is what a sent through its relay or b
+// received through its relay, whichever is larger: with both strangers
+// relaying each packet crosses the relay twice, and counting it once is
+// the honest figure.
+func (s *Server) Room(room, a, b string) (RoomFigures, bool) {
+	s.acc.mu.Lock()
+	defer s.acc.mu.Unlock()
+	sessions := s.acc.rooms[room]
+	if sessions == nil {
+		return RoomFigures{}, false
+	}
+	sa, sb := sessions[a], sessions[b]
+	if sa == nil && sb == nil {
+		return RoomFigures{}, false
+	}
+	ab := flowBetween(sa, sb)
+	ba := flowBetween(sb, sa)
+	f := RoomFigures{AToB: ab.Flow, BToA: ba.Flow}
+	if ab.windowed || ba.windowed {
+		f.Relaying = ab.pps >= relayingPPS || ba.pps >= relayingPPS
+	} else {
+		f.Relaying = ab.Packets >= relayingPackets || ba.Packets >= relayingPackets
+	}
+	return f, true
+}
+
+type flowFigures struct {
+	Flow
+	pps      float64
+	windowed bool
+}
+
+// flowBetween is the flow from sender to receiver; either may be nil
+// when that stranger does not relay.
+func flowBetween(sender, receiver *sessionAcc) flowFigures {
+	var f flowFigures
+	if sender != nil {
+		to, _ := sender.totals()
+		f.Bytes, f.Packets = to.Bytes, to.Packets
+		if old, cur, ok := sender.window(); ok {
+			f.take(cur.to, old.to, cur.at.Sub(old.at).Seconds())
+		}
+	}
+	if receiver != nil {
+		_, from := receiver.totals()
+		f.Bytes, f.Packets = max(f.Bytes, from.Bytes), max(f.Packets, from.Packets)
+		if old, cur, ok := receiver.window(); ok {
+			f.take(cur.from, old.from, cur.at.Sub(old.at).Seconds())
+		}
+	}
+	return f
+}
+
+func (f *flowFigures) take(cur, old Totals, secs float64) {
+	if secs <= 0 {
+		return
+	}
+	f.windowed = true
+	f.BitrateBPS = max(f.BitrateBPS, float64(cur.Bytes-old.Bytes)*8/secs)
+	f.pps = max(f.pps, float64(cur.Packets-old.Packets)/secs)
+}
+
+// RelayIP picks the address relay candidates carry. An explicit
+// public_ip always wins; otherwise the address of the interface that
+// holds the default route, then the first non-loopback IPv4 address.
+func RelayIP(configured string) (ip net.IP, source string, err error) {
+	if configured != "" {
+		ip = net.ParseIP(configured)
+		if ip == nil {
+			return nil, "", fmt.Errorf("public_ip %q is not an IP address", configured)
+		}
+		if ip.To4() == nil {
+			return nil, "", fmt.Errorf("public_ip %s: the TURN relay (pion/turn v4) relays IPv4 only", configured)
+		}
+		return ip.To4(), "public_ip", nil
+	}
+	// Connecting a UDP socket sends nothing; it only asks the kernel
+	// which source address the default route would use.
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer c.Close()
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsLoopback() && !a.IP.IsUnspecified() {
+			return a.IP.To4(), "default route", nil
+		}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, "", fmt.Errorf("listing interface addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.To4(), "interface", nil
+		}
+	}
+	return nil, "", errors.New("no IPv4 address found for the relay: set public_ip")
+}

@@ -1,0 +1,396 @@
+package turn
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/pion/logging"
+	pturn "github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duetchat/duet/configs"
+)
+
+// Options configure a Server.
+type Options struct {
+	TURN configs.TURN
+	// RelayIP is the address put in relay candidates and in the URLs
+	// handed to clients (see RelayIP for how it is found).
+	RelayIP net.IP
+	// Secrets accepted for credentials; the first mints.
+	Secrets []string
+	// TLS serves turns: on TURN.ListenTLS when set.
+	TLS        *tls.Config
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+	// RelayBind is the local address relay sockets bind to; empty means
+	// the host of turn.listen_udp when that names one, else 0.0.0.0.
+	RelayBind string
+	// Sockets is how many SO_REUSEPORT UDP sockets share the UDP port
+	// (one read loop each); 0 means one per CPU.
+	Sockets int
+}
+
+// Server is the running relay.
+type Server struct {
+	opt     Options
+	log     *slog.Logger
+	creds   Credentials
+	policy  *PeerPolicy
+	keys    *keyChooser
+	acc     *accounting
+	metrics *metrics
+	srv     *pturn.Server
+	udpPort int
+	tcpPort int
+	tlsPort int
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// idleTCP cuts TCP/TLS connections that send nothing for this long; every
+// client refreshes its allocation well within it.
+const idleTCP = 15 * time.Minute
+
+// New listens on the configured addresses and starts relaying.
+func New(opt Options) (*Server, error) {
+	if len(opt.Secrets) == 0 || opt.Secrets[0] == "" {
+		return nil, errors.New("turn: a secret is required")
+	}
+	if opt.RelayIP == nil || opt.RelayIP.To4() == nil {
+		return nil, fmt.Errorf("turn: relay address %v is not IPv4 (pion/turn v4 relays IPv4 only)", opt.RelayIP)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Registerer == nil {
+		opt.Registerer = prometheus.NewRegistry()
+	}
+	if opt.Sockets <= 0 {
+		opt.Sockets = runtime.NumCPU()
+	}
+	policy, err := NewPeerPolicy(opt.TURN.AllowedPeerCIDRs, opt.TURN.DeniedPeerCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opt: opt, log: opt.Logger, policy: policy,
+		creds: Credentials{Secrets: opt.Secrets, TTL: opt.TURN.CredentialTTL, Now: opt.Now},
+		keys:  newKeyChooser(opt.Secrets),
+		acc:   newAccounting(opt.Now, opt.TURN.MaxAllocationsPerUser, opt.TURN.MaxAllocations),
+		stop:  make(chan struct{}), done: make(chan struct{}),
+	}
+	s.acc.onClose = s.logAllocation
+	if s.metrics, err = newMetrics(opt.Registerer, s.acc); err != nil {
+		return nil, err
+	}
+	if !policy.Allowed(opt.RelayIP) {
+		s.log.Warn("the relay address is refused as a peer, so two clients that both relay cannot reach each other; add it to turn.allowed_peer_cidrs if that is wanted",
+			"relay_ip", opt.RelayIP.String())
+	}
+	cfg, err := s.listen()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := pturn.NewServer(cfg)
+	if err != nil {
+		closeAll(cfg)
+		return nil, fmt.Errorf("starting TURN server: %w", err)
+	}
+	s.srv = srv
+	go s.sampleLoop()
+	s.log.Info("TURN relay listening", "udp", s.udpPort, "tcp", s.tcpPort, "tls", s.tlsPort,
+		"relay_ip", opt.RelayIP.String(), "udp_sockets", opt.Sockets, "secrets", len(opt.Secrets))
+	return s, nil
+}
+
+func (s *Server) listen() (pturn.ServerConfig, error) {
+	t := s.opt.TURN
+	bind := s.opt.RelayBind
+	if bind == "" {
+		bind = "0.0.0.0"
+		if host, _, err := net.SplitHostPort(t.ListenUDP); err == nil && net.ParseIP(host) != nil {
+			bind = host
+		}
+	}
+	gen := &relayGen{
+		inner: &pturn.RelayAddressGeneratorPortRange{
+			RelayAddress: s.opt.RelayIP,
+			Address:      bind,
+			MinPort:      uint16(t.RelayPortMin), //nolint:gosec // validated as a port
+			MaxPort:      uint16(t.RelayPortMax), //nolint:gosec // validated as a port
+			MaxRetries:   40,
+		},
+		acc: s.acc,
+	}
+	cfg := pturn.ServerConfig{
+		Realm:         t.Realm,
+		AuthHandler:   s.auth,
+		QuotaHandler:  s.quota,
+		LoggerFactory: pionLogs{},
+		EventHandler: pturn.EventHandler{
+			OnAuth:              s.onAuth,
+			OnAllocationCreated: s.onCreated,
+		},
+	}
+	if t.ListenUDP != "" {
+		conns, err := listenUDPReuse(t.ListenUDP, s.opt.Sockets)
+		if err != nil {
+			return cfg, fmt.Errorf("turn.listen_udp %s: %w", t.ListenUDP, err)
+		}
+		s.udpPort = conns[0].LocalAddr().(*net.UDPAddr).Port
+		for _, c := range conns {
+			cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, pturn.PacketConnConfig{
+				PacketConn:            &observedPacketConn{PacketConn: c, keys: s.keys},
+				RelayAddressGenerator: gen,
+				PermissionHandler:     s.permit,
+			})
+		}
+	}
+	addListener := func(key, addr string, wrap func(net.Listener) net.Listener, port *int) error {
+		ln, err := net.Listen("tcp4", addr)
+		if err != nil {
+			closeAll(cfg)
+			return fmt.Errorf("%s %s: %w", key, addr, err)
+		}
+		*port = ln.Addr().(*net.TCPAddr).Port
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, pturn.ListenerConfig{
+			Listener:              &observedListener{Listener: wrap(ln), keys: s.keys, idle: idleTCP},
+			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permit,
+		})
+		return nil
+	}
+	plain := func(l net.Listener) net.Listener { return l }
+	if t.ListenTCP != "" {
+		if err := addListener("turn.listen_tcp", t.ListenTCP, plain, &s.tcpPort); err != nil {
+			return cfg, err
+		}
+	}
+	if t.ListenTLS != "" {
+		if s.opt.TLS == nil {
+			closeAll(cfg)
+			return cfg, errors.New("turn.listen_tls is set but no certificate was loaded")
+		}
+		wrap := func(l net.Listener) net.Listener { return tls.NewListener(l, s.opt.TLS) }
+		if err := addListener("turn.listen_tls", t.ListenTLS, wrap, &s.tlsPort); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+func closeAll(cfg pturn.ServerConfig) {
+	for _, p := range cfg.PacketConnConfigs {
+		_ = p.PacketConn.Close()
+	}
+	for _, l := range cfg.ListenerConfigs {
+		_ = l.Listener.Close()
+	}
+}
+
+// Close stops the relay and ends every allocation.
+func (s *Server) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	if err := s.srv.Close(); err != nil {
+		return fmt.Errorf("closing TURN server: %w", err)
+	}
+	return nil
+}
+
+// Ports are the bound listener ports (0 when off), for URLs and tests.
+func (s *Server) Ports() (udp, tcp, tls int) { return s.udpPort, s.tcpPort, s.tlsPort }
+
+func (s *Server) sampleLoop() {
+	defer close(s.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.acc.tick()
+		}
+	}
+}
+
+func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
+	if _, err := s.creds.Check(username); err != nil {
+		reason := "malformed"
+		if errors.Is(err, ErrExpired) {
+			reason = "expired"
+		}
+		s.metrics.authFailures.WithLabelValues(reason).Inc()
+		s.log.Debug("TURN credential refused", "reason", reason)
+		return nil, false
+	}
+	return pturn.GenerateAuthKey(username, realm, Password(s.keys.secret(username, src), username)), true
+}
+
+func (s *Server) onAuth(_, _ net.Addr, _, _, _, _ string, verdict bool) {
+	if !verdict {
+		s.metrics.authFailures.WithLabelValues("bad_password").Inc()
+	}
+}
+
+func (s *Server) quota(username, _ string, _ net.Addr) bool {
+	u, err := ParseUsername(username)
+	if err != nil {
+		return false
+	}
+	ok, scope := s.acc.admit(u)
+	if !ok {
+		s.metrics.quotaRefusals.WithLabelValues(scope).Inc()
+		s.log.Info("TURN allocation over quota", "scope", scope, "room", u.Room, "session", u.Session)
+	}
+	return ok
+}
+
+func (s *Server) permit(_ net.Addr, peer net.IP) bool {
+	if s.policy.Allowed(peer) {
+		return true
+	}
+	s.metrics.deniedPeers.Inc()
+	return false
+}
+
+func (s *Server) onCreated(_, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
+	u, _ := ParseUsername(username) // already checked by auth
+	s.acc.created(relay, u, s.transportOf(dst))
+	s.metrics.allocationsTotal.Inc()
+}
+
+func (s *Server) transportOf(dst net.Addr) string {
+	a, ok := dst.(*net.TCPAddr)
+	switch {
+	case !ok:
+		return "udp"
+	case s.tlsPort != 0 && a.Port == s.tlsPort:
+		return "tls"
+	default:
+		return "tcp"
+	}
+}
+
+// logAllocation writes the one line an ended allocation gets. It names
+// room and session, never an IP address.
+func (s *Server) logAllocation(a *alloc, to, from Totals) {
+	s.log.Info("TURN allocation ended",
+		"room", a.user.Room, "session", a.user.Session, "user", userLabel(a.user),
+		"transport", a.transport, "duration", s.opt.Now().Sub(a.created).Round(time.Millisecond).String(),
+		"to_peer_bytes", to.Bytes, "to_peer_packets", to.Packets,
+		"from_peer_bytes", from.Bytes, "from_peer_packets", from.Packets)
+}
+
+func userLabel(u Username) string {
+	if u.Session != "" {
+		return ""
+	}
+	return u.User
+}
+
+// relayGen allocates relay sockets in the configured range and counts
+// what each one relays.
+type relayGen struct {
+	inner *pturn.RelayAddressGeneratorPortRange
+	acc   *accounting
+}
+
+func (g *relayGen) Validate() error {
+	if err := g.inner.Validate(); err != nil {
+		return fmt.Errorf("relay ports: %w", err)
+	}
+	return nil
+}
+
+func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	pc, addr, err := g.inner.AllocatePacketConn(network, port)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g.acc.wrap(pc, addr), addr, nil
+}
+
+func (g *relayGen) AllocateConn(network string, port int) (net.Conn, net.Addr, error) {
+	return g.inner.AllocateConn(network, port)
+}
+
+// URLs are the STUN and TURN URLs clients use to reach this relay.
+func (s *Server) URLs() (stun []string, turn []string) {
+	host := s.opt.RelayIP.String()
+	if s.udpPort != 0 {
+		hp := net.JoinHostPort(host, strconv.Itoa(s.udpPort))
+		stun = append(stun, "stun:"+hp)
+		turn = append(turn, "turn:"+hp+"?transport=udp")
+	}
+	if s.tcpPort != 0 {
+		turn = append(turn, "turn:"+net.JoinHostPort(host, strconv.Itoa(s.tcpPort))+"?transport=tcp")
+	}
+	if s.tlsPort != 0 {
+		turn = append(turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(s.tlsPort))+"?transport=tcp")
+	}
+	return stun, turn
+}
+
+// ICEServer is one RTCIceServer entry.
+type ICEServer struct {
+	URLs       []string
+	Username   string
+	Credential string
+}
+
+// ICEServers mints a credential for one stranger of one room and returns
+// the node's STUN and TURN entries.
+func (s *Server) ICEServers(room, session string) ([]ICEServer, error) {
+	stun, turn := s.URLs()
+	var out []ICEServer
+	if len(stun) > 0 {
+		out = append(out, ICEServer{URLs: stun})
+	}
+	if len(turn) > 0 {
+		c, err := s.creds.Mint(room, session)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ICEServer{URLs: turn, Username: c.Username, Credential: c.Password})
+	}
+	return out, nil
+}
+
+// pionLogs silences pion's own logging: its messages carry client
+// addresses, and duet keeps raw IPs out of its logs. What an operator
+// needs (auth failures, refused peers, quotas) is in metrics and in
+// duet's own lines.
+type pionLogs struct{}
+
+func (pionLogs) NewLogger(string) logging.LeveledLogger { return quiet{} }
+
+type quiet struct{}
+
+func (quiet) Trace(string)          {}
+func (quiet) Tracef(string, ...any) {}
+func (quiet) Debug(string)          {}
+func (quiet) Debugf(string, ...any) {}
+func (quiet) Info(string)           {}
+func (quiet) Infof(string, ...any)  {}
+func (quiet) Warn(string)           {}
+func (quiet) Warnf(string, ...any)  {}
+func (quiet) Error(string)          {}
+func (quiet) Errorf(string, ...any) {}
