@@ -70,12 +70,12 @@ type Signal struct {
 }
 
 type TURN struct {
-	Enabled               bool          `yaml:"enabled"`
-	Realm                 string        `yaml:"realm"`
-	ListenUDP             string        `yaml:"listen_udp"`
-	ListenTCP             string        `yaml:"listen_tcp"`
-	ListenTLS             string        `yaml:"listen_tls"`
-	Secret                string        `yaml:"secret"` // secret: mints credentials
+	Enabled   bool   `yaml:"enabled"`
+	Realm     string `yaml:"realm"`
+	ListenUDP string `yaml:"listen_udp"`
+	ListenTCP string `yaml:"listen_tcp"`
+	ListenTLS string `yaml:"listen_tls"`
+	Secret    string `yaml:"secret"` // secret: mints credentials
 	// PreviousSecrets are still accepted, so a secret can be rotated
 	// without cutting off credentials minted before the change.
 	PreviousSecrets       []string      `yaml:"previous_secrets"` // secret
@@ -89,7 +89,7 @@ type TURN struct {
 	// TLSCertFile/TLSKeyFile serve turns:; empty = use http's pair.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
-	Mode                  string        `yaml:"mode"` // auto | always
+	Mode        string `yaml:"mode"` // auto | always
 }
 
 type SFU struct {

@@ -126,7 +126,10 @@ func startDuet(t *testing.T, env ...string) *duet {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
 	cmd := exec.Command(bin.path, "serve")
-	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug")
+	turnAddr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
+	// The relay is on by default; keep it on loopback like everything else.
+	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug",
+		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr)
 	cmd.Env = append(cmd.Env, env...)
 	p := startProcess(t, cmd, "duet.log")
 	p.waitReady(t, "duet", func() error {

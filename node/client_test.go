@@ -32,6 +32,10 @@ func testConfig(t *testing.T) *configs.Config {
 	}
 	cfg.Signal.ResumeGrace = 5 * time.Second
 	cfg.HTTP.ShutdownGrace = 2 * time.Second
+	// The relay runs as it does by default, on loopback only.
+	cfg.PublicIP = "127.0.0.1"
+	cfg.TURN.ListenUDP, cfg.TURN.ListenTCP = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TURN.Secret = "node-test-secret"
 	return cfg
 }
 

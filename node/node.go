@@ -21,6 +21,7 @@ import (
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/signal"
+	"github.com/duetchat/duet/turn"
 	"github.com/duetchat/duet/web"
 )
 
@@ -34,6 +35,7 @@ type Node struct {
 	hub     *signal.Hub
 	mux     *http.ServeMux
 	paths   []MediaPaths // relaying roles, asked for each room's figures
+	turn    *turn.Server // nil when turn.enabled is false
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -43,9 +45,6 @@ type Node struct {
 func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if cfg.Store.Backend != "memory" {
 		return nil, fmt.Errorf("store.backend %q: only \"memory\" is available in this build", cfg.Store.Backend)
-	}
-	if cfg.TURN.Enabled {
-		return nil, errors.New("turn.enabled: the integrated TURN relay is not available in this build yet; set it to false and list external STUN/TURN URLs in signal.ice_servers")
 	}
 	if cfg.SFU.Enabled || cfg.SFU.Mode == "always" {
 		return nil, errors.New("sfu: the SFU is not available in this build yet; set sfu.enabled: false and sfu.mode: off")
@@ -57,6 +56,16 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	n := &Node{cfg: cfg, log: log, reg: reg, store: matcher.NewMemoryStore(), mux: http.NewServeMux()}
+	var ice signal.ICEProvider = signal.StaticICE(cfg.Signal.ICEServers)
+	if cfg.TURN.Enabled && cfg.Roles.TURN {
+		srv, err := startTURN(cfg, log.With("role", "turn"), reg)
+		if err != nil {
+			return nil, err
+		}
+		n.turn = srv
+		n.paths = append(n.paths, turnPaths{srv})
+		ice = relayICE{turn: srv, extra: signal.StaticICE(cfg.Signal.ICEServers), log: log.With("role", "turn")}
+	}
 	// The hub is the matcher's notifier and the matcher is the hub's queue;
 	// notify through a small forwarder to break the construction cycle.
 	fwd := &notifier{}
@@ -71,19 +80,34 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Limits:         cfg.Limits,
 		AllowedOrigins: cfg.HTTP.AllowedOrigins,
 		Queue:          n.matcher,
+		ICE:            ice,
+		RelayOnly:      n.turn != nil && cfg.TURN.Mode == "always",
+		TURN:           n.turn != nil,
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
 	})
 	if err != nil {
+		n.Close()
 		return nil, fmt.Errorf("building signal hub: %w", err)
 	}
 	fwd.hub = hub
 	n.hub = hub
 	if err := n.registerWaiting(); err != nil {
+		n.Close()
 		return nil, err
 	}
 	n.routes()
 	return n, nil
+}
+
+// Close releases what New bound (the TURN relay's sockets). Serve calls
+// it on the way out; call it yourself for a node that never served.
+func (n *Node) Close() {
+	if n.turn != nil {
+		if err := n.turn.Close(); err != nil {
+			n.log.Warn("closing TURN relay", "err", err)
+		}
+	}
 }
 
 type notifier struct{ hub *signal.Hub }
@@ -219,6 +243,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	n.mu.Unlock()
 	stop()
 	wg.Wait()
+	n.Close()
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("http server: %w", serveErr)
 	}

@@ -26,6 +26,9 @@ const usage = `duet: random video chat node
 Usage:
   duet serve [--config FILE]   run the node (embedded defaults without a file)
   duet config [--config FILE]  print the effective config, secrets masked
+  duet turn-credentials [--secret S] [--ttl 1h] [--user U]
+                               print a TURN REST username and password
+                               (for turnutils_uclient -u U -w P)
   duet version                 print the version
 
 Every scalar setting can also come from the environment as
@@ -47,6 +50,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return serve(rest, env, stderr)
 	case "config":
 		return printConfig(rest, env, stdout, stderr)
+	case "turn-credentials":
+		return turnCredentials(rest, env, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0

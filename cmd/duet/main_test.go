@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/duetchat/duet/turn"
 )
 
 func TestCommands(t *testing.T) {
@@ -50,6 +53,12 @@ func TestCommands(t *testing.T) {
 		{name: "invalid value", args: []string{"serve"}, env: []string{"DUET_LOG_LEVEL=loud"}, code: 2,
 			stderr: []string{"log.level", "loud"}},
 		{name: "stray argument", args: []string{"config", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},
+		{name: "config masks previous TURN secrets", args: []string{"config"}, env: []string{"DUET_TURN_PREVIOUS_SECRETS=old1,old2"}, code: 0,
+			stdout: []string{"previous_secrets:"}, noStdout: []string{"old1", "old2"}},
+		{name: "turn-credentials without a secret", args: []string{"turn-credentials"}, code: 2, stderr: []string{"no secret", "--secret"}},
+		{name: "turn-credentials with a stray argument", args: []string{"turn-credentials", "x"}, code: 2, stderr: []string{`unexpected argument "x"`}},
+		{name: "turn-credentials negative ttl", args: []string{"turn-credentials", "--secret", "s", "--ttl", "-1h"}, code: 2, stderr: []string{"negative"}},
+		{name: "turn-credentials usage lists it", args: []string{"help"}, code: 0, stdout: []string{"turn-credentials"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,5 +102,47 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if again.String() != out.String() {
 		t.Fatalf("round trip changed the config:\n%s\nvs\n%s", out.String(), again.String())
+	}
+}
+
+func TestTurnCredentialsCommand(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		env      []string
+		secret   string
+		ttl      time.Duration
+		userPart string
+	}{
+		{"secret flag, user, ttl", []string{"turn-credentials", "--secret", "s1", "--user", "tester", "--ttl", "10m"}, nil, "s1", 10 * time.Minute, "tester"},
+		{"secret from env, default ttl", []string{"turn-credentials"}, []string{"DUET_TURN_SECRET=s2"}, "s2", time.Hour, ""},
+		{"flag wins over env", []string{"turn-credentials", "--secret", "s3"}, []string{"DUET_TURN_SECRET=s2", "DUET_TURN_CREDENTIAL_TTL=2h"}, "s3", 2 * time.Hour, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(tt.args, tt.env, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			fields := map[string]string{}
+			for _, line := range strings.Split(out.String(), "\n") {
+				if k, v, ok := strings.Cut(line, ": "); ok && !strings.HasPrefix(k, "#") {
+					fields[k] = v
+				}
+			}
+			u, err := turn.ParseUsername(fields["username"])
+			if err != nil {
+				t.Fatalf("username %q: %v", fields["username"], err)
+			}
+			if u.User != tt.userPart {
+				t.Errorf("user part %q, want %q", u.User, tt.userPart)
+			}
+			if d := time.Until(u.Expiry) - tt.ttl; d > 2*time.Second || d < -2*time.Second {
+				t.Errorf("expires in %v, want %v", time.Until(u.Expiry), tt.ttl)
+			}
+			if fields["password"] != turn.Password(tt.secret, fields["username"]) {
+				t.Errorf("password %q is not HMAC-SHA1(secret, username)", fields["password"])
+			}
+		})
 	}
 }
