@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -53,6 +54,9 @@ type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error         // its Wait result, valid once done is closed
+	// termOK accepts death by SIGTERM: other people's tools (coturn's)
+	// do not exit 0 on it the way duet does.
+	termOK bool
 }
 
 // startProcess starts cmd with its output in the test's artifact
@@ -79,7 +83,7 @@ func startProcess(t *testing.T, cmd *exec.Cmd, logName string) *process {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
-				if p.err != nil {
+				if p.err != nil && !(p.termOK && killedByTERM(p.err)) {
 					t.Errorf("%s exited with %v after SIGTERM", logName, p.err)
 				}
 			case <-time.After(15 * time.Second):
@@ -96,6 +100,15 @@ func startProcess(t *testing.T, cmd *exec.Cmd, logName string) *process {
 		}
 	})
 	return p
+}
+
+func killedByTERM(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM
 }
 
 // waitReady polls probe until it succeeds, failing fast if p exits.
@@ -117,7 +130,8 @@ func (p *process) waitReady(t *testing.T, what string, probe func() error) {
 
 // duet is one running duet process.
 type duet struct {
-	addr string // 127.0.0.1:port
+	addr     string // 127.0.0.1:port
+	turnPort int    // the relay's UDP and TCP port on 127.0.0.1
 }
 
 // startDuet runs `duet serve` with env on a free loopback port and waits
@@ -126,7 +140,8 @@ func startDuet(t *testing.T, env ...string) *duet {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
 	cmd := exec.Command(bin.path, "serve")
-	turnAddr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
+	turnPort := testtool.FreePort(t)
+	turnAddr := fmt.Sprintf("127.0.0.1:%d", turnPort)
 	// The relay is on by default; keep it on loopback like everything else.
 	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug",
 		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr)
@@ -143,7 +158,7 @@ func startDuet(t *testing.T, env ...string) *duet {
 		}
 		return nil
 	})
-	return &duet{addr: addr}
+	return &duet{addr: addr, turnPort: turnPort}
 }
 
 func tail(b []byte, n int) []byte {

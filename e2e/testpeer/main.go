@@ -252,6 +252,13 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 		}
 	}()
 
+	snapshot := func() result {
+		res.Packets = p.packets.Load()
+		if pair, err := sender.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+			res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
+		}
+		return res
+	}
 	deadline := time.NewTimer(connectTimeout)
 	defer deadline.Stop()
 	var holdDone <-chan time.Time
@@ -262,6 +269,11 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 				return fail(errors.New("socket closed"))
 			}
 			if err := p.handle(m); err != nil {
+				if errors.Is(err, errStrangerLeft) && res.Connected {
+					// The stranger's hold ended first (its side saw
+					// "connected" earlier); report what this side got.
+					return snapshot()
+				}
 				return fail(err)
 			}
 		case <-connected:
@@ -274,17 +286,15 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 		case <-deadline.C:
 			return fail(errors.New("ICE did not connect in time"))
 		case <-holdDone:
-			res.Packets = p.packets.Load()
-			if pair, err := sender.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
-				res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
-			}
 			_ = p.send(map[string]any{"type": "leave"})
-			return res
+			return snapshot()
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		}
 	}
 }
+
+var errStrangerLeft = errors.New("stranger left")
 
 func (p *peer) handle(m wire) error {
 	if m.Room != "" && m.Room != p.room {
@@ -321,7 +331,7 @@ func (p *peer) handle(m wire) error {
 		}
 		return p.pc.AddICECandidate(*m.Candidate)
 	case "peer_left":
-		return errors.New("stranger left")
+		return errStrangerLeft
 	case "error":
 		return fmt.Errorf("server error %s: %s", m.Code, m.Message)
 	}
