@@ -202,4 +202,3 @@ func relayFor(t *testing.T, s iceServer) *relayClient {
 	t.Cleanup(func() { _ = relay.Close(); c.Close(); _ = conn.Close() })
 	return &relayClient{c: c, conn: relay}
 }
-
