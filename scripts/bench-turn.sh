@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# bench-turn.sh: the same turnutils_uclient flood against duet's TURN relay
+# and against coturn's turnserver, one after the other on this machine,
+# stepping up the number of clients. Prints a Markdown table; a benchmark,
+# not a test (nothing here passes or fails).
+#
+#   scripts/bench-turn.sh [OUT.md]
+#
+# Knobs (env): LEVELS="25 50 100 200" (clients), MSGS=1000 (per client),
+# LEN=170 (bytes), INTERVAL=5 (ms between a client's packets), MODES="channel send".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LEVELS=${LEVELS:-"25 50 100 200"}
+MSGS=${MSGS:-1000}
+LEN=${LEN:-170}
+INTERVAL=${INTERVAL:-5}
+MODES=${MODES:-"channel send"}
+OUT=${1:-/dev/stdout}
+SECRET=bench-secret
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+for tool in turnutils_uclient turnutils_peer turnserver; do
+	command -v "$tool" >/dev/null || { echo "bench-turn: $tool missing (apt-get install -y coturn)" >&2; exit 1; }
+done
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+go build -o "$TMP/duet" ./cmd/duet
+PEER_PORT=$(free_port)
+turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 & PIDS+=($!)
+
+start_duet() {
+	local port=$1
+	DUET_HTTP_LISTEN=127.0.0.1:$(free_port) DUET_PUBLIC_IP=127.0.0.1 \
+	DUET_TURN_LISTEN_UDP=127.0.0.1:$port DUET_TURN_LISTEN_TCP=127.0.0.1:$port \
+	DUET_TURN_SECRET=$SECRET DUET_TURN_ALLOWED_PEER_CIDRS=127.0.0.1/32 \
+	DUET_TURN_MAX_ALLOCATIONS_PER_USER=100000 DUET_TURN_RELAY_PORT_MIN=20000 DUET_TURN_RELAY_PORT_MAX=39999 \
+	DUET_LOG_LEVEL=warn "$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
+	echo $!
+}
+start_coturn() {
+	local port=$1
+	turnserver -n --no-cli --no-tls --no-dtls --listening-ip=127.0.0.1 --relay-ip=127.0.0.1 \
+		--listening-port="$port" --min-port=20000 --max-port=39999 --use-auth-secret \
+		--static-auth-secret=$SECRET --realm=duet --allow-loopback-peers \
+		--pidfile="$TMP/turnserver.pid" --log-file="$TMP/coturn.log" >/dev/null 2>&1 &
+	echo $!
+}
+
+# run SERVER PORT PID MODE CLIENTS -> "transmit_s loss_pct cpu_s"
+run() {
+	local port=$1 pid=$2 mode=$3 m=$4 extra=()
+	[ "$mode" = send ] && extra=(-s)
+	local before after out
+	before=$(cpu_ticks "$pid")
+	out=$(timeout 300 turnutils_uclient -c "${extra[@]}" -W $SECRET -e 127.0.0.1 -r "$PEER_PORT" \
+		-m "$m" -n "$MSGS" -l "$LEN" -z "$INTERVAL" -p "$port" 127.0.0.1 2>&1 || true)
+	after=$(cpu_ticks "$pid")
+	local tt loss
+	tt=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+	loss=$(sed -n 's/.*Total lost packets [0-9]* (\([0-9.]*\)%).*/\1/p' <<<"$out" | tail -1)
+	echo "${tt:-fail} ${loss:-fail} $(awk -v t=$((after - before)) -v h="$TICKS" 'BEGIN{printf "%.2f", t/h}')"
+}
+
+{
+	echo "### TURN: duet vs coturn, same turnutils_uclient flood"
+	echo
+	echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(go version | cut -d' ' -f3); coturn $(turnserver --version 2>/dev/null | head -1)."
+	echo "Each client sends $MSGS messages of $LEN bytes every ${INTERVAL} ms to a turnutils_peer echo on loopback and counts what comes back (\`turnutils_uclient -c -m N -n $MSGS -l $LEN -z $INTERVAL [-s]\`). Offered rate = N x $((1000 / INTERVAL)) packets/s each way. CPU = server process user+system seconds during the run."
+	echo
+	echo "| mode | clients | offered pkt/s | duet time s | duet loss % | duet CPU s | coturn time s | coturn loss % | coturn CPU s |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+} >"$OUT"
+
+for mode in $MODES; do
+	for m in $LEVELS; do
+		dport=$(free_port); dpid=$(start_duet "$dport"); PIDS+=("$dpid"); sleep 1
+		read -r dt dl dc < <(run "$dport" "$dpid" "$mode" "$m")
+		kill "$dpid"; wait "$dpid" 2>/dev/null || true
+		cport=$(free_port); cpid=$(start_coturn "$cport"); PIDS+=("$cpid"); sleep 1
+		read -r ct cl cc < <(run "$cport" "$cpid" "$mode" "$m")
+		kill "$cpid"; wait "$cpid" 2>/dev/null || true
+		echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $dt | $dl | $dc | $ct | $cl | $cc |" >>"$OUT"
+		echo "bench-turn: $mode m=$m duet($dt s, $dl%, ${dc}s CPU) coturn($ct s, $cl%, ${cc}s CPU)" >&2
+	done
+done
