@@ -31,6 +31,7 @@ func listenUDPReuse(addr string, n int) ([]net.PacketConn, error) {
 			}
 			return nil, fmt.Errorf("binding UDP socket %d of %d: %w", i+1, n, err)
 		}
+		setBuffers(c, listenerBuffer)
 		conns = append(conns, c)
 		addr = c.LocalAddr().String()
 	}

@@ -13,5 +13,6 @@ func listenUDPReuse(addr string, _ int) ([]net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("binding UDP socket: %w", err)
 	}
+	setBuffers(c, listenerBuffer)
 	return []net.PacketConn{c}, nil
 }

@@ -325,7 +325,23 @@ func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn,
 	if err != nil {
 		return nil, nil, err
 	}
+	setBuffers(pc, relayBuffer)
 	return g.acc.wrap(pc, addr), addr, nil
+}
+
+// Socket buffers: a burst from many clients arrives while a read loop is
+// busy; the kernel default (about 200 KB) drops it. The kernel caps these
+// at net.core.rmem_max/wmem_max, so they are a request, not a promise.
+const (
+	listenerBuffer = 4 << 20
+	relayBuffer    = 512 << 10
+)
+
+func setBuffers(pc net.PacketConn, size int) {
+	if u, ok := pc.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(size)
+		_ = u.SetWriteBuffer(size)
+	}
 }
 
 func (g *relayGen) AllocateConn(network string, port int) (net.Conn, net.Addr, error) {
