@@ -57,9 +57,10 @@ type Store interface {
 	// Waiting returns the tickets of one mode (a snapshot; order unspecified).
 	Waiting(ctx context.Context, mode string) ([]Ticket, error)
 	// Claim atomically removes both tickets if both are still waiting and
-	// records that a and b met (for avoid-repeat, until metUntil);
-	// ErrNotWaiting (and no change) otherwise.
-	Claim(ctx context.Context, a, b string, metUntil time.Time) error
+	// records that a and b met (for avoid-repeat, until metUntil; now is
+	// the matcher's clock, so a store with its own expiry can use
+	// metUntil-now); ErrNotWaiting (and no change) otherwise.
+	Claim(ctx context.Context, a, b string, now, metUntil time.Time) error
 	// Met reports whether a and b met recently (before now < metUntil).
 	Met(ctx context.Context, a, b string, now time.Time) (bool, error)
 	// Counts returns the number waiting per mode.

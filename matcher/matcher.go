@@ -300,7 +300,7 @@ func (m *Matcher) claim(ctx context.Context, mode string, t, c Ticket, now time.
 	if err != nil {
 		return false, err
 	}
-	err = m.store.Claim(ctx, t.Session, c.Session, now.Add(m.opt.AvoidRepeat))
+	err = m.store.Claim(ctx, t.Session, c.Session, now, now.Add(m.opt.AvoidRepeat))
 	if errors.Is(err, ErrNotWaiting) {
 		m.opt.Logger.Debug("claim lost", "mode", mode)
 		return false, nil

@@ -83,9 +83,10 @@ func (m *MemoryStore) Waiting(_ context.Context, mode string) ([]Ticket, error) 
 }
 
 // Claim implements Store: both tickets go, or neither.
-func (m *MemoryStore) Claim(_ context.Context, a, b string, metUntil time.Time) error {
+func (m *MemoryStore) Claim(_ context.Context, a, b string, now, metUntil time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.saw(now)
 	if a == b {
 		return ErrNotWaiting
 	}

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
 
-func TestMemoryStoreClaim(t *testing.T) {
+func conformanceClaim(t *testing.T, newStore func(*testing.T) Store) {
 	ctx := context.Background()
 	now := newClock().Now()
 	for _, tc := range []struct {
@@ -25,7 +26,7 @@ func TestMemoryStoreClaim(t *testing.T) {
 		{"mode of the other", []string{"a", "x:b"}, "a", "c", false, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewMemoryStore()
+			s := newStore(t)
 			for _, w := range tc.waiting {
 				mode := ModeVideo
 				if len(w) > 2 && w[:2] == "x:" {
@@ -35,7 +36,7 @@ func TestMemoryStoreClaim(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := s.Claim(ctx, tc.a, tc.b, now.Add(time.Minute))
+			err := s.Claim(ctx, tc.a, tc.b, now, now.Add(time.Minute))
 			if tc.ok != (err == nil) || (err != nil && !errors.Is(err, ErrNotWaiting)) {
 				t.Fatalf("claim: %v, want ok=%v", err, tc.ok)
 			}
@@ -51,9 +52,9 @@ func TestMemoryStoreClaim(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreOneTicketPerSession(t *testing.T) {
+func conformanceOneTicket(t *testing.T, newStore func(*testing.T) Store) {
 	ctx := context.Background()
-	s := NewMemoryStore()
+	s := newStore(t)
 	if err := s.Add(ctx, Ticket{Session: "a", Mode: ModeVideo}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,14 +75,14 @@ func TestMemoryStoreOneTicketPerSession(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreMetWindow(t *testing.T) {
+func conformanceMetWindow(t *testing.T, newStore func(*testing.T) Store) {
 	ctx := context.Background()
 	clk := newClock()
-	s := NewMemoryStore()
+	s := newStore(t)
 	_ = s.Add(ctx, Ticket{Session: "a", Mode: ModeVideo, JoinedAt: clk.Now()})
 	_ = s.Add(ctx, Ticket{Session: "b", Mode: ModeVideo, JoinedAt: clk.Now()})
 	until := clk.Now().Add(time.Minute)
-	if err := s.Claim(ctx, "a", "b", until); err != nil {
+	if err := s.Claim(ctx, "a", "b", clk.Now(), until); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -115,7 +116,7 @@ func TestMemoryStoreMetBounded(t *testing.T) {
 			a, b := fmt.Sprint("a", i), fmt.Sprint("b", i)
 			_ = s.Add(ctx, Ticket{Session: a, Mode: ModeVideo, JoinedAt: clk.Now()})
 			_ = s.Add(ctx, Ticket{Session: b, Mode: ModeVideo, JoinedAt: clk.Now()})
-			if err := s.Claim(ctx, a, b, clk.Now().Add(window)); err != nil {
+			if err := s.Claim(ctx, a, b, clk.Now(), clk.Now().Add(window)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -125,12 +126,70 @@ func TestMemoryStoreMetBounded(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreCountsKeys(t *testing.T) {
-	c, _ := NewMemoryStore().Counts(context.Background())
+func conformanceCounts(t *testing.T, newStore func(*testing.T) Store) {
+	c, _ := newStore(t).Counts(context.Background())
 	if len(c) != 2 || c[ModeVideo] != 0 || c[ModeText] != 0 {
 		t.Fatalf("counts %v", c)
 	}
 	if _, ok := c[ModeVideo]; !ok {
 		t.Fatal("video key missing")
+	}
+}
+
+// storeConformance is the one suite every Store backend passes.
+func storeConformance(t *testing.T, newStore func(*testing.T) Store) {
+	t.Run("claim", func(t *testing.T) { conformanceClaim(t, newStore) })
+	t.Run("one ticket per session", func(t *testing.T) { conformanceOneTicket(t, newStore) })
+	t.Run("met window", func(t *testing.T) { conformanceMetWindow(t, newStore) })
+	t.Run("counts", func(t *testing.T) { conformanceCounts(t, newStore) })
+	t.Run("concurrent claims", func(t *testing.T) { conformanceConcurrentClaims(t, newStore) })
+}
+
+func TestMemoryStoreConformance(t *testing.T) {
+	storeConformance(t, func(*testing.T) Store { return NewMemoryStore() })
+}
+
+// conformanceConcurrentClaims: many goroutines race to claim overlapping
+// pairs; every session ends up in at most one claimed pair.
+func conformanceConcurrentClaims(t *testing.T, newStore func(*testing.T) Store) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := newClock().Now()
+	const n = 200
+	for i := range n {
+		if err := s.Add(ctx, Ticket{Session: fmt.Sprint("s", i), Mode: ModeVideo, JoinedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				a, b := fmt.Sprint("s", i), fmt.Sprint("s", (i*7+w+1)%n)
+				if err := s.Claim(ctx, a, b, now, now.Add(time.Minute)); err == nil {
+					mu.Lock()
+					claimed[a]++
+					claimed[b]++
+					mu.Unlock()
+				} else if !errors.Is(err, ErrNotWaiting) {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for sess, c := range claimed {
+		if c != 1 {
+			t.Fatalf("%s claimed %d times", sess, c)
+		}
+	}
+	counts, _ := s.Counts(ctx)
+	if counts[ModeVideo]+len(claimed) != n {
+		t.Fatalf("%d waiting + %d claimed != %d", counts[ModeVideo], len(claimed), n)
 	}
 }

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // eventually polls cond until it holds or the deadline passes: bounded
@@ -110,9 +114,17 @@ func TestLeaveRacesClaim(t *testing.T) {
 // under the race detector too; a leftover pair that already met is then
 // allowed to meet again after 100ms instead of stalling the round.
 func TestConcurrentWorkers(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { concurrentWorkers(t, NewMemoryStore()) })
+	t.Run("redis", func(t *testing.T) {
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
+		t.Cleanup(func() { _ = rdb.Close() })
+		concurrentWorkers(t, NewRedisStore(rdb, "duet:"))
+	})
+}
+
+func concurrentWorkers(t *testing.T, store Store) {
 	const n, workers = 1000, 4
 	started := time.Now()
-	store := NewMemoryStore()
 	got := &collector{}
 	ms := make([]*Matcher, workers)
 	for i := range ms {
