@@ -6,19 +6,21 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
 
 // StartRedis runs a throwaway redis-server on a free loopback port, with
 // no persistence, and returns its address. It is killed at cleanup.
-func StartRedis(t testing.TB) string {
+func StartRedis(t testing.TB, extra ...string) string {
 	t.Helper()
 	bin := Require(t, "redis-server")
 	port := FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("starting redis-server: %v", err)
@@ -49,5 +51,36 @@ func StartRedis(t testing.TB) string {
 			t.Fatal("redis-server not ready within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// StartRedisCluster runs three cluster-enabled redis-servers on free
+// loopback ports, joins them into one Cluster (no replicas) with
+// redis-cli, waits until the cluster is ok, and returns their addresses.
+func StartRedisCluster(t testing.TB) []string {
+	t.Helper()
+	cli := Require(t, "redis-cli")
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, StartRedis(t, "--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	host, port, _ := net.SplitHostPort(addrs[0])
+	for {
+		out, _ := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "cluster", "info").Output()
+		if strings.Contains(string(out), "cluster_state:ok") {
+			return addrs
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("cluster not ok within 30s:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
