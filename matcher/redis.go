@@ -14,14 +14,62 @@ import (
 // key carries one hash tag, so the multi-key scripts below run in one slot
 // on a Cluster too; each script is one atomic step, which is what keeps
 // matcher workers on different nodes from claiming the same stranger.
+//
+// Presence: every ticket names the node that queued it, and each node
+// keeps a heartbeat key alive (Run). A ticket whose node's heartbeat has
+// lapsed - the node died without cleaning up - is dropped by the next
+// Waiting on any node, so a ghost is never matched.
 type RedisStore struct {
-	rdb    redis.UniversalClient
-	prefix string // "duet:{q}:" - the braces are the Cluster hash tag
+	rdb     redis.UniversalClient
+	prefix  string // "duet:{q}:" - the braces are the Cluster hash tag
+	node    string
+	ttl     time.Duration
+	orphans func(n int) // called with the number of ghosts dropped
+}
+
+// RedisOptions tune a RedisStore.
+type RedisOptions struct {
+	// Node names this process; tickets it adds carry it. Required.
+	Node string
+	// HeartbeatTTL is how long a node's tickets outlive its last beat
+	// (default 5s); Run beats every third of it.
+	HeartbeatTTL time.Duration
+	// Orphans, if set, is told how many ghost tickets were dropped.
+	Orphans func(n int)
 }
 
 // NewRedisStore uses rdb with keys under keyPrefix.
-func NewRedisStore(rdb redis.UniversalClient, keyPrefix string) *RedisStore {
-	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:"}
+func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions) *RedisStore {
+	if opt.HeartbeatTTL <= 0 {
+		opt.HeartbeatTTL = 5 * time.Second
+	}
+	if opt.Orphans == nil {
+		opt.Orphans = func(int) {}
+	}
+	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL, orphans: opt.Orphans}
+}
+
+// Beat marks this node alive for one HeartbeatTTL.
+func (r *RedisStore) Beat(ctx context.Context) error {
+	if err := r.rdb.Set(ctx, r.key("node", r.node), 1, r.ttl).Err(); err != nil {
+		return fmt.Errorf("redis heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Run beats until ctx ends. A failed beat is retried on the next tick;
+// the node's tickets survive as long as one beat in three lands.
+func (r *RedisStore) Run(ctx context.Context) error {
+	tick := time.NewTicker(r.ttl / 3)
+	defer tick.Stop()
+	for {
+		_ = r.Beat(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func (r *RedisStore) key(parts ...string) string {
@@ -35,24 +83,30 @@ func (r *RedisStore) key(parts ...string) string {
 	return k
 }
 
-// KEYS: tickets hash, modes hash, mode set. ARGV: session, mode, ticket.
+// KEYS: tickets hash, modes hash, mode set, owners hash, node key.
+// ARGV: session, mode, ticket, node, ttl ms.
 var addScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[5], 1, 'PX', ARGV[5])
 return 1`)
 
-// KEYS: tickets, modes, mode-set prefix. ARGV: session.
+// KEYS: tickets, modes, mode-set prefix, owners. ARGV: session, and
+// optionally the node the ticket must still belong to (orphan cleanup).
 var removeScript = redis.NewScript(`
 local mode = redis.call('HGET', KEYS[2], ARGV[1])
 if not mode then return 0 end
+if ARGV[2] and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[3] .. mode, ARGV[1])
 return 1`)
 
-// KEYS: tickets, modes, mode-set prefix, met key. ARGV: a, b, window ms, until ms.
+// KEYS: tickets, modes, mode-set prefix, met key, owners. ARGV: a, b, window ms, until ms.
 var claimScript = redis.NewScript(`
 if ARGV[1] == ARGV[2] then return 0 end
 local ma = redis.call('HGET', KEYS[2], ARGV[1])
@@ -62,6 +116,7 @@ for i, s in ipairs({ARGV[1], ARGV[2]}) do
   local m = redis.call('HGET', KEYS[2], s)
   redis.call('HDEL', KEYS[1], s)
   redis.call('HDEL', KEYS[2], s)
+  redis.call('HDEL', KEYS[5], s)
   redis.call('SREM', KEYS[3] .. m, s)
 end
 if tonumber(ARGV[3]) > 0 then
@@ -90,8 +145,9 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 	if err != nil {
 		return fmt.Errorf("encoding ticket: %w", err)
 	}
-	n, err := addScript.Run(ctx, r.rdb, []string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode)},
-		t.Session, t.Mode, b).Int()
+	n, err := addScript.Run(ctx, r.rdb,
+		[]string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode), r.key("owners"), r.key("node", r.node)},
+		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("redis add: %w", err)
 	}
@@ -103,7 +159,7 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 
 // Remove implements Store.
 func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":"}, session).Int()
+	n, err := removeScript.Run(ctx, r.rdb, r.removeKeys(), session).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis remove: %w", err)
 	}
@@ -123,11 +179,15 @@ func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error)
 	if err != nil {
 		return nil, fmt.Errorf("redis waiting: %w", err)
 	}
+	alive, err := r.alive(ctx, sessions)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Ticket, 0, len(raw))
-	for _, v := range raw {
+	for i, v := range raw {
 		s, ok := v.(string)
-		if !ok {
-			continue // left between the two reads
+		if !ok || !alive[i] {
+			continue // left between the reads, or a ghost (dropped by alive)
 		}
 		var t Ticket
 		if err := json.Unmarshal([]byte(s), &t); err != nil {
@@ -142,7 +202,7 @@ func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error)
 func (r *RedisStore) Claim(ctx context.Context, a, b string, now, metUntil time.Time) error {
 	window := metUntil.Sub(now).Milliseconds()
 	n, err := claimScript.Run(ctx, r.rdb,
-		[]string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.metKey(a, b)},
+		[]string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.metKey(a, b), r.key("owners")},
 		a, b, max(window, 0), metUntil.UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("redis claim: %w", err)
@@ -171,4 +231,50 @@ func (r *RedisStore) Counts(ctx context.Context) (map[string]int, error) {
 		return nil, fmt.Errorf("redis counts: %w", err)
 	}
 	return map[string]int{ModeVideo: int(v.Val()), ModeText: int(t.Val())}, nil
+}
+
+func (r *RedisStore) removeKeys() []string {
+	return []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners")}
+}
+
+// alive reports, per session, whether its node still beats, and drops
+// the tickets of nodes that do not.
+func (r *RedisStore) alive(ctx context.Context, sessions []string) ([]bool, error) {
+	owners, err := r.rdb.HMGet(ctx, r.key("owners"), sessions...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis owners: %w", err)
+	}
+	nodes := map[string]*redis.IntCmd{}
+	pipe := r.rdb.Pipeline()
+	for _, o := range owners {
+		if n, ok := o.(string); ok && nodes[n] == nil {
+			nodes[n] = pipe.Exists(ctx, r.key("node", n))
+		}
+	}
+	if len(nodes) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("redis heartbeats: %w", err)
+		}
+	}
+	out := make([]bool, len(sessions))
+	dropped := 0
+	for i, o := range owners {
+		n, ok := o.(string)
+		if !ok {
+			continue
+		}
+		if nodes[n].Val() == 1 {
+			out[i] = true
+			continue
+		}
+		// Only if it still belongs to the dead node: the session may have
+		// re-queued elsewhere since.
+		if k, err := removeScript.Run(ctx, r.rdb, r.removeKeys(), sessions[i], n).Int(); err == nil && k == 1 {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		r.orphans(dropped)
+	}
+	return out, nil
 }

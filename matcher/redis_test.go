@@ -3,7 +3,9 @@ package matcher
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,7 +22,7 @@ func TestRedisStoreConformance(t *testing.T) {
 	n := 0
 	storeConformance(t, func(*testing.T) Store {
 		n++ // a fresh key space per case, on one server
-		return NewRedisStore(rdb, fmt.Sprintf("test%d:", n))
+		return NewRedisStore(rdb, fmt.Sprintf("test%d:", n), RedisOptions{Node: "n1"})
 	})
 }
 
@@ -35,6 +37,66 @@ func TestRedisClusterStoreConformance(t *testing.T) {
 	n := 0
 	storeConformance(t, func(*testing.T) Store {
 		n++
-		return NewRedisStore(rdb, fmt.Sprintf("cluster%d:", n))
+		return NewRedisStore(rdb, fmt.Sprintf("cluster%d:", n), RedisOptions{Node: "n1"})
 	})
+}
+
+// A node that dies without cleaning up leaves tickets behind; once its
+// heartbeat lapses they leave the queue and are never handed out.
+func TestRedisStoreDropsGhosts(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var mu sync.Mutex
+	dropped := 0
+	ttl := 300 * time.Millisecond
+	dead := NewRedisStore(rdb, "p:", RedisOptions{Node: "dead", HeartbeatTTL: ttl})
+	live := NewRedisStore(rdb, "p:", RedisOptions{Node: "live", HeartbeatTTL: ttl, Orphans: func(n int) {
+		mu.Lock()
+		dropped += n
+		mu.Unlock()
+	}})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- live.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	for _, s := range []string{"g1", "g2", "g3"} {
+		if err := dead.Add(ctx, Ticket{Session: s, Mode: ModeVideo}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := live.Add(ctx, Ticket{Session: "l1", Mode: ModeVideo}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := live.Waiting(ctx, ModeVideo); len(w) != 4 {
+		t.Fatalf("before the lapse: %d waiting, want 4", len(w))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w, err := live.Waiting(ctx, ModeVideo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(w) == 1 && w[0].Session == "l1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ghosts still waiting 5s after their node stopped beating: %v", w)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c, _ := live.Counts(ctx); c[ModeVideo] != 1 {
+		t.Fatalf("counts %v, want the live ticket only", c)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dropped != 3 {
+		t.Fatalf("orphan cleanups reported %d, want 3", dropped)
+	}
+	// The live node's own ticket survives many TTLs while it beats.
+	time.Sleep(4 * ttl)
+	if w, _ := live.Waiting(ctx, ModeVideo); len(w) != 1 {
+		t.Fatalf("the beating node lost its ticket: %v", w)
+	}
 }

@@ -118,7 +118,7 @@ func TestConcurrentWorkers(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
 		t.Cleanup(func() { _ = rdb.Close() })
-		concurrentWorkers(t, NewRedisStore(rdb, "duet:"))
+		concurrentWorkers(t, NewRedisStore(rdb, "duet:", RedisOptions{Node: "n1"}))
 	})
 }
 
