@@ -67,6 +67,15 @@ type Store interface {
 	Counts(ctx context.Context) (map[string]int, error)
 }
 
+// Waker is implemented by stores shared between nodes: a Join on one node
+// must wake the matchers on all of them, not wait for a timer.
+type Waker interface {
+	// Wake tells every subscriber that a ticket was added.
+	Wake(ctx context.Context) error
+	// Wakes delivers those signals (coalesced) until ctx ends.
+	Wakes(ctx context.Context) <-chan struct{}
+}
+
 // Notifier receives every claimed match. It is called from the matcher's
 // own goroutine and must not block for long.
 type Notifier interface {

@@ -142,6 +142,13 @@ func (m *Matcher) Join(ctx context.Context, t Ticket) error {
 		return fmt.Errorf("matcher: join %s: %w", t.Session, err)
 	}
 	m.poke()
+	if w, ok := m.store.(Waker); ok {
+		// The ticket is queued either way; a lost wake-up only costs the
+		// other nodes their next periodic pass.
+		if err := w.Wake(ctx); err != nil {
+			m.opt.Logger.Warn("waking other matchers", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -180,6 +187,10 @@ func (m *Matcher) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var remote <-chan struct{}
+	if w, ok := m.store.(Waker); ok {
+		remote = w.Wakes(ctx)
+	}
 	for {
 		_, wait, err := m.pass(ctx)
 		if ctx.Err() != nil {
@@ -198,6 +209,7 @@ func (m *Matcher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.wake:
+		case <-remote:
 		case <-tick:
 		}
 		timer.Stop()

@@ -278,3 +278,38 @@ func (r *RedisStore) alive(ctx context.Context, sessions []string) ([]bool, erro
 	}
 	return out, nil
 }
+
+// Wake implements Waker: one PUBLISH per join.
+func (r *RedisStore) Wake(ctx context.Context) error {
+	if err := r.rdb.Publish(ctx, r.key("wake"), r.node).Err(); err != nil {
+		return fmt.Errorf("redis wake: %w", err)
+	}
+	return nil
+}
+
+// Wakes implements Waker. The subscription reconnects by itself (go-redis
+// resubscribes after a lost connection); signals are coalesced so a burst
+// of joins costs one pass.
+func (r *RedisStore) Wakes(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	sub := r.rdb.Subscribe(ctx, r.key("wake"))
+	go func() {
+		defer sub.Close()
+		msgs := sub.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-msgs:
+				if !ok {
+					return
+				}
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}

@@ -100,3 +100,34 @@ func TestRedisStoreDropsGhosts(t *testing.T) {
 		t.Fatalf("the beating node lost its ticket: %v", w)
 	}
 }
+
+// A join on a node whose matcher is not running is paired by another
+// node's matcher at once: the wake-up travels through Redis, since an idle
+// matcher has no timer to fall back on.
+func TestRedisJoinWakesOtherNodes(t *testing.T) {
+	ctx := context.Background()
+	addr := testtool.StartRedis(t)
+	client := func() redis.UniversalClient {
+		c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	got := &collector{}
+	idle := New(NewRedisStore(client(), "w:", RedisOptions{Node: "a"}), got, Options{})
+	worker := New(NewRedisStore(client(), "w:", RedisOptions{Node: "b"}), got, Options{})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	// Let the worker's first (empty) pass finish and its subscription start.
+	eventually(t, 5*time.Second, "worker subscribed", func() bool {
+		n, err := client().PubSubNumSub(ctx, "w:{q}:wake").Result()
+		return err == nil && n["w:{q}:wake"] == 1
+	})
+	for _, s := range []string{"x", "y"} {
+		if err := idle.Join(ctx, Ticket{Session: s, Mode: ModeVideo}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "the other node's matcher pairs them", func() bool { return got.len() == 1 })
+}
