@@ -54,6 +54,7 @@ type Matcher struct {
 	matches *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	passes  prometheus.Counter
+	wakeups *prometheus.CounterVec
 }
 
 // New builds a Matcher. Call Run to pair in the background, or Pass to
@@ -89,11 +90,16 @@ func New(store Store, n Notifier, opt Options) *Matcher {
 		passes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_match_passes_total", Help: "Pairing passes run.",
 		}),
+		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_matcher_wakeups_total",
+			Help: "What woke the pairing loop: a join on this node, one on another node (remote), or a timer.",
+		}, []string{"source"}),
 	}
 	if opt.Registerer != nil {
 		m.matches = register(opt, m.matches)
 		m.latency = register(opt, m.latency)
 		m.passes = register(opt, m.passes)
+		m.wakeups = register(opt, m.wakeups)
 	}
 	// Both modes show up as zero from the start, so dashboards and rate()
 	// need no special case for "no match yet".
@@ -209,8 +215,11 @@ func (m *Matcher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.wake:
+			m.wakeups.WithLabelValues("join").Inc()
 		case <-remote:
+			m.wakeups.WithLabelValues("remote").Inc()
 		case <-tick:
+			m.wakeups.WithLabelValues("timer").Inc()
 		}
 		timer.Stop()
 	}

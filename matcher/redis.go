@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,7 @@ type RedisStore struct {
 	node    string
 	ttl     time.Duration
 	orphans func(n int) // called with the number of ghosts dropped
+	lag     func(d time.Duration)
 }
 
 // RedisOptions tune a RedisStore.
@@ -36,6 +38,9 @@ type RedisOptions struct {
 	HeartbeatTTL time.Duration
 	// Orphans, if set, is told how many ghost tickets were dropped.
 	Orphans func(n int)
+	// PubSubLag, if set, gets the publish-to-receive delay of each wake-up
+	// (across nodes it includes their clock difference).
+	PubSubLag func(d time.Duration)
 }
 
 // NewRedisStore uses rdb with keys under keyPrefix.
@@ -46,7 +51,11 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 	if opt.Orphans == nil {
 		opt.Orphans = func(int) {}
 	}
-	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL, orphans: opt.Orphans}
+	if opt.PubSubLag == nil {
+		opt.PubSubLag = func(time.Duration) {}
+	}
+	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
+		orphans: opt.Orphans, lag: opt.PubSubLag}
 }
 
 // Beat marks this node alive for one HeartbeatTTL.
@@ -281,7 +290,8 @@ func (r *RedisStore) alive(ctx context.Context, sessions []string) ([]bool, erro
 
 // Wake implements Waker: one PUBLISH per join.
 func (r *RedisStore) Wake(ctx context.Context) error {
-	if err := r.rdb.Publish(ctx, r.key("wake"), r.node).Err(); err != nil {
+	// The payload is the send time, for the pub/sub lag histogram.
+	if err := r.rdb.Publish(ctx, r.key("wake"), time.Now().UnixNano()).Err(); err != nil {
 		return fmt.Errorf("redis wake: %w", err)
 	}
 	return nil
@@ -300,9 +310,12 @@ func (r *RedisStore) Wakes(ctx context.Context) <-chan struct{} {
 			select {
 			case <-ctx.Done():
 				return
-			case _, ok := <-msgs:
+			case msg, ok := <-msgs:
 				if !ok {
 					return
+				}
+				if sent, err := strconv.ParseInt(msg.Payload, 10, 64); err == nil {
+					r.lag(time.Since(time.Unix(0, sent)))
 				}
 				select {
 				case out <- struct{}{}:

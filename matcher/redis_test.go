@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/duetchat/duet/internal/testtool"
@@ -130,4 +131,39 @@ func TestRedisJoinWakesOtherNodes(t *testing.T) {
 		}
 	}
 	eventually(t, 5*time.Second, "the other node's matcher pairs them", func() bool { return got.len() == 1 })
+}
+
+func TestRedisMetrics(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	rm, err := NewRedisMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	rm.Instrument(rdb)
+	s := NewRedisStore(rdb, "m:", rm.Options(RedisOptions{Node: "n"}))
+	if err := s.Add(ctx, Ticket{Session: "a", Mode: ModeVideo}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Counts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]uint64{}
+	for _, f := range families {
+		if f.GetName() != "duet_redis_roundtrip_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			ops[m.GetLabel()[0].GetValue()] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	if ops["evalsha"] == 0 || ops["pipeline"] == 0 {
+		t.Fatalf("round trips by op: %v, want evalsha and pipeline", ops)
+	}
 }

@@ -1,0 +1,84 @@
+package matcher
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisMetrics are the Redis backend's Prometheus series.
+type RedisMetrics struct {
+	roundTrip *prometheus.HistogramVec
+	orphans   prometheus.Counter
+	lag       prometheus.Histogram
+}
+
+// NewRedisMetrics registers the series on reg.
+func NewRedisMetrics(reg prometheus.Registerer) (*RedisMetrics, error) {
+	m := &RedisMetrics{
+		roundTrip: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "duet_redis_roundtrip_seconds",
+			Help:    "Redis round trips, by command (pipelines as \"pipeline\").",
+			Buckets: prometheus.ExponentialBucketsRange(0.0001, 1, 12),
+		}, []string{"op"}),
+		orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duet_redis_orphans_total",
+			Help: "Waiting tickets dropped because their node stopped beating.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "duet_redis_pubsub_lag_seconds",
+			Help:    "Publish-to-receive delay of matcher wake-ups.",
+			Buckets: prometheus.ExponentialBucketsRange(0.0001, 1, 12),
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.roundTrip, m.orphans, m.lag} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering Redis metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Instrument times every command rdb sends.
+func (m *RedisMetrics) Instrument(rdb redis.UniversalClient) {
+	rdb.AddHook(timingHook{m.roundTrip})
+}
+
+// Options fills the store callbacks that feed these metrics.
+func (m *RedisMetrics) Options(opt RedisOptions) RedisOptions {
+	opt.Orphans = func(n int) { m.orphans.Add(float64(n)) }
+	opt.PubSubLag = func(d time.Duration) { m.lag.Observe(d.Seconds()) }
+	return opt
+}
+
+type timingHook struct{ h *prometheus.HistogramVec }
+
+func (timingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (t timingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		t.h.WithLabelValues(opName(cmd)).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+func (t timingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		t.h.WithLabelValues("pipeline").Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+// opName keeps the label set small: scripts are "evalsha", everything
+// else its command name.
+func opName(cmd redis.Cmder) string {
+	return strings.ToLower(cmd.Name())
+}
