@@ -121,12 +121,11 @@ if ARGV[1] == ARGV[2] then return 0 end
 local ma = redis.call('HGET', KEYS[2], ARGV[1])
 local mb = redis.call('HGET', KEYS[2], ARGV[2])
 if not ma or not mb then return 0 end
-for i, s in ipairs({ARGV[1], ARGV[2]}) do
-  local m = redis.call('HGET', KEYS[2], s)
-  redis.call('HDEL', KEYS[1], s)
-  redis.call('HDEL', KEYS[2], s)
-  redis.call('HDEL', KEYS[5], s)
-  redis.call('SREM', KEYS[3] .. m, s)
+for _, p in ipairs({{ARGV[1], ma}, {ARGV[2], mb}}) do
+  redis.call('HDEL', KEYS[1], p[1])
+  redis.call('HDEL', KEYS[2], p[1])
+  redis.call('HDEL', KEYS[5], p[1])
+  redis.call('SREM', KEYS[3] .. p[2], p[1])
 end
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])

@@ -85,7 +85,6 @@ type accounting struct {
 	perUser int
 	total   int
 	onClose func(a *alloc, to, from Totals)
-	onOpen  func(a *alloc)
 
 	mu       sync.Mutex
 	pending  map[string]*countingConn          // relay address -> conn, until attributed
@@ -186,9 +185,6 @@ func (ac *accounting) created(relay net.Addr, u Username, transport string) {
 	}
 	ac.mu.Unlock()
 	c.attributed.Store(true)
-	if ac.onOpen != nil {
-		ac.onOpen(a)
-	}
 }
 
 // closedConn folds a finished allocation into its session and the node

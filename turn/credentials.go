@@ -99,18 +99,28 @@ type Credential struct {
 
 // Mint makes a credential for one stranger of one room.
 func (c Credentials) Mint(room, session string) (Credential, error) {
-	if len(c.Secrets) == 0 || c.Secrets[0] == "" {
-		return Credential{}, errors.New("turn: no secret to mint credentials with")
-	}
 	if strings.Contains(room, ":") || strings.Contains(session, ":") {
 		return Credential{}, fmt.Errorf("turn: room %q or session %q contains ':'", room, session)
 	}
-	exp := c.Now().Add(c.TTL).Truncate(time.Second)
-	user := strconv.FormatInt(exp.Unix(), 10)
+	user := ""
 	if room != "" || session != "" {
-		user += ":" + room + ":" + session
+		user = room + ":" + session
 	}
-	return Credential{Username: user, Password: Password(c.Secrets[0], user), Expiry: exp}, nil
+	return c.MintUser(user)
+}
+
+// MintUser makes a credential named EXPIRY:USER (a bare EXPIRY for an
+// empty user), the form coturn's tools use.
+func (c Credentials) MintUser(user string) (Credential, error) {
+	if len(c.Secrets) == 0 || c.Secrets[0] == "" {
+		return Credential{}, errors.New("turn: no secret to mint credentials with")
+	}
+	exp := c.Now().Add(c.TTL).Truncate(time.Second)
+	name := strconv.FormatInt(exp.Unix(), 10)
+	if user != "" {
+		name += ":" + user
+	}
+	return Credential{Username: name, Password: Password(c.Secrets[0], name), Expiry: exp}, nil
 }
 
 // Check parses username and refuses it when it has expired.

@@ -50,13 +50,13 @@ func turnCredentials(args, env []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet turn-credentials: --user must be one line of at most 400 bytes")
 		return 2
 	}
-	expiry := time.Now().Add(*ttl).Truncate(time.Second)
-	username := fmt.Sprint(expiry.Unix())
-	if *user != "" {
-		username += ":" + *user
+	cred, err := turn.Credentials{Secrets: []string{*secret}, TTL: *ttl, Now: time.Now}.MintUser(*user)
+	if err != nil {
+		fmt.Fprintf(stderr, "duet turn-credentials: %v\n", err)
+		return 1
 	}
-	fmt.Fprintf(stdout, "username: %s\npassword: %s\nexpires: %s\n", username, turn.Password(*secret, username), expiry.UTC().Format(time.RFC3339))
-	fmt.Fprintf(stdout, "# turnutils_uclient -u '%s' -w '%s' -p %s SERVER_IP\n", username, turn.Password(*secret, username), portOf(cfg.TURN.ListenUDP))
+	fmt.Fprintf(stdout, "username: %s\npassword: %s\nexpires: %s\n", cred.Username, cred.Password, cred.Expiry.UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "# turnutils_uclient -u '%s' -w '%s' -p %s SERVER_IP\n", cred.Username, cred.Password, portOf(cfg.TURN.ListenUDP))
 	return 0
 }
 
