@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,11 +18,6 @@ import (
 // `duet turn-credentials`.
 
 const testerSecret = "tester-secret"
-
-var (
-	lossRe   = regexp.MustCompile(`Total lost packets (\d+) \(([\d.]+)%\)`)
-	totalsRe = regexp.MustCompile(`start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
-)
 
 // runTool runs a command bounded in time and returns its combined output.
 func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
@@ -48,16 +42,8 @@ func requireNoLoss(t *testing.T, out string, err error) {
 	if err != nil {
 		t.Fatalf("turnutils_uclient failed: %v", err)
 	}
-	m := lossRe.FindStringSubmatch(out)
-	if m == nil || !strings.Contains(out, "tot_recv_msgs=") {
-		t.Fatal("no loss summary in uclient output")
-	}
-	if m[1] != "0" {
-		t.Fatalf("lost %s packets (%s%%)", m[1], m[2])
-	}
-	tot := totalsRe.FindStringSubmatch(out)
-	if tot == nil || tot[1] == "0" || tot[1] != tot[2] {
-		t.Fatalf("sent/received totals %v, want equal and non-zero", tot)
+	if why := testtool.ParseUclient(out).LossFree(); why != "" {
+		t.Fatal(why)
 	}
 }
 
@@ -83,33 +69,10 @@ func credentials(t *testing.T, args ...string) (string, string) {
 	return user, pass
 }
 
-// startEchoPeer runs turnutils_peer on a free loopback port.
-func startEchoPeer(t *testing.T) int {
-	t.Helper()
-	port := testtool.FreePort(t)
-	cmd := exec.Command(testtool.Require(t, "turnutils_peer"), "-p", strconv.Itoa(port), "-L", "127.0.0.1")
-	p := startProcess(t, cmd, "turnutils_peer.log")
-	p.termOK = true
-	p.waitReady(t, "turnutils_peer", func() error {
-		c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := c.Write([]byte("hi")); err != nil {
-			return err
-		}
-		_, err = c.Read(make([]byte, 8))
-		return err
-	})
-	return port
-}
-
 func TestTurnutilsAgainstTheBinary(t *testing.T) {
 	uclient := testtool.Require(t, "turnutils_uclient")
 	stunclient := testtool.Require(t, "turnutils_stunclient")
-	peer := strconv.Itoa(startEchoPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	d := startDuet(t, "DUET_TURN_SECRET="+testerSecret, "DUET_TURN_ALLOWED_PEER_CIDRS=127.0.0.1/32",
 		"DUET_TURN_MAX_ALLOCATIONS_PER_USER=64")
 	port := strconv.Itoa(d.turnPort)
@@ -150,7 +113,7 @@ func TestTurnutilsAgainstTheBinary(t *testing.T) {
 func TestDuetCredentialsOnCoturn(t *testing.T) {
 	turnserver := testtool.Require(t, "turnserver")
 	uclient := testtool.Require(t, "turnutils_uclient")
-	peer := strconv.Itoa(startEchoPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	port := testtool.FreePort(t)
 	cmd := exec.Command(turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls",
 		"--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", fmt.Sprintf("--listening-port=%d", port),
@@ -175,20 +138,8 @@ func TestDuetCredentialsOnCoturn(t *testing.T) {
 		})
 	}
 	t.Run("wrong secret refused by coturn", func(t *testing.T) {
-		out, err := runTool(t, 60*time.Second, bin.path, "turn-credentials", "--secret", "other")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var user, pass string
-		for _, l := range strings.Split(out, "\n") {
-			if v, ok := strings.CutPrefix(l, "username: "); ok {
-				user = v
-			}
-			if v, ok := strings.CutPrefix(l, "password: "); ok {
-				pass = v
-			}
-		}
-		out, err = runTool(t, 60*time.Second, uclient, "-u", user, "-w", pass, "-e", "127.0.0.1", "-r", peer,
+		user, pass := credentials(t, "--secret", "other")
+		out, err := runTool(t, 60*time.Second, uclient, "-u", user, "-w", pass, "-e", "127.0.0.1", "-r", peer,
 			"-n", "5", "-p", strconv.Itoa(port), "127.0.0.1")
 		if err == nil || strings.Contains(out, "Total lost packets 0") {
 			t.Fatal("coturn accepted a credential made with another secret")

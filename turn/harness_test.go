@@ -3,11 +3,9 @@ package turn
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"sync"
 	"testing"
@@ -59,61 +57,19 @@ func startRelay(t *testing.T, edit func(*Options)) *relay {
 	return &relay{Server: s, reg: reg, logs: logs}
 }
 
-// peer starts turnutils_peer (a UDP echo) on a free loopback port.
-func startPeer(t *testing.T) int {
-	t.Helper()
-	bin := testtool.Require(t, "turnutils_peer")
-	port := testtool.FreePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("starting turnutils_peer: %v", err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	// The echo answers as soon as it is bound.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-			_, _ = c.Write([]byte("ping"))
-			buf := make([]byte, 16)
-			n, err := c.Read(buf)
-			_ = c.Close()
-			if err == nil && string(buf[:n]) == "ping" {
-				return port
-			}
-		}
-	}
-	t.Fatal("turnutils_peer did not start echoing")
-	return 0
-}
-
 // uclientResult is what turnutils_uclient printed about one run.
 type uclientResult struct {
-	out      string
-	err      error
-	sent     int
-	received int
-	lossPct  float64
-	parsed   bool
+	testtool.Uclient
+	out string
+	err error
 }
-
-var (
-	totalSendRe = regexp.MustCompile(`Total transmit time is \d+`)
-	sentRe      = regexp.MustCompile(`tot_send_msgs=(\d+)`)
-	recvRe      = regexp.MustCompile(`tot_recv_msgs=(\d+)`)
-	lossRe      = regexp.MustCompile(`Total lost packets (\d+) \(([\d.]+)%\)`)
-)
 
 // uclient runs turnutils_uclient against the relay with args before the
 // server address, bounded in time.
 func (r *relay) uclient(t *testing.T, args ...string) uclientResult {
 	t.Helper()
 	bin := testtool.Require(t, "turnutils_uclient")
-	udp, tcp, _ := r.Ports()
-	_, _, tlsPort := r.Ports()
+	udp, tcp, tlsPort := r.Ports()
 	port := udp
 	for _, a := range args {
 		switch a {
@@ -132,17 +88,7 @@ func (r *relay) uclient(t *testing.T, args ...string) uclientResult {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	res := uclientResult{out: out.String(), err: err}
-	if m := sentRe.FindAllStringSubmatch(res.out, -1); m != nil {
-		res.sent, _ = strconv.Atoi(m[len(m)-1][1])
-	}
-	if m := recvRe.FindAllStringSubmatch(res.out, -1); m != nil {
-		res.received, _ = strconv.Atoi(m[len(m)-1][1])
-	}
-	if m := lossRe.FindStringSubmatch(res.out); m != nil && totalSendRe.MatchString(res.out) {
-		res.lossPct, _ = strconv.ParseFloat(m[2], 64)
-		res.parsed = true
-	}
+	res := uclientResult{Uclient: testtool.ParseUclient(out.String()), out: out.String(), err: err}
 	t.Logf("turnutils_uclient %v: exit %v\n%s", full, err, tailString(res.out, 1500))
 	return res
 }

@@ -24,11 +24,8 @@ func requireLossFree(t *testing.T, res uclientResult) {
 	if res.err != nil {
 		t.Fatalf("turnutils_uclient failed: %v", res.err)
 	}
-	if !res.parsed {
-		t.Fatal("turnutils_uclient printed no loss summary")
-	}
-	if res.lossPct != 0 || res.sent == 0 || res.received != res.sent {
-		t.Fatalf("loss %.2f%%, sent %d, received %d; want 0%% loss", res.lossPct, res.sent, res.received)
+	if why := res.LossFree(); why != "" {
+		t.Fatal(why)
 	}
 }
 
@@ -41,8 +38,8 @@ func requireRefused(t *testing.T, res uclientResult, code string) {
 	if !strings.Contains(res.out, "error "+code) {
 		t.Fatalf("want a %s error in uclient's output", code)
 	}
-	if res.received > 0 {
-		t.Fatalf("%d messages came back through a refused relay", res.received)
+	if res.Received > 0 {
+		t.Fatalf("%d messages came back through a refused relay", res.Received)
 	}
 }
 
@@ -54,7 +51,7 @@ func TestTurnutilsRelaysWithoutLoss(t *testing.T) {
 		o.TURN.MaxAllocationsPerUser = 100 // parallel runs share a REST username
 		o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	})
-	peer := strconv.Itoa(startPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	minted, err := r.creds.Mint("room1", "sess1")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +87,7 @@ func TestTurnutilsRefusals(t *testing.T) {
 		o.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
 		o.TURN.MaxAllocationsPerUser = 1
 	})
-	peer := strconv.Itoa(startPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	expiredUser := fmt.Sprintf("%d:room:sess", time.Now().Add(-time.Minute).Unix())
 	tests := []struct {
 		name   string
@@ -129,7 +126,7 @@ func TestTurnutilsSecretRotation(t *testing.T) {
 		o.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
 		o.Secrets = []string{"secret-new", "secret-old"}
 	})
-	peer := strconv.Itoa(startPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	tests := []struct {
 		name, secret string
 		tcp, ok      bool
@@ -162,7 +159,7 @@ func TestTurnutilsSecretRotation(t *testing.T) {
 // Refused peers, through coturn's own client: the relay never opens a
 // permission or channel to them.
 func TestTurnutilsPeerPolicy(t *testing.T) {
-	peer := strconv.Itoa(startPeer(t))
+	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	// Each refused run leaves its allocations behind (uclient does not
 	// deallocate on error), so room for them all.
 	byDefault := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerUser = 100 })
