@@ -116,27 +116,37 @@ func (ac *accounting) admit(u Username) (ok bool, reason string) {
 	ac.mu.Lock()
 	defer ac.mu.Unlock()
 	now := ac.now()
+	pending := ac.pruneReservations(now)
 	key := u.QuotaKey()
-	res := ac.reserved[key][:0]
-	for _, t := range ac.reserved[key] {
-		if now.Sub(t) < reservationTTL {
-			res = append(res, t)
-		}
-	}
-	pendingAll := 0
-	for _, r := range ac.reserved {
-		pendingAll += len(r)
-	}
 	switch {
-	case ac.live[key]+len(res) >= ac.perUser:
-		ac.reserved[key] = res
+	case ac.live[key]+len(ac.reserved[key]) >= ac.perUser:
 		return false, "user"
-	case ac.total > 0 && ac.nlive+pendingAll >= ac.total:
-		ac.reserved[key] = res
+	case ac.total > 0 && ac.nlive+pending >= ac.total:
 		return false, "total"
 	}
-	ac.reserved[key] = append(res, now)
+	ac.reserved[key] = append(ac.reserved[key], now)
 	return true, ""
+}
+
+// pruneReservations forgets admissions that never became allocations and
+// returns how many are still pending. Under ac.mu.
+func (ac *accounting) pruneReservations(now time.Time) int {
+	pending := 0
+	for key, list := range ac.reserved {
+		kept := list[:0]
+		for _, t := range list {
+			if now.Sub(t) < reservationTTL {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == 0 {
+			delete(ac.reserved, key)
+			continue
+		}
+		ac.reserved[key] = kept
+		pending += len(kept)
+	}
+	return pending
 }
 
 // wrap starts counting a freshly allocated relay socket.
