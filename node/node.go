@@ -56,7 +56,8 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	n := &Node{cfg: cfg, log: log, reg: reg, store: matcher.NewMemoryStore(), mux: http.NewServeMux()}
-	var ice signal.ICEProvider = signal.StaticICE(cfg.Signal.ICEServers)
+	static := signal.StaticICE(cfg.Signal.ICEServers)
+	var ice signal.ICEProvider = static
 	if cfg.TURN.Enabled && cfg.Roles.TURN {
 		srv, err := startTURN(cfg, log.With("role", "turn"), reg)
 		if err != nil {
@@ -64,7 +65,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		}
 		n.turn = srv
 		n.paths = append(n.paths, turnPaths{srv})
-		ice = relayICE{turn: srv, extra: signal.StaticICE(cfg.Signal.ICEServers), log: log.With("role", "turn")}
+		ice = relayICE{turn: srv, extra: static, log: log.With("role", "turn")}
 	}
 	// The hub is the matcher's notifier and the matcher is the hub's queue;
 	// notify through a small forwarder to break the construction cycle.
