@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -70,6 +71,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Redis.DB < 0 {
 		bad("store.redis.db", "must be 0 or more")
+	}
+	if c.Store.Redis.DB != 0 && len(c.Store.Redis.Addrs) > 1 {
+		bad("store.redis.db", "a Redis Cluster (several addrs) has only db 0")
+	}
+	if c.Store.Redis.TLSCAFile != "" && !c.Store.Redis.TLS {
+		bad("store.redis.tls_ca_file", "set store.redis.tls: true to use a CA file")
+	}
+	if strings.ContainsAny(c.Store.Redis.Node, "{}: \t") {
+		bad("store.redis.node", "may not contain braces, colons or spaces")
 	}
 
 	positive("matcher.interest_timeout", c.Matcher.InterestTimeout)

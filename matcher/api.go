@@ -29,6 +29,9 @@ type Ticket struct {
 	Interests []string // normalised: lower case, trimmed, unique, never nil
 	Lang      string
 	JoinedAt  time.Time
+	// Node is the node whose socket holds the session; a shared store
+	// fills it so a match can be routed to both owners ("" = this node).
+	Node string `json:",omitempty"`
 }
 
 // Match is a pair the matcher claimed. A is the offerer, B the answerer.

@@ -66,6 +66,18 @@ func (r *RedisStore) Beat(ctx context.Context) error {
 	return nil
 }
 
+// NodeAlive reports whether node's heartbeat is current.
+func (r *RedisStore) NodeAlive(ctx context.Context, node string) (bool, error) {
+	n, err := r.rdb.Exists(ctx, r.key("node", node)).Result()
+	if err != nil {
+		return false, fmt.Errorf("redis node heartbeat: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Node is the name tickets from this store carry.
+func (r *RedisStore) Node() string { return r.node }
+
 // Run beats until ctx ends. A failed beat is retried on the next tick;
 // the node's tickets survive as long as one beat in three lands.
 func (r *RedisStore) Run(ctx context.Context) error {
@@ -149,6 +161,7 @@ func (r *RedisStore) metKey(a, b string) string {
 
 // Add implements Store.
 func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
+	t.Node = r.node
 	b, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encoding ticket: %w", err)

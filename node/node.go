@@ -36,6 +36,7 @@ type Node struct {
 	mux     *http.ServeMux
 	paths   []MediaPaths // relaying roles, asked for each room's figures
 	turn    *turn.Server // nil when turn.enabled is false
+	redis   *shared      // nil on the memory store
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -43,24 +44,35 @@ type Node struct {
 
 // New builds a node from cfg; nothing listens until Serve.
 func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
-	if cfg.Store.Backend != "memory" {
-		return nil, fmt.Errorf("store.backend %q: only \"memory\" is available in this build", cfg.Store.Backend)
-	}
 	if cfg.SFU.Enabled || cfg.SFU.Mode == "always" {
 		return nil, errors.New("sfu: the SFU is not available in this build yet; set sfu.enabled: false and sfu.mode: off")
 	}
-	if !cfg.Roles.Matcher || !cfg.Roles.Signal {
+	if cfg.Store.Backend == "memory" && (!cfg.Roles.Matcher || !cfg.Roles.Signal) {
 		return nil, errors.New("roles: with the memory store one node must run both the matcher and signal roles")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n := &Node{cfg: cfg, log: log, reg: reg, store: matcher.NewMemoryStore(), mux: http.NewServeMux()}
+	n := &Node{cfg: cfg, log: log, reg: reg, mux: http.NewServeMux()}
+	var bus signal.Bus
+	switch cfg.Store.Backend {
+	case "memory":
+		n.store = matcher.NewMemoryStore()
+	case "redis":
+		sh, err := openRedis(cfg.Store.Redis, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		n.redis, n.store, bus = sh, sh.store, sh.bus
+	default:
+		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
+	}
 	static := signal.StaticICE(cfg.Signal.ICEServers)
 	var ice signal.ICEProvider = static
 	if cfg.TURN.Enabled && cfg.Roles.TURN {
 		srv, err := startTURN(cfg, log.With("role", "turn"), reg)
 		if err != nil {
+			n.Close()
 			return nil, err
 		}
 		n.turn = srv
@@ -86,6 +98,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		TURN:           n.turn != nil,
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
+		Bus:            bus,
 	})
 	if err != nil {
 		n.Close()
@@ -104,6 +117,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 // Close releases what New bound (the TURN relay's sockets). Serve calls
 // it on the way out; call it yourself for a node that never served.
 func (n *Node) Close() {
+	if n.redis != nil {
+		if err := n.redis.close(); err != nil {
+			n.log.Warn("closing Redis", "err", err)
+		}
+	}
 	if n.turn != nil {
 		if err := n.turn.Close(); err != nil {
 			n.log.Warn("closing TURN relay", "err", err)
@@ -137,7 +155,9 @@ func (n *Node) registerWaiting() error {
 }
 
 func (n *Node) routes() {
-	n.mux.Handle("GET /ws", n.hub)
+	if n.cfg.Roles.Signal {
+		n.mux.Handle("GET /ws", n.hub)
+	}
 	n.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	})
@@ -201,9 +221,18 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = n.matcher.Run(runCtx) }()
-	go func() { defer wg.Done(); _ = n.hub.Run(runCtx) }()
+	run := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = f(runCtx) }()
+	}
+	if n.cfg.Roles.Matcher {
+		run(n.matcher.Run)
+	}
+	run(n.hub.Run)
+	if n.redis != nil {
+		run(n.redis.store.Run)
+		run(func(ctx context.Context) error { return n.redis.bus.Run(ctx, n.hub.Deliver) })
+	}
 	n.mu.Lock()
 	n.running = true
 	n.mu.Unlock()

@@ -51,6 +51,7 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	if e := h.dispatch(ctx, s, msg); e != nil {
 		h.sendErr(s, e, msg.Type)
 	}
+	h.persist(s)
 }
 
 var (
@@ -202,6 +203,11 @@ func (h *Hub) onSignal(s *session, m *inbound) *protoError {
 		frame = encode(sdpMsg{Type: m.Type, Room: r.code, SDP: *m.SDP})
 	}
 	to := r.other(s)
+	if to.remote != "" {
+		// The stranger's node holds the readiness buffer and its limits.
+		h.opt.Bus.Publish(to.remote, Envelope{Type: envSignal, Room: r.code, From: s.id, To: to.id, Frame: frame, Ref: m.Type})
+		return nil
+	}
 	i := r.index(to)
 	if r.ready[i] && to.c != nil {
 		to.c.send(frame)

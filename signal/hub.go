@@ -71,7 +71,10 @@ type Options struct {
 	// strangers never see each other's addresses (turn.mode: always).
 	RelayOnly bool
 	// TURN is advertised in welcome.features.
-	TURN       bool
+	TURN bool
+	// Bus links this hub to the other nodes on a shared store; nil for
+	// one node on its own.
+	Bus        Bus
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -91,6 +94,8 @@ type Hub struct {
 	sessions map[string]*session // by id
 	tokens   map[string]*session // by resume token
 	rooms    map[string]*room
+	pending  map[string]*room  // split matches waiting for the other node
+	early    map[string]string // answers that overtook their match
 	online   int
 	closing  bool
 	writers  sync.WaitGroup
@@ -126,6 +131,12 @@ type session struct {
 	dropGen  int
 	pending  [][]byte // frames for a dropped socket, delivered on resume
 	lastLeft time.Time
+	// remote names the node of a stranger who is not ours: the session
+	// is then only a proxy in one of our rooms.
+	remote   string
+	nodeDown bool  // remote's node stopped beating
+	pend     *room // a split match waiting for the other node
+	saved    saved // what the resume record last said
 }
 
 // maxPending bounds what a dropped session collects for its resume.
@@ -140,6 +151,8 @@ type room struct {
 	bufBytes [2]int
 	common   []string
 	started  time.Time
+	ticket   matcher.Ticket // split match: ours, to re-queue if it falls through
+	timer    Timer
 }
 
 func (r *room) index(s *session) int {
@@ -186,6 +199,8 @@ func NewHub(opt Options) (*Hub, error) {
 		sessions: make(map[string]*session),
 		tokens:   make(map[string]*session),
 		rooms:    make(map[string]*room),
+		pending:  make(map[string]*room),
+		early:    make(map[string]string),
 	}
 	m, err := newMetrics(opt.Registerer, h)
 	if err != nil {
@@ -199,12 +214,25 @@ func NewHub(opt Options) (*Hub, error) {
 func (h *Hub) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	for {
+	var nodes <-chan time.Time
+	if h.opt.Bus != nil {
+		nt := time.NewTicker(time.Second)
+		defer nt.Stop()
+		nodes = nt.C
+	}
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 			h.ips.sweep(h.opt.Now(), 10*time.Minute)
+		case <-nodes:
+			h.watchNodes(ctx)
+			if n%5 == 0 {
+				h.mu.Lock()
+				h.requeueLost(ctx)
+				h.mu.Unlock()
+			}
 		}
 	}
 }
@@ -241,6 +269,14 @@ func (h *Hub) hashIP(ip string) string {
 
 func (h *Hub) send(s *session, v any) {
 	frame := encode(v)
+	if s.remote != "" {
+		code := ""
+		if s.room != nil {
+			code = s.room.code
+		}
+		h.opt.Bus.Publish(s.remote, Envelope{Type: envFrame, Room: code, To: s.id, Frame: frame})
+		return
+	}
 	if s.c != nil {
 		s.c.send(frame)
 		return
@@ -310,6 +346,11 @@ func (h *Hub) unqueue(ctx context.Context, s *session) {
 	if s.state != stateWaiting {
 		return
 	}
+	if r := s.pend; r != nil {
+		// Claimed by a split match that has not opened: call it off.
+		h.dropPending(r)
+		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
+	}
 	if _, err := h.opt.Queue.Leave(ctx, s.id); err != nil {
 		h.log.Error("queue leave failed", "session", s.id, "err", err)
 	}
@@ -328,21 +369,28 @@ func (h *Hub) endRoom(s *session, reason string) {
 	for _, p := range r.side {
 		p.room = nil
 		p.state = stateIdle
+		if p.remote != "" && p.grace != nil {
+			p.grace.Stop()
+			p.grace = nil
+		}
 	}
 	now := h.opt.Now()
 	other.lastLeft = now
-	h.send(other, roomMsg{Type: "peer_left", Room: r.code, Reason: reason})
+	if other.remote != "" {
+		h.opt.Bus.Publish(other.remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: reason})
+	} else {
+		h.send(other, roomMsg{Type: "peer_left", Room: r.code, Reason: reason})
+		h.persist(other)
+	}
 	h.m.roomEnded(r.mode)
 	h.log.Info("room ended", "room", r.code, "mode", r.mode, "reason", reason,
 		"duration_ms", now.Sub(r.started).Milliseconds())
 }
 
-// Matched implements matcher.Notifier: it opens the room, or puts back the
-// live side when the other is gone (cancelled, dropped, or re-queued since).
-func (h *Hub) Matched(m matcher.Match) {
+// openLocal opens the room of a pair whose sides are both on this node, or
+// puts back the live side when the other is gone (h.mu held).
+func (h *Hub) openLocal(m matcher.Match) {
 	ctx := context.Background()
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	a, b := h.sessions[m.A.Session], h.sessions[m.B.Session]
 	okA, okB := h.live(a, m.A), h.live(b, m.B)
 	if !okA || !okB {
@@ -368,6 +416,7 @@ func (h *Hub) Matched(m matcher.Match) {
 		s.state = stateRoom
 		s.room = r
 		h.send(s, h.matchedFor(r, s))
+		h.persist(s)
 	}
 	h.m.roomStarted(r.mode)
 }
@@ -384,11 +433,15 @@ func (h *Hub) live(s *session, t matcher.Ticket) bool {
 // otherwise a fresh session. It sends welcome and the session's state.
 func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 	ctx := context.Background()
+	rec, found := h.lookup(ctx, token)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if token != "" {
 		if s := h.tokens[token]; s != nil {
 			return s, h.resume(ctx, s, c)
+		}
+		if found && h.sessions[rec.ID] == nil {
+			return h.adopt(ctx, c, ip, rec)
 		}
 	}
 	id, err := h.randomID(16)
@@ -410,6 +463,7 @@ func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 	if token != "" {
 		h.sendErr(s, perr(CodeBadRequest, "resume token unknown or expired; this is a new session"), "resume")
 	}
+	h.persist(s)
 	h.log.Debug("session started", "session", id, "ip", s.ipHash)
 	return s, nil
 }
@@ -433,6 +487,9 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 	}
 	s.dropGen++
 	delete(h.tokens, s.token)
+	if h.opt.Bus != nil {
+		h.opt.Bus.Forget(s.token)
+	}
 	s.token = tok
 	h.tokens[tok] = s
 	s.c = c
@@ -457,6 +514,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 		h.send(s, modeMsg{Type: "idle"})
 	}
 	h.m.resumes.Inc()
+	h.persist(s)
 	h.log.Info("session resumed", "session", s.id)
 	return nil
 }
@@ -495,6 +553,7 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	s.dropGen++
 	gen := s.dropGen
 	s.grace = h.opt.AfterFunc(h.opt.Signal.ResumeGrace, func() { h.expire(s, gen) })
+	h.persist(s)
 	h.log.Info("session dropped, waiting for resume", "session", s.id, "grace", h.opt.Signal.ResumeGrace)
 }
 
@@ -517,6 +576,9 @@ func (h *Hub) endSession(ctx context.Context, s *session, reason string) {
 	}
 	delete(h.sessions, s.id)
 	delete(h.tokens, s.token)
+	if h.opt.Bus != nil {
+		h.opt.Bus.Forget(s.token)
+	}
 	h.log.Debug("session ended", "session", s.id)
 }
 

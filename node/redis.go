@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/duetchat/duet/cluster"
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/matcher"
+)
+
+// shared is what a node on the Redis store adds: the client, the store's
+// heartbeat and the hub-to-hub bus.
+type shared struct {
+	rdb   redis.UniversalClient
+	store *matcher.RedisStore
+	bus   *cluster.RedisBus
+}
+
+// nodeName is the configured name, or host name plus a random suffix so a
+// restarted process never inherits its predecessor's tickets.
+func nodeName(cfg configs.Redis) string {
+	if cfg.Node != "" {
+		return cfg.Node
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "duet"
+	}
+	host = strings.NewReplacer("{", "", "}", "", ":", "", " ", "").Replace(host)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+func redisTLS(cfg configs.Redis) (*tls.Config, error) {
+	if !cfg.TLS {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis.tls_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store.redis.tls_ca_file %s: no PEM certificates in it", cfg.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// openRedis connects the store and the bus. An unreachable Redis is not
+// fatal: the node starts not ready and recovers when Redis answers.
+func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer) (*shared, error) {
+	tc, err := redisTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:     cfg.Addrs,
+		Username:  cfg.Username,
+		Password:  cfg.Password,
+		DB:        cfg.DB,
+		TLSConfig: tc,
+		// Fail fast while Redis is away: a client waiting on a dead
+		// Redis is better told "unavailable" than left hanging.
+		DialTimeout:  2 * time.Second,
+		ReadTimeout:  2 * time.Second,
+		WriteTimeout: 2 * time.Second,
+		MaxRetries:   1,
+	})
+	metrics, err := matcher.NewRedisMetrics(reg)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	metrics.Instrument(rdb)
+	name := nodeName(cfg)
+	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name}))
+	bus := cluster.New(rdb, cluster.Options{
+		Node: name, KeyPrefix: cfg.KeyPrefix, Alive: store.NodeAlive,
+		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Logger: log.With("role", "cluster"),
+	})
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "duet_cluster_dropped_total",
+		Help: "Hub-to-hub envelopes and resume records lost to a full queue or a failed Redis write.",
+	}, func() float64 { return float64(bus.Dropped()) })); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("registering cluster metrics: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		log.Warn("Redis is not answering yet; the node stays not ready until it does",
+			"addrs", cfg.Addrs, "err", err)
+	}
+	log.Info("store on Redis", "node", name, "addrs", cfg.Addrs, "cluster", len(cfg.Addrs) > 1)
+	return &shared{rdb: rdb, store: store, bus: bus}, nil
+}
+
+func (s *shared) close() error {
+	if err := s.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("closing Redis client: %w", err)
+	}
+	return nil
+}
