@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,6 +28,8 @@ type RedisStore struct {
 	ttl     time.Duration
 	orphans func(n int) // called with the number of ghosts dropped
 	lag     func(d time.Duration)
+	reset   func()
+	beaten  atomic.Bool
 }
 
 // RedisOptions tune a RedisStore.
@@ -41,6 +44,10 @@ type RedisOptions struct {
 	// PubSubLag, if set, gets the publish-to-receive delay of each wake-up
 	// (across nodes it includes their clock difference).
 	PubSubLag func(d time.Duration)
+	// OnReset, if set, is called when a beat finds this node's heartbeat
+	// gone although an earlier one landed: Redis restarted empty (or was
+	// away past the TTL), so this node's waiting tickets must be re-added.
+	OnReset func()
 }
 
 // NewRedisStore uses rdb with keys under keyPrefix.
@@ -54,14 +61,30 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 	if opt.PubSubLag == nil {
 		opt.PubSubLag = func(time.Duration) {}
 	}
+	if opt.OnReset == nil {
+		opt.OnReset = func() {}
+	}
 	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
-		orphans: opt.Orphans, lag: opt.PubSubLag}
+		orphans: opt.Orphans, lag: opt.PubSubLag, reset: opt.OnReset}
 }
 
 // Beat marks this node alive for one HeartbeatTTL.
 func (r *RedisStore) Beat(ctx context.Context) error {
 	if err := r.rdb.Set(ctx, r.key("node", r.node), 1, r.ttl).Err(); err != nil {
 		return fmt.Errorf("redis heartbeat: %w", err)
+	}
+	// A join also refreshes the node key, so a restart is told by a key
+	// only beats write.
+	err := r.rdb.SetArgs(ctx, r.key("beat", r.node), 1, redis.SetArgs{TTL: 10 * r.ttl, Get: true}).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		if r.beaten.Swap(true) {
+			r.reset()
+		}
+	case err != nil:
+		return fmt.Errorf("redis heartbeat: %w", err)
+	default:
+		r.beaten.Store(true)
 	}
 	return nil
 }

@@ -59,7 +59,12 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	case "memory":
 		n.store = matcher.NewMemoryStore()
 	case "redis":
-		sh, err := openRedis(cfg.Store.Redis, log, reg)
+		sh, err := openRedis(cfg.Store.Redis, log, reg, func() {
+			log.Warn("Redis came back without this node's state; queueing the waiting again")
+			if n.hub != nil {
+				n.hub.StoreReset()
+			}
+		})
 		if err != nil {
 			return nil, err
 		}

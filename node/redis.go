@@ -66,7 +66,7 @@ func redisTLS(cfg configs.Redis) (*tls.Config, error) {
 
 // openRedis connects the store and the bus. An unreachable Redis is not
 // fatal: the node starts not ready and recovers when Redis answers.
-func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer) (*shared, error) {
+func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, reset func()) (*shared, error) {
 	tc, err := redisTLS(cfg)
 	if err != nil {
 		return nil, err
@@ -79,10 +79,11 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer) (
 		TLSConfig: tc,
 		// Fail fast while Redis is away: a client waiting on a dead
 		// Redis is better told "unavailable" than left hanging.
-		DialTimeout:  2 * time.Second,
-		ReadTimeout:  2 * time.Second,
-		WriteTimeout: 2 * time.Second,
-		MaxRetries:   1,
+		DialTimeout:   time.Second,
+		ReadTimeout:   time.Second,
+		WriteTimeout:  time.Second,
+		MaxRetries:    1,
+		DialerRetries: 1,
 	})
 	metrics, err := matcher.NewRedisMetrics(reg)
 	if err != nil {
@@ -91,7 +92,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer) (
 	}
 	metrics.Instrument(rdb)
 	name := nodeName(cfg)
-	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name}))
+	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name, OnReset: reset}))
 	bus := cluster.New(rdb, cluster.Options{
 		Node: name, KeyPrefix: cfg.KeyPrefix, Alive: store.NodeAlive,
 		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Logger: log.With("role", "cluster"),

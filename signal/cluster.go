@@ -573,12 +573,21 @@ func (h *Hub) watchNodes(ctx context.Context) {
 	}
 }
 
-// requeueLost puts back the tickets of local sessions that have waited a
-// while, in case the store lost them (a Redis restart without
-// persistence). Add refuses a ticket that is still there, so this is
-// idempotent (h.mu held).
-func (h *Hub) requeueLost(ctx context.Context) {
-	old := h.opt.Now().Add(-pendingTimeout)
+// StoreReset re-adds the tickets of every session waiting here: the store
+// came back empty (a Redis restart without persistence).
+func (h *Hub) StoreReset() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.requeueLost(ctx, 0)
+}
+
+// requeueLost puts back the tickets of local sessions that have waited at
+// least minAge, in case the store lost them. Add refuses a ticket that is
+// still there, so this is idempotent (h.mu held).
+func (h *Hub) requeueLost(ctx context.Context, minAge time.Duration) {
+	old := h.opt.Now().Add(-minAge)
 	for _, s := range h.sessions {
 		if s.state != stateWaiting || s.pend != nil || s.c == nil || s.prefs == nil || s.joinedAt.After(old) {
 			continue

@@ -230,7 +230,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.watchNodes(ctx)
 			if n%5 == 0 {
 				h.mu.Lock()
-				h.requeueLost(ctx)
+				h.requeueLost(ctx, 2*pendingTimeout)
 				h.mu.Unlock()
 			}
 		}

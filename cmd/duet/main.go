@@ -14,6 +14,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/node"
 )
@@ -102,6 +104,9 @@ func serve(args, env []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.Log, stderr)
+	// go-redis logs every failed dial on its own; duet logs the failures
+	// that matter, so its chatter goes to debug.
+	redis.SetLogger(redisLog{log.With("component", "go-redis")})
 	n, err := node.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -144,4 +149,10 @@ func versionString() string {
 		v += " " + bi.GoVersion
 	}
 	return v
+}
+
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }

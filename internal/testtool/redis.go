@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,23 +16,56 @@ import (
 // no persistence, and returns its address. It is killed at cleanup.
 func StartRedis(t testing.TB, extra ...string) string {
 	t.Helper()
+	return NewRedis(t, extra...).Addr
+}
+
+// Redis is a redis-server a test can kill and start again on the same port
+// (fault tests). Without persistence a restart comes back empty.
+type Redis struct {
+	Addr string
+	t    testing.TB
+	bin  string
+	args []string
+	mu   sync.Mutex
+	stop func()
+}
+
+// NewRedis starts a Redis and stops it at cleanup.
+func NewRedis(t testing.TB, extra ...string) *Redis {
+	t.Helper()
 	bin := Require(t, "redis-server")
 	port := FreePort(t)
+	r := &Redis{
+		Addr: fmt.Sprintf("127.0.0.1:%d", port), t: t, bin: bin,
+		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...),
+	}
+	r.Start()
+	t.Cleanup(r.Kill)
+	return r
+}
+
+// Start runs the server and waits until it answers PING.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stop != nil {
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, r.bin, r.args...)
 	if err := cmd.Start(); err != nil {
 		cancel()
-		t.Fatalf("starting redis-server: %v", err)
+		r.t.Fatalf("starting redis-server: %v", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// CommandContext kills with SIGKILL: no shutdown, no save.
+	r.stop = func() { cancel(); <-done }
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)
 		if err == nil {
 			_, _ = c.Write([]byte("PING\r\n"))
 			buf := make([]byte, 7)
@@ -39,18 +73,28 @@ func StartRedis(t testing.TB, extra ...string) string {
 			n, _ := c.Read(buf)
 			c.Close()
 			if string(buf[:n]) == "+PONG\r\n" {
-				return addr
+				return
 			}
 		}
 		select {
 		case <-done:
-			t.Fatal("redis-server exited before it was ready")
+			r.t.Fatal("redis-server exited before it was ready")
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("redis-server not ready within 10s")
+			r.t.Fatal("redis-server not ready within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill SIGKILLs the server (no-op when it is not running).
+func (r *Redis) Kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
 	}
 }
 

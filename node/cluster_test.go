@@ -1,0 +1,352 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/testtool"
+)
+
+// redisConfig is testConfig on a shared Redis, as node name.
+func redisConfig(t *testing.T, addr, name string) *configs.Config {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Store.Backend = "redis"
+	cfg.Store.Redis.Addrs = []string{addr}
+	cfg.Store.Redis.KeyPrefix = "t:" + t.Name() + ":"
+	cfg.Store.Redis.Node = name
+	cfg.TURN.Enabled = false
+	return cfg
+}
+
+func startNodes(t *testing.T, addr string, names ...string) []*testNode {
+	t.Helper()
+	return startNodesWith(t, addr, func(*configs.Config) {}, names...)
+}
+
+func startNodesWith(t *testing.T, addr string, tweak func(*configs.Config), names ...string) []*testNode {
+	t.Helper()
+	var out []*testNode
+	for _, n := range names {
+		cfg := redisConfig(t, addr, n)
+		tweak(cfg)
+		out = append(out, startNode(t, cfg))
+	}
+	return out
+}
+
+// churn lifts the limits a fast test client would hit and lets the same
+// two meet again at once.
+func churn(cfg *configs.Config) {
+	cfg.Limits.ConnectionsPerIP, cfg.Limits.ConnectBurstPerIP = 5000, 5000
+	cfg.Limits.IPMessageRate, cfg.Limits.IPMessageBurst = 100000, 100000
+	cfg.Limits.QueueRate, cfg.Limits.QueueBurst = 1000, 1000
+	cfg.Limits.MessageRate, cfg.Limits.MessageBurst = 1000, 1000
+	cfg.Matcher.AvoidRepeat = 0
+}
+
+// TestClusterRelayAcrossNodes: two strangers on two nodes are matched and
+// relay signalling, chat, typing and next as they would on one node.
+func TestClusterRelayAcrossNodes(t *testing.T) {
+	nodes := startNodes(t, testtool.StartRedis(t), "n1", "n2")
+	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
+	off, ans, room := pair(t, a, b, "video")
+
+	// Signals wait for the answerer's ready, on its own node, in order.
+	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 offer"})
+	for _, c := range []string{"candidate:1 1 udp 1 10.0.0.1 1 typ host", "candidate:2 1 udp 1 10.0.0.2 2 typ host"} {
+		off.send(map[string]any{"type": "candidate", "room": room, "candidate": map[string]any{"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}})
+	}
+	off.send(map[string]any{"type": "chat", "room": room, "text": "hello from n?"})
+	if m := ans.expect("chat"); m.str("text") != "hello from n?" {
+		t.Fatalf("chat = %v", m)
+	}
+	ans.send(map[string]any{"type": "ready", "room": room})
+	if m := ans.expect("offer"); m.str("sdp") != "v=0 offer" {
+		t.Fatalf("offer = %v", m)
+	}
+	for _, want := range []string{"10.0.0.1", "10.0.0.2"} {
+		m := ans.expect("candidate")
+		c, _ := m["candidate"].(map[string]any)
+		if s, _ := c["candidate"].(string); !contains(s, want) {
+			t.Fatalf("candidate = %v, want %s (order kept)", m, want)
+		}
+	}
+	off.send(map[string]any{"type": "ready", "room": room})
+	ans.send(map[string]any{"type": "answer", "room": room, "sdp": "v=0 answer"})
+	if m := off.expect("answer"); m.str("sdp") != "v=0 answer" {
+		t.Fatalf("answer = %v", m)
+	}
+	ans.send(map[string]any{"type": "typing", "room": room, "on": true})
+	if m := off.expect("typing"); m["on"] != true {
+		t.Fatalf("typing = %v", m)
+	}
+	// A room of the other node is not ours.
+	off.send(map[string]any{"type": "chat", "room": "not-" + room, "text": "x"})
+	off.expectError("not_in_room", "chat")
+
+	off.send(map[string]any{"type": "next"})
+	off.expect("queued")
+	if m := ans.expect("peer_left"); m.str("reason") != "next" || m.str("room") != room {
+		t.Fatalf("peer_left = %v", m)
+	}
+	// After next: the two are kept apart (avoid-repeat) across nodes too,
+	// and the one left behind can queue again.
+	ans.send(map[string]any{"type": "queue", "mode": "text"})
+	ans.expect("queued")
+	off.send(map[string]any{"type": "leave"})
+	off.expect("idle")
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// TestClusterResumeOnAnotherNode: a stranger whose socket drops resumes on
+// a third node and the room carries on there.
+func TestClusterResumeOnAnotherNode(t *testing.T) {
+	nodes := startNodes(t, testtool.StartRedis(t), "n1", "n2", "n3")
+	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
+	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.expect("queued")
+	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.expect("queued")
+	ma, _ := a.expect("matched"), b.expect("matched")
+	room, role := ma.str("room"), ma.str("role")
+	a.send(map[string]any{"type": "ready", "room": room})
+	b.send(map[string]any{"type": "ready", "room": room})
+	session, token := a.welcome.str("session"), a.welcome.str("token")
+
+	a.drop()
+	b.expect("peer_reconnecting")
+	b.send(map[string]any{"type": "chat", "room": room, "text": "still there?"})
+	b.send(map[string]any{"type": "barrier"})
+	b.expectError("unknown_type", "barrier")
+
+	a2 := dial(t, nodes[2].ws+"?resume="+token, "a2", nil)
+	if a2.welcome.str("session") != session || a2.welcome["resumed"] != true {
+		t.Fatalf("welcome on n3 = %v, want session %s resumed", a2.welcome, session)
+	}
+	m := a2.expect("matched")
+	if m.str("room") != room || m.str("role") != role {
+		t.Fatalf("matched on n3 = %v, want room %s role %s", m, room, role)
+	}
+	if m := b.expect("peer_resumed"); m.str("room") != room {
+		t.Fatalf("peer_resumed = %v", m)
+	}
+	a2.send(map[string]any{"type": "chat", "room": room, "text": "from n3"})
+	if m := b.expect("chat"); m.str("text") != "from n3" {
+		t.Fatalf("chat = %v", m)
+	}
+	b.send(map[string]any{"type": "chat", "room": room, "text": "to n3"})
+	if m := a2.expect("chat"); m.str("text") != "to n3" {
+		t.Fatalf("chat = %v", m)
+	}
+	// n1 let go of the session: the old token is spent everywhere.
+	waitFor(t, "n1 to forget the session", func() bool {
+		_, st := getJSON(t, nodes[0].url+"/api/stats")
+		return st["online"] == float64(0) && st["rooms"] == float64(0)
+	})
+	old := dial(t, nodes[0].ws+"?resume="+token, "old", nil)
+	if old.welcome.str("session") == session {
+		t.Fatal("a spent token resumed the session")
+	}
+	old.expectError("bad_request", "resume")
+
+	a2.send(map[string]any{"type": "leave"})
+	a2.expect("idle")
+	if m := b.expect("peer_left"); m.str("reason") != "leave" {
+		t.Fatalf("peer_left = %v", m)
+	}
+}
+
+// TestClusterRedisOutage: with Redis gone the node says it is not ready
+// and a queue gets `unavailable`; when Redis is back it recovers by itself.
+func TestClusterRedisOutage(t *testing.T) {
+	r := testtool.NewRedis(t)
+	nodes := startNodes(t, r.Addr, "n1", "n2")
+	r.Kill()
+	for _, n := range nodes {
+		waitFor(t, "readyz to fail", func() bool {
+			resp, err := http.Get(n.url + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusServiceUnavailable
+		})
+	}
+	a := dial(t, nodes[0].ws, "a", nil)
+	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.expectError("unavailable", "queue")
+
+	r.Start()
+	for _, n := range nodes {
+		waitReady(t, n.url)
+	}
+	b := dial(t, nodes[1].ws, "b", nil)
+	start := time.Now()
+	pair(t, a, b, "text")
+	t.Logf("matched %v after Redis came back", time.Since(start))
+}
+
+// TestClusterRedisRestartUnderLoad: Redis is SIGKILLed while strangers on
+// two nodes keep queueing, matching and leaving, then started again empty.
+// Nobody is ever in two rooms, and everyone still queued gets matched soon
+// after Redis is back.
+func TestClusterRedisRestartUnderLoad(t *testing.T) {
+	r := testtool.NewRedis(t)
+	nodes := startNodesWith(t, r.Addr, churn, "n1", "n2")
+	const users = 16
+	type event struct {
+		user int
+		kind string // matched | peer_left | unavailable
+		room string
+		at   time.Time
+	}
+	events := make(chan event, 10000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for u := range users {
+		c := dial(t, nodes[u%2].ws, fmt.Sprintf("u%d", u), nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loadUser(c, u, stop, func(kind, room string) {
+				events <- event{u, kind, room, time.Now()}
+			})
+		}()
+	}
+	time.Sleep(time.Second) // let load run: this is the workload, not a wait for a condition
+	r.Kill()
+	killed := time.Now()
+	time.Sleep(2 * time.Second)
+	r.Start()
+	back := time.Now()
+	// Matching resumes: within a generous bound, matches happen again.
+	var firstMatch, lastMatch time.Time
+	deadline := time.After(15 * time.Second)
+	inRoom := map[int]string{}
+	rooms := map[string][]int{}
+	matchedAfter := map[int]bool{}
+	last := map[int]string{}
+collect:
+	for {
+		select {
+		case e := <-events:
+			switch e.kind {
+			case "matched":
+				if cur := inRoom[e.user]; cur != "" {
+					t.Fatalf("user %d matched into %s while still in %s", e.user, e.room, cur)
+				}
+				inRoom[e.user] = e.room
+				rooms[e.room] = append(rooms[e.room], e.user)
+				if len(rooms[e.room]) > 2 {
+					t.Fatalf("room %s has %v", e.room, rooms[e.room])
+				}
+				if e.at.After(back) {
+					if len(matchedAfter) == 0 {
+						firstMatch = e.at
+					}
+					matchedAfter[e.user] = true
+					lastMatch = e.at
+				}
+			case "left":
+				inRoom[e.user] = ""
+			default:
+				last[e.user] = e.kind + "@" + e.at.Sub(back).String()
+			}
+			if len(matchedAfter) == users {
+				break collect
+			}
+		case <-deadline:
+			break collect
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(matchedAfter) != users {
+		for _, n := range nodes {
+			_, st := getJSON(t, n.url+"/api/stats")
+			t.Logf("%s: %v", n.url, st)
+		}
+		t.Fatalf("after Redis came back only %d of %d users were matched again within 15s; last messages: %v", len(matchedAfter), users, last)
+	}
+	if d := firstMatch.Sub(back); d > 5*time.Second {
+		t.Fatalf("the first match after Redis came back took %v; want within 5s", d)
+	}
+	t.Logf("Redis down %v; all %d users matched again by %v after it came back", back.Sub(killed), users, lastMatch.Sub(back))
+}
+
+// loadUser queues for text, and on each match leaves at once and queues
+// again, until stop. unavailable errors are retried after a pause.
+func loadUser(c *client, u int, stop chan struct{}, report func(kind, room string)) {
+	msgs := make(chan msg, 64)
+	_ = c.ws.SetReadDeadline(time.Time{}) // dial's expect left one
+	go func() {
+		defer close(msgs)
+		for {
+			var m msg
+			if err := c.ws.ReadJSON(&m); err != nil {
+				msgs <- msg{"type": "readerr", "code": err.Error()}
+				return
+			}
+			msgs <- m
+		}
+	}()
+	defer func() {
+		c.ws.Close()
+		for range msgs {
+		}
+	}()
+	queue := func() { _ = c.ws.WriteJSON(map[string]any{"type": "queue", "mode": "text"}) }
+	queue()
+	room := ""
+	for {
+		var m msg
+		select {
+		case <-stop:
+			return
+		case mm, ok := <-msgs:
+			if !ok {
+				return
+			}
+			m = mm
+		}
+		report("msg:"+m.str("type")+":"+m.str("code"), room)
+		switch m.str("type") {
+		case "matched":
+			room = m.str("room")
+			report("matched", room)
+			_ = c.ws.WriteJSON(map[string]any{"type": "leave"})
+		case "idle":
+			if room != "" {
+				report("left", room)
+				room = ""
+			}
+			queue()
+		case "peer_left":
+			report("left", room)
+			room = ""
+			queue()
+		case "error":
+			if m.str("code") == "unavailable" {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				queue()
+			}
+		}
+	}
+}
