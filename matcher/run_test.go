@@ -120,15 +120,28 @@ func TestConcurrentWorkers(t *testing.T) {
 		t.Cleanup(func() { _ = rdb.Close() })
 		concurrentWorkers(t, NewRedisStore(rdb, "duet:", RedisOptions{Node: "n1"}))
 	})
+	// Three nodes on one Redis, the four workers spread over them, and
+	// every join made on the node of the worker it goes through.
+	t.Run("redis-3-nodes", func(t *testing.T) {
+		addr := testtool.StartRedis(t)
+		var stores []Store
+		for _, node := range []string{"n1", "n2", "n3"} {
+			rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+			t.Cleanup(func() { _ = rdb.Close() })
+			stores = append(stores, NewRedisStore(rdb, "duet:", RedisOptions{Node: node}))
+		}
+		concurrentWorkers(t, stores...)
+	})
 }
 
-func concurrentWorkers(t *testing.T, store Store) {
+func concurrentWorkers(t *testing.T, stores ...Store) {
 	const n, workers = 1000, 4
 	started := time.Now()
 	got := &collector{}
 	ms := make([]*Matcher, workers)
+	store := stores[0]
 	for i := range ms {
-		ms[i] = New(store, got, Options{
+		ms[i] = New(stores[i%len(stores)], got, Options{
 			InterestTimeout: 100 * time.Millisecond,
 			AvoidRepeat:     time.Minute,
 			Rand:            seeded(uint64(i)),
@@ -190,6 +203,12 @@ func concurrentWorkers(t *testing.T, store Store) {
 				_, _ = fmt.Sscanf(s.Session, "s%04d", &i)
 				if mode(i) != mt.Mode {
 					t.Fatalf("round %d: %s queued for %s, matched in %s", round, s.Session, mode(i), mt.Mode)
+				}
+				if rs, ok := stores[(i%workers)%len(stores)].(*RedisStore); ok && s.Node != rs.Node() {
+					t.Fatalf("round %d: %s joined on %s, its ticket says node %q", round, s.Session, rs.Node(), s.Node)
+				}
+				if s.Session == mt.A.Session && s.Session == mt.B.Session {
+					t.Fatalf("round %d: %s matched with itself", round, s.Session)
 				}
 			}
 		}

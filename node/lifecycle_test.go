@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // Connection lifecycle over real sockets: resume and its grace, clean and
@@ -114,6 +117,21 @@ func TestThousandJoinThenNextTwice(t *testing.T) {
 		t.Skip("1,000 sockets")
 	}
 	cfg := testConfig(t)
+	thousandLimits(cfg)
+	thousandJoinThenNextTwice(t, startNode(t, cfg))
+}
+
+// TestThousandJoinOverThreeNodes: the same, with the sockets spread over
+// three nodes on one Redis, so most rooms span two nodes.
+func TestThousandJoinOverThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 sockets")
+	}
+	nodes := startNodesWith(t, testtool.StartRedis(t), thousandLimits, "n1", "n2", "n3")
+	thousandJoinThenNextTwice(t, nodes...)
+}
+
+func thousandLimits(cfg *configs.Config) {
 	cfg.Limits.ConnectionsPerIP = 5000
 	cfg.Limits.ConnectBurstPerIP = 5000
 	cfg.Limits.IPMessageBurst = 100000
@@ -121,12 +139,14 @@ func TestThousandJoinThenNextTwice(t *testing.T) {
 	// A pair that met may be the last two left: with a short interest
 	// timeout the avoid-repeat exception lets them meet again quickly.
 	cfg.Matcher.InterestTimeout = 500 * time.Millisecond
-	n := startNode(t, cfg)
+}
+
+func thousandJoinThenNextTwice(t *testing.T, nodes ...*testNode) {
 	const N = 1000
 	clients := make([]*client, N)
 	sessions := map[string]int{}
 	for i := range clients {
-		clients[i] = dial(t, n.ws, fmt.Sprint("c", i), nil)
+		clients[i] = dial(t, nodes[i%len(nodes)].ws, fmt.Sprint("c", i), nil)
 		sessions[clients[i].welcome.str("session")] = i
 	}
 	if len(sessions) != N {
@@ -171,8 +191,13 @@ func TestThousandJoinThenNextTwice(t *testing.T) {
 			t.Fatal(e)
 		}
 		count := map[string]int{}
-		for _, r := range rooms {
+		perNode := make([]map[string]bool, len(nodes))
+		for i, r := range rooms {
 			count[r]++
+			if perNode[i%len(nodes)] == nil {
+				perNode[i%len(nodes)] = map[string]bool{}
+			}
+			perNode[i%len(nodes)][r] = true
 		}
 		if len(count) != N/2 {
 			t.Fatalf("%s: %d rooms, want %d", name, len(count), N/2)
@@ -182,9 +207,12 @@ func TestThousandJoinThenNextTwice(t *testing.T) {
 				t.Fatalf("%s: room %s has %d members", name, r, c)
 			}
 		}
-		_, st := getJSON(t, n.url+"/api/stats")
-		if st["rooms"] != float64(N/2) || fmt.Sprint(st["waiting"]) != "map[text:0 video:0]" {
-			t.Fatalf("%s: stats %v", name, st)
+		// Each node counts the rooms it holds a stranger of; nobody waits.
+		for k, n := range nodes {
+			_, st := getJSON(t, n.url+"/api/stats")
+			if st["rooms"] != float64(len(perNode[k])) || fmt.Sprint(st["waiting"]) != "map[text:0 video:0]" {
+				t.Fatalf("%s: node %d stats %v, want %d rooms", name, k, st, len(perNode[k]))
+			}
 		}
 	}
 	round("join", map[string]any{"type": "queue", "mode": "video"})
