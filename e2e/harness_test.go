@@ -48,6 +48,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// kill SIGKILLs the process and waits for it: a crash, not a shutdown.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("process did not die within 10s of SIGKILL")
+	}
+}
+
 // requireTool fails under CI=true and skips elsewhere when a tool is missing.
 // process is a started command whose end can be observed many times.
 type process struct {
@@ -132,11 +143,18 @@ func (p *process) waitReady(t *testing.T, what string, probe func() error) {
 type duet struct {
 	addr     string // 127.0.0.1:port
 	turnPort int    // the relay's UDP and TCP port on 127.0.0.1
+	proc     *process
 }
 
 // startDuet runs `duet serve` with env on a free loopback port and waits
 // for /readyz.
 func startDuet(t *testing.T, env ...string) *duet {
+	t.Helper()
+	return startDuetAs(t, "duet", env...)
+}
+
+// startDuetAs is startDuet with its log in name.log.
+func startDuetAs(t *testing.T, name string, env ...string) *duet {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
 	cmd := exec.Command(bin.path, "serve")
@@ -146,7 +164,7 @@ func startDuet(t *testing.T, env ...string) *duet {
 	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug",
 		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr)
 	cmd.Env = append(cmd.Env, env...)
-	p := startProcess(t, cmd, "duet.log")
+	p := startProcess(t, cmd, name+".log")
 	p.waitReady(t, "duet", func() error {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
@@ -158,7 +176,7 @@ func startDuet(t *testing.T, env ...string) *duet {
 		}
 		return nil
 	})
-	return &duet{addr: addr, turnPort: turnPort}
+	return &duet{addr: addr, turnPort: turnPort, proc: p}
 }
 
 func tail(b []byte, n int) []byte {
