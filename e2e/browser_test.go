@@ -176,9 +176,25 @@ func (p *page) screenshot(name string) {
 // Next pairs again; a dropped connection resumes the room, and one that
 // never comes back ends it.
 func TestBrowserVideoChat(t *testing.T) {
-	ctx := browser(t)
 	d := startDuet(t, "DUET_SIGNAL_RESUME_GRACE=4s")
-	pa, pb, pc := startProxy(t, d.addr), startProxy(t, d.addr), startProxy(t, d.addr)
+	browserVideoChat(t, d.addr, d.addr, d.addr)
+}
+
+// TestBrowserVideoChatTwoNodes is the same path with the store on Redis and
+// the pages on two nodes: A and C on one, B on the other.
+func TestBrowserVideoChatTwoNodes(t *testing.T) {
+	redis := testtool.StartRedis(t)
+	var addrs []string
+	for _, name := range []string{"node1", "node2"} {
+		addrs = append(addrs, startDuetAs(t, name, "DUET_SIGNAL_RESUME_GRACE=4s", "DUET_STORE_BACKEND=redis",
+			"DUET_STORE_REDIS_ADDRS="+redis, "DUET_STORE_REDIS_NODE="+name).addr)
+	}
+	browserVideoChat(t, addrs[0], addrs[1], addrs[0])
+}
+
+func browserVideoChat(t *testing.T, addrA, addrB, addrC string) {
+	ctx := browser(t)
+	pa, pb, pc := startProxy(t, addrA), startProxy(t, addrB), startProxy(t, addrC)
 
 	a := openPage(t, ctx, "A", "http://"+pa.addr()+"/")
 	b := openPage(t, ctx, "B", "http://"+pb.addr()+"/")
