@@ -43,9 +43,9 @@ type Redis struct {
 	Password  string   `yaml:"password"` // secret
 	DB        int      `yaml:"db"`
 	KeyPrefix string   `yaml:"key_prefix"`
-	TLS       bool     `yaml:"tls"`             // TLS to Redis, verified against the system roots
-	TLSCAFile string   `yaml:"tls_ca_file"`     // or against this CA bundle
-	Node      string   `yaml:"node"`            // this node's name; default: host name + random suffix
+	TLS       bool     `yaml:"tls"`         // TLS to Redis, verified against the system roots
+	TLSCAFile string   `yaml:"tls_ca_file"` // or against this CA bundle
+	Node      string   `yaml:"node"`        // this node's name; default: host name + random suffix
 }
 
 type Roles struct {
