@@ -140,6 +140,10 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	if m.str("room") != room || m.str("role") != role {
 		t.Fatalf("matched on n3 = %v, want room %s role %s", m, room, role)
 	}
+	// What b said while a was away was held on n1 and follows a to n3.
+	if m := a2.expect("chat"); m.str("text") != "still there?" {
+		t.Fatalf("missed chat = %v", m)
+	}
 	if m := b.expect("peer_resumed"); m.str("room") != room {
 		t.Fatalf("peer_resumed = %v", m)
 	}
@@ -348,5 +352,28 @@ func loadUser(c *client, u int, stop chan struct{}, report func(kind, room strin
 				queue()
 			}
 		}
+	}
+}
+
+// TestClusterOnRedisCluster: several addresses make a Redis Cluster client;
+// two nodes on a three-shard Cluster pair and relay as on one Redis.
+func TestClusterOnRedisCluster(t *testing.T) {
+	addrs := testtool.StartRedisCluster(t)
+	var nodes []*testNode
+	for _, name := range []string{"n1", "n2"} {
+		cfg := redisConfig(t, "", name)
+		cfg.Store.Redis.Addrs = addrs
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
+	_, _, room := pair(t, a, b, "text")
+	a.send(map[string]any{"type": "chat", "room": room, "text": "over the cluster"})
+	if m := b.expect("chat"); m.str("text") != "over the cluster" {
+		t.Fatalf("chat = %v", m)
+	}
+	b.send(map[string]any{"type": "leave"})
+	b.expect("idle")
+	if m := a.expect("peer_left"); m.str("reason") != "leave" {
+		t.Fatalf("peer_left = %v", m)
 	}
 }

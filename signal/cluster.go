@@ -314,7 +314,7 @@ func (h *Hub) Deliver(env Envelope) {
 	case envMoved:
 		h.onMoved(env)
 	case envTakeover:
-		h.onTakeover(env.From)
+		h.onTakeover(env.From, env.Node)
 	default:
 		h.log.Warn("unknown envelope from another node", "type", env.Type)
 	}
@@ -432,12 +432,19 @@ func (h *Hub) letGo(s *session) {
 	delete(h.tokens, s.token)
 }
 
-func (h *Hub) onTakeover(id string) {
+func (h *Hub) onTakeover(id, node string) {
 	s := h.sessions[id]
 	if s == nil {
 		return
 	}
 	h.letGo(s)
+	if r := s.room; r != nil && node != "" {
+		// What reached us while the client was away follows it.
+		for _, f := range s.pending {
+			h.opt.Bus.Publish(node, Envelope{Type: envFrame, Room: r.code, To: id, Frame: f})
+		}
+	}
+	s.pending = nil
 	if r := s.room; r != nil && r.other(s).remote != "" && h.rooms[r.code] == r {
 		delete(h.rooms, r.code) // it lives on between the other two nodes
 		h.m.roomEnded(r.mode)
@@ -479,7 +486,7 @@ func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*sessi
 	}
 	// After moved: when the old node also holds the stranger, it must turn
 	// its side into a proxy before it forgets this one.
-	bus.Publish(rec.Node, Envelope{Type: envTakeover, From: s.id})
+	bus.Publish(rec.Node, Envelope{Type: envTakeover, From: s.id, Node: bus.Node()})
 	h.m.resumes.Inc()
 	h.persist(s)
 	h.log.Info("session resumed from another node", "session", s.id, "from", rec.Node)
