@@ -182,7 +182,7 @@ func concurrentWorkers(t *testing.T, stores ...Store) {
 		}
 		close(gate)
 		wg.Wait()
-		eventually(t, 10*time.Second, fmt.Sprintf("round %d: %d matches", round, n/2), func() bool {
+		eventually(t, 30*time.Second, fmt.Sprintf("round %d: %d matches", round, n/2), func() bool {
 			return got.len()-from >= n/2
 		})
 

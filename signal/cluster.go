@@ -581,22 +581,15 @@ func (h *Hub) watchNodes(ctx context.Context) {
 }
 
 // StoreReset re-adds the tickets of every session waiting here: the store
-// came back empty (a Redis restart without persistence).
+// came back empty (a Redis restart without persistence). Add refuses a
+// ticket that is still there, so this is idempotent.
 func (h *Hub) StoreReset() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.requeueLost(ctx, 0)
-}
-
-// requeueLost puts back the tickets of local sessions that have waited at
-// least minAge, in case the store lost them. Add refuses a ticket that is
-// still there, so this is idempotent (h.mu held).
-func (h *Hub) requeueLost(ctx context.Context, minAge time.Duration) {
-	old := h.opt.Now().Add(-minAge)
 	for _, s := range h.sessions {
-		if s.state != stateWaiting || s.pend != nil || s.c == nil || s.prefs == nil || s.joinedAt.After(old) {
+		if s.state != stateWaiting || s.pend != nil || s.c == nil || s.prefs == nil {
 			continue
 		}
 		err := h.opt.Queue.Join(ctx, matcher.Ticket{Session: s.id, Mode: s.prefs.mode,
@@ -604,7 +597,8 @@ func (h *Hub) requeueLost(ctx context.Context, minAge time.Duration) {
 		if err == nil {
 			h.log.Info("ticket was lost by the store; queued again", "session", s.id)
 		} else if !errors.Is(err, matcher.ErrAlreadyWaiting) {
-			return // the store is still out; try on the next round
+			h.log.Warn("re-queueing after a store reset failed", "err", err)
+			return // the store is still out; its next reset tries again
 		}
 	}
 }

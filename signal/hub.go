@@ -220,7 +220,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		defer nt.Stop()
 		nodes = nt.C
 	}
-	for n := 0; ; n++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -228,11 +228,6 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.ips.sweep(h.opt.Now(), 10*time.Minute)
 		case <-nodes:
 			h.watchNodes(ctx)
-			if n%5 == 0 {
-				h.mu.Lock()
-				h.requeueLost(ctx, 2*pendingTimeout)
-				h.mu.Unlock()
-			}
 		}
 	}
 }

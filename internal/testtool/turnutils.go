@@ -12,26 +12,33 @@ import (
 )
 
 // StartTURNPeer runs coturn's turnutils_peer (a UDP echo) on a free
-// loopback port, waits until it echoes, and returns the port.
+// loopback port, waits until it echoes, and returns the port. The peer
+// also listens on port+1 (uclient sends its RTCP stream there), so both
+// must be free and both must echo; a port another test grabbed meanwhile
+// costs a retry on a new one.
 func StartTURNPeer(t testing.TB) int {
 	t.Helper()
 	bin := Require(t, "turnutils_peer")
-	port := FreePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("starting turnutils_peer: %v", err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if echoes(fmt.Sprintf("127.0.0.1:%d", port)) {
-			return port
+	for range 5 {
+		port := FreePort(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(ctx, bin, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
+		if err := cmd.Start(); err != nil {
+			cancel()
+			t.Fatalf("starting turnutils_peer: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		stop := func() { cancel(); _ = cmd.Wait() }
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if echoes(fmt.Sprintf("127.0.0.1:%d", port)) && echoes(fmt.Sprintf("127.0.0.1:%d", port+1)) {
+				t.Cleanup(stop)
+				return port
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
 	}
-	t.Fatal("turnutils_peer did not start echoing")
+	t.Fatal("turnutils_peer did not echo on two adjacent ports in 5 tries")
 	return 0
 }
 
