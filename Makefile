@@ -24,10 +24,12 @@ deps:
 	@./scripts/test-deps.sh
 
 # Benchmarks report numbers; they pass or fail nothing. Results of the
-# TURN comparison land in test-output/bench-turn.md (see docs/benchmarks.md).
+# TURN comparison land in test-output/bench-turn.md, the matching load
+# runs in test-output/bench-match.md (see docs/benchmarks.md).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	mkdir -p test-output && scripts/bench-turn.sh test-output/bench-turn.md && cat test-output/bench-turn.md
+	scripts/bench-match.sh test-output/bench-match.md && cat test-output/bench-match.md
 
 # Longer fuzzing than the seed corpus `make test` runs (FUZZTIME per target).
 FUZZTIME ?= 60s

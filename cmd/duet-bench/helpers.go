@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Small helpers for the bench scripts, so they need neither curl nor
+// python on a fresh machine:
+//
+//	duet-bench port              a free loopback TCP port
+//	duet-bench ready URL         wait (up to 15s) until URL answers 200
+//	duet-bench get FILE A.B      a number from a JSON result, e.g. register_to_notified.p99_ms
+func helper(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 1 && args[0] == "port":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer ln.Close()
+		fmt.Fprintln(stdout, ln.Addr().(*net.TCPAddr).Port)
+		return 0
+	case len(args) == 2 && args[0] == "ready":
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			if resp, err := http.Get(args[1]); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return 0
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Fprintln(stderr, args[1], "not ready within 15s")
+		return 1
+	case len(args) == 3 && args[0] == "get":
+		b, err := os.ReadFile(args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		for _, k := range splitDots(args[2]) {
+			m, ok := v.(map[string]any)
+			if !ok {
+				fmt.Fprintln(stderr, "no", args[2])
+				return 1
+			}
+			v = m[k]
+		}
+		if f, ok := v.(float64); ok {
+			fmt.Fprintln(stdout, strconv.FormatFloat(f, 'f', -1, 64))
+			return 0
+		}
+		fmt.Fprintln(stdout, v)
+		return 0
+	}
+	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH")
+	return 2
+}
+
+func splitDots(s string) []string {
+	var out []string
+	start := 0
+	for i := range len(s) {
+		if s[i] == '.' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}

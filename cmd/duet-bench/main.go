@@ -1,0 +1,132 @@
+// Command duet-bench is duet's load generator: it speaks the real protocol
+// over real WebSockets and reports what it measured.
+//
+//	duet-bench match -urls ws://127.0.0.1:8080/ws -users 1000 -duration 20s
+//
+// Mode match: every simulated user queues, and on each match the offerer
+// sends one chat carrying its send time; the answerer records the relay
+// latency and leaves, and both queue again. Reported: matches per second,
+// register-to-notified latency (queue sent to matched received) and relay
+// latency, split by whether the two users sat on the same node or not.
+// Progress goes to stderr; stdout gets a JSON summary (-json) or a table.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get") {
+		return helper(args, stdout, stderr)
+	}
+	if len(args) == 0 || args[0] != "match" {
+		fmt.Fprintln(stderr, "usage: duet-bench match [flags]  (duet-bench match -h for the flags)")
+		return 2
+	}
+	fs := flag.NewFlagSet("match", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	urls := fs.String("urls", "ws://127.0.0.1:8080/ws", "comma-separated WebSocket URLs; user i connects to URL i mod n")
+	users := fs.Int("users", 1000, "simulated users")
+	duration := fs.Duration("duration", 20*time.Second, "how long to measure (after warm-up)")
+	warmup := fs.Duration("warmup", 3*time.Second, "load before measuring starts")
+	rate := fs.Float64("rate", 0, "target matches per second; 0 = as fast as the node answers")
+	mode := fs.String("mode", "video", "queue mode: video or text")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg := matchConfig{
+		URLs: strings.Split(*urls, ","), Users: *users, Duration: *duration,
+		Warmup: *warmup, Rate: *rate, Mode: *mode,
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(stderr, "duet-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := runMatch(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "duet-bench:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return 1
+		}
+		return 0
+	}
+	res.table(stdout)
+	return 0
+}
+
+type matchConfig struct {
+	URLs     []string
+	Users    int
+	Duration time.Duration
+	Warmup   time.Duration
+	Rate     float64
+	Mode     string
+}
+
+func (c matchConfig) validate() error {
+	switch {
+	case len(c.URLs) == 0 || c.URLs[0] == "":
+		return errors.New("-urls: at least one URL")
+	case c.Users < 2 || c.Users%2 != 0:
+		return errors.New("-users: an even number, at least 2")
+	case c.Duration <= 0:
+		return errors.New("-duration: must be positive")
+	case c.Rate < 0:
+		return errors.New("-rate: 0 or more")
+	case c.Mode != "video" && c.Mode != "text":
+		return errors.New("-mode: video or text")
+	}
+	return nil
+}
+
+// Result is what one run measured.
+type Result struct {
+	URLs          []string       `json:"urls"`
+	Users         int            `json:"users"`
+	Mode          string         `json:"mode"`
+	TargetRate    float64        `json:"target_matches_per_s"`
+	Seconds       float64        `json:"seconds"`
+	Matches       int64          `json:"matches"`
+	MatchesPerSec float64        `json:"matches_per_s"`
+	Notify        Summary        `json:"register_to_notified"`
+	RelayLocal    Summary        `json:"relay_same_node"`
+	RelayCross    Summary        `json:"relay_cross_node"`
+	Errors        map[string]int `json:"errors"`
+}
+
+func (r Result) table(w io.Writer) {
+	fmt.Fprintf(w, "users %d over %d node(s), mode %s, %.0fs measured", r.Users, len(r.URLs), r.Mode, r.Seconds)
+	if r.TargetRate > 0 {
+		fmt.Fprintf(w, ", target %.0f matches/s", r.TargetRate)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  matches              %d (%.0f/s)\n", r.Matches, r.MatchesPerSec)
+	fmt.Fprintf(w, "  register→notified    %s\n", r.Notify)
+	fmt.Fprintf(w, "  relay, same node     %s\n", r.RelayLocal)
+	fmt.Fprintf(w, "  relay, cross node    %s\n", r.RelayCross)
+	if len(r.Errors) > 0 {
+		fmt.Fprintf(w, "  errors               %v\n", r.Errors)
+	}
+}

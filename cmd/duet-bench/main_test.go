@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/node"
+)
+
+// serve runs a real node for the load generator to talk to.
+func serve(t *testing.T, cfg *configs.Config) string {
+	t.Helper()
+	n, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	url := "http://" + ln.Addr().String()
+	if code := helper([]string{"ready", url + "/readyz"}, io.Discard, io.Discard); code != 0 {
+		t.Fatal("node not ready")
+	}
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+func benchConfig(t *testing.T) *configs.Config {
+	t.Helper()
+	cfg, err := configs.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TURN.Enabled = false
+	cfg.HTTP.ShutdownGrace = time.Second
+	// Twenty users meet everyone in a blink; let them meet again.
+	cfg.Matcher.AvoidRepeat = 0
+	l := &cfg.Limits
+	l.ConnectBurstPerIP, l.QueueRate, l.QueueBurst, l.ChatRate, l.ChatBurst = 1000, 1000, 1000, 1000, 1000
+	return cfg
+}
+
+// TestMatchRun: the match mode makes matches and measures both latencies,
+// and with two nodes on Redis it sees cross-node relays.
+func TestMatchRun(t *testing.T) {
+	tests := []struct {
+		name  string
+		urls  func(t *testing.T) []string
+		cross bool
+	}{
+		{"memory", func(t *testing.T) []string { return []string{serve(t, benchConfig(t))} }, false},
+		{"redis two nodes", func(t *testing.T) []string {
+			addr := testtool.StartRedis(t)
+			var urls []string
+			for _, name := range []string{"b1", "b2"} {
+				cfg := benchConfig(t)
+				cfg.Store.Backend, cfg.Store.Redis.Addrs, cfg.Store.Redis.Node = "redis", []string{addr}, name
+				urls = append(urls, serve(t, cfg))
+			}
+			return urls
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := matchConfig{URLs: tt.urls(t), Users: 20, Duration: 2 * time.Second, Warmup: 200 * time.Millisecond, Mode: "video"}
+			res, err := runMatch(context.Background(), cfg, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Matches == 0 || res.Notify.N < 2*int(res.Matches)-cfg.Users {
+				t.Fatalf("matches %d, notify samples %d", res.Matches, res.Notify.N)
+			}
+			if got := res.RelayLocal.N + res.RelayCross.N; got == 0 {
+				t.Fatal("no relay measured")
+			}
+			if tt.cross && res.RelayCross.N == 0 {
+				t.Fatal("two nodes but no cross-node relay measured")
+			}
+			if !tt.cross && res.RelayCross.N != 0 {
+				t.Fatalf("one node but %d cross-node relays", res.RelayCross.N)
+			}
+		})
+	}
+}
+
+// TestCommandLine: flags are checked, and -json writes a summary the
+// bench script can read back with `get`.
+func TestCommandLine(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"match", "-users", "3"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "even") {
+		t.Fatalf("odd users: code %d, %q", code, errb.String())
+	}
+	if code := run([]string{"nonsense"}, &out, &errb); code != 2 {
+		t.Fatalf("unknown mode: code %d", code)
+	}
+	url := serve(t, benchConfig(t))
+	out.Reset()
+	if code := run([]string{"match", "-json", "-urls", url, "-users", "4", "-duration", "1s", "-warmup", "100ms"}, &out, &errb); code != 0 {
+		t.Fatalf("run: %d %s", code, errb.String())
+	}
+	var res Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.Users != 4 {
+		t.Fatalf("json: %v %+v", err, res)
+	}
+	f := filepath.Join(t.TempDir(), "r.json")
+	if err := os.WriteFile(f, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := helper([]string{"get", f, "users"}, &out, &errb); code != 0 || strings.TrimSpace(out.String()) != "4" {
+		t.Fatalf("get users = %q (%d)", out.String(), code)
+	}
+}

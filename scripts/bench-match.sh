@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bench-match.sh: matching load over real WebSockets with duet-bench, on
+# the memory store (one node) and on Redis (one and two nodes), at full
+# speed and at a fixed 1,000 matches/s. Prints a Markdown report; a
+# benchmark, not a test (nothing here passes or fails).
+#
+#   scripts/bench-match.sh [OUT.md]
+#
+# Knobs (env): USERS=1000, SECONDS_=15 (measured per run), RUNS=3 (the
+# table shows the median run by matches/s), RATE=1000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+USERS=${USERS:-1000}
+SECS=${SECONDS_:-15}
+RUNS=${RUNS:-3}
+RATE=${RATE:-1000}
+OUT=${1:-/dev/stdout}
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+command -v redis-server >/dev/null || { echo "bench-match: redis-server missing (apt-get install -y redis-server)" >&2; exit 1; }
+go build -o "$TMP/duet" ./cmd/duet
+go build -o "$TMP/duet-bench" ./cmd/duet-bench
+free_port() { "$TMP/duet-bench" port; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis_cmds() { redis-cli -p "$REDIS_PORT" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
+
+# The load generator is one client address: lift the per-address and
+# per-session limits that exist to stop abuse, not load tests.
+export DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 \
+	DUET_LIMITS_CONNECT_BURST_PER_IP=100000 DUET_LIMITS_IP_MESSAGE_RATE=10000000 \
+	DUET_LIMITS_IP_MESSAGE_BURST=10000000 DUET_LIMITS_QUEUE_RATE=10000 DUET_LIMITS_QUEUE_BURST=10000 \
+	DUET_LIMITS_CHAT_RATE=10000 DUET_LIMITS_CHAT_BURST=10000 DUET_LIMITS_MESSAGE_RATE=10000 \
+	DUET_LIMITS_MESSAGE_BURST=10000 DUET_TURN_ENABLED=false DUET_LOG_LEVEL=warn
+
+NODE_PIDS=()
+start_nodes() { # store count -> URLs
+	local store=$1 n=$2 urls="" i port
+	NODE_PIDS=()
+	for i in $(seq "$n"); do
+		port=$(free_port)
+		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
+		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="bench$RANDOM:" \
+			"$TMP/duet" serve >>"$TMP/duet.log" 2>&1 &
+		NODE_PIDS+=($!)
+		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
+		urls+="${urls:+,}ws://127.0.0.1:$port/ws"
+	done
+	echo "$urls"
+}
+stop_nodes() {
+	for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+field() { "$TMP/duet-bench" get "$2" "$1"; }
+# p50 / p99 of one summary object in a JSON result
+lat() {
+	if [ "$(field "$2.n" "$1")" = 0 ]; then echo "-"; return; fi
+	echo "$(field "$2.p50_ms" "$1") / $(field "$2.p99_ms" "$1")"
+}
+
+row() { # label store nodes rate
+	local label=$1 store=$2 nodes=$3 rate=$4 best="" r urls before after
+	: >"$TMP/runs"
+	for r in $(seq "$RUNS"); do
+		urls=$(start_nodes "$store" "$nodes")
+		before=$(redis_cmds)
+		"$TMP/duet-bench" match -json -urls "$urls" -users "$USERS" -duration "${SECS}s" -warmup 3s -rate "$rate" \
+			>"$TMP/run$r.json" 2>>"$TMP/bench.log"
+		after=$(redis_cmds)
+		stop_nodes
+		echo "$(field matches_per_s "$TMP/run$r.json") $r $((after - before))" >>"$TMP/runs"
+	done
+	# the median run by matches/s
+	read -r _ best cmds < <(sort -n "$TMP/runs" | sed -n "$(( (RUNS + 1) / 2 ))p")
+	local f="$TMP/run$best.json" m per
+	m=$(field matches "$f")
+	per="-"
+	if [ "$store" = redis ] && [ "${m:-0}" -gt 0 ]; then per=$(awk -v c="$cmds" -v m="$m" 'BEGIN{printf "%.1f", c/m}'); fi
+	printf '| %s | %.0f | %s | %s | %s | %s |\n' "$label" "$(field matches_per_s "$f")" \
+		"$(lat "$f" register_to_notified)" "$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" "$per"
+}
+
+{
+	echo "## Matching over WebSockets ($(nproc) cores, $(go env GOVERSION), $USERS users, ${SECS}s per run, median of $RUNS)"
+	echo
+	echo "| run | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match |"
+	echo "| --- | ---: | --- | --- | --- | ---: |"
+	row "memory, 1 node, full speed" memory 1 0
+	row "redis, 1 node, full speed" redis 1 0
+	row "redis, 2 nodes, full speed" redis 2 0
+	row "memory, 1 node, $RATE/s" memory 1 "$RATE"
+	row "redis, 1 node, $RATE/s" redis 1 "$RATE"
+	row "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
+	echo
+	echo "Load generator and nodes share the machine. Commands per match count every"
+	echo "command Redis processed during the run (heartbeats and wake-ups included) over the matches made."
+} >"$OUT"
