@@ -235,8 +235,14 @@ func (h *Hub) dropPending(r *room) {
 
 // openPending: both sides are live; tell ours.
 func (h *Hub) openPending(r *room) {
-	h.dropPending(r)
 	s := r.localSide()
+	if s.pend != r || h.sessions[s.id] != s || s.state != stateWaiting {
+		// Ours moved on meanwhile (it cannot hold two rooms).
+		h.dropPending(r)
+		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
+		return
+	}
+	h.dropPending(r)
 	s.state = stateRoom
 	s.room = r
 	h.rooms[r.code] = r
@@ -600,6 +606,42 @@ func (h *Hub) StoreReset() {
 			h.log.Warn("re-queueing after a store reset failed", "err", err)
 			return // the store is still out; its next reset tries again
 		}
+	}
+}
+
+// staleWait is how long a session waits before its node checks that its
+// ticket is still in the store: a claim whose reply was lost, or an
+// envelope lost to a Redis outage, must not leave anyone waiting forever.
+const staleWait = 30 * time.Second
+
+// requeueStale re-adds the tickets of sessions that have waited longer
+// than staleWait, one at a time so no single pass holds the hub for long.
+// Add refuses a ticket that is still there; one that was claimed but not
+// yet notified is caught by the liveness check when its match arrives.
+func (h *Hub) requeueStale(ctx context.Context) {
+	h.mu.Lock()
+	old := h.opt.Now().Add(-staleWait)
+	var ids []string
+	for id, s := range h.sessions {
+		if s.state == stateWaiting && s.pend == nil && s.c != nil && s.joinedAt.Before(old) {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		h.mu.Lock()
+		s := h.sessions[id]
+		if s != nil && s.state == stateWaiting && s.pend == nil && s.c != nil && s.prefs != nil && s.joinedAt.Before(old) {
+			err := h.opt.Queue.Join(ctx, matcher.Ticket{Session: s.id, Mode: s.prefs.mode,
+				Interests: s.prefs.interests, Lang: s.prefs.lang, JoinedAt: s.joinedAt})
+			if err == nil {
+				h.log.Warn("a waiting session had lost its ticket; queued again", "session", s.id)
+			}
+		}
+		h.mu.Unlock()
 	}
 }
 

@@ -220,7 +220,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		defer nt.Stop()
 		nodes = nt.C
 	}
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -228,6 +228,9 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.ips.sweep(h.opt.Now(), 10*time.Minute)
 		case <-nodes:
 			h.watchNodes(ctx)
+			if n%10 == 0 {
+				h.requeueStale(ctx)
+			}
 		}
 	}
 }
@@ -418,7 +421,7 @@ func (h *Hub) openLocal(m matcher.Match) {
 
 // live says whether s is still waiting on exactly the ticket t.
 func (h *Hub) live(s *session, t matcher.Ticket) bool {
-	return s != nil && s.c != nil && s.state == stateWaiting &&
+	return s != nil && s.c != nil && s.state == stateWaiting && s.pend == nil &&
 		s.prefs != nil && s.prefs.mode == t.Mode && s.joinedAt.Equal(t.JoinedAt)
 }
 
