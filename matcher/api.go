@@ -71,11 +71,10 @@ type Store interface {
 }
 
 // Waker is implemented by stores shared between nodes: a Join on one node
-// must wake the matchers on all of them, not wait for a timer.
+// must wake the matchers on all of them, not wait for a timer. Such a
+// store's Add announces the new ticket itself (in the same round trip).
 type Waker interface {
-	// Wake tells every subscriber that a ticket was added.
-	Wake(ctx context.Context) error
-	// Wakes delivers those signals (coalesced) until ctx ends.
+	// Wakes delivers those announcements (coalesced) until ctx ends.
 	Wakes(ctx context.Context) <-chan struct{}
 }
 

@@ -148,13 +148,6 @@ func (m *Matcher) Join(ctx context.Context, t Ticket) error {
 		return fmt.Errorf("matcher: join %s: %w", t.Session, err)
 	}
 	m.poke()
-	if w, ok := m.store.(Waker); ok {
-		// The ticket is queued either way; a lost wake-up only costs the
-		// other nodes their next periodic pass.
-		if err := w.Wake(ctx); err != nil {
-			m.opt.Logger.Warn("waking other matchers", "err", err)
-		}
-	}
 	return nil
 }
 

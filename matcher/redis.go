@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,9 @@ type RedisStore struct {
 	lag     func(d time.Duration)
 	reset   func()
 	beaten  atomic.Bool
+
+	mu  sync.Mutex
+	met map[string]metView // by mode
 }
 
 // RedisOptions tune a RedisStore.
@@ -65,7 +69,8 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 		opt.OnReset = func() {}
 	}
 	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
-		orphans: opt.Orphans, lag: opt.PubSubLag, reset: opt.OnReset}
+		orphans: opt.Orphans, lag: opt.PubSubLag, reset: opt.OnReset,
+		met: map[string]metView{}}
 }
 
 // Beat marks this node alive for one HeartbeatTTL.
@@ -127,8 +132,9 @@ func (r *RedisStore) key(parts ...string) string {
 	return k
 }
 
-// KEYS: tickets hash, modes hash, mode set, owners hash, node key.
-// ARGV: session, mode, ticket, node, ttl ms.
+// KEYS: tickets hash, modes hash, mode set, owners hash, node key, wake
+// channel. ARGV: session, mode, ticket, node, ttl ms, wake payload.
+// The wake-up is published by the script itself: one round trip per join.
 var addScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -136,6 +142,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[5], 1, 'PX', ARGV[5])
+redis.call('PUBLISH', KEYS[6], ARGV[6])
 return 1`)
 
 // KEYS: tickets, modes, mode-set prefix, owners. ARGV: session, and
@@ -150,7 +157,11 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[3] .. mode, ARGV[1])
 return 1`)
 
-// KEYS: tickets, modes, mode-set prefix, met key, owners. ARGV: a, b, window ms, until ms.
+// Who met whom is one sorted set per session ("met:" + session): members
+// are partners, scores the end of their avoid-repeat window in ms.
+//
+// KEYS: tickets, modes, mode-set prefix, owners, met prefix.
+// ARGV: a, b, window ms, until ms, now ms.
 var claimScript = redis.NewScript(`
 if ARGV[1] == ARGV[2] then return 0 end
 local ma = redis.call('HGET', KEYS[2], ARGV[1])
@@ -159,28 +170,59 @@ if not ma or not mb then return 0 end
 for _, p in ipairs({{ARGV[1], ma}, {ARGV[2], mb}}) do
   redis.call('HDEL', KEYS[1], p[1])
   redis.call('HDEL', KEYS[2], p[1])
-  redis.call('HDEL', KEYS[5], p[1])
+  redis.call('HDEL', KEYS[4], p[1])
   redis.call('SREM', KEYS[3] .. p[2], p[1])
 end
 if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
+  for _, p in ipairs({{ARGV[1], ARGV[2]}, {ARGV[2], ARGV[1]}}) do
+    local k = KEYS[5] .. p[1]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[5])
+    redis.call('ZADD', k, ARGV[4], p[2])
+    redis.call('PEXPIRE', k, ARGV[3])
+  end
 end
 return 1`)
 
-// KEYS: met key. ARGV: now ms.
+// KEYS: met prefix. ARGV: a, b, now ms.
 var metScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('ZSCORE', KEYS[1] .. ARGV[1], ARGV[2])
 if not v then return 0 end
-if tonumber(ARGV[1]) < tonumber(v) then return 1 end
-redis.call('DEL', KEYS[1])
+if tonumber(ARGV[3]) < tonumber(v) then return 1 end
+redis.call('ZREM', KEYS[1] .. ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[1] .. ARGV[2], ARGV[1])
 return 0`)
 
-func (r *RedisStore) metKey(a, b string) string {
-	if a > b {
-		a, b = b, a
-	}
-	return r.key("met", a, b)
-}
+// waitingScript reads one mode's queue in one round trip: each live
+// ticket with the partners it met recently, and drops the tickets of
+// nodes whose heartbeat lapsed (ghosts), counting them.
+//
+// KEYS: mode set, tickets, modes, owners, mode-set prefix.
+// ARGV: node-key prefix, met prefix, now ms.
+var waitingScript = redis.NewScript(`
+local ids = redis.call('SMEMBERS', KEYS[1])
+local out = {}
+local dropped = 0
+local alive = {}
+for _, id in ipairs(ids) do
+  local owner = redis.call('HGET', KEYS[4], id)
+  if owner then
+    if alive[owner] == nil then alive[owner] = redis.call('EXISTS', ARGV[1] .. owner) == 1 end
+    if alive[owner] then
+      local t = redis.call('HGET', KEYS[2], id)
+      if t then
+        out[#out + 1] = {t, redis.call('ZRANGEBYSCORE', ARGV[2] .. id, '(' .. ARGV[3], '+inf')}
+      end
+    else
+      local mode = redis.call('HGET', KEYS[3], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('HDEL', KEYS[4], id)
+      if mode then redis.call('SREM', KEYS[5] .. mode, id) end
+      dropped = dropped + 1
+    end
+  end
+end
+return {dropped, out}`)
 
 // Add implements Store.
 func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
@@ -190,8 +232,8 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 		return fmt.Errorf("encoding ticket: %w", err)
 	}
 	n, err := addScript.Run(ctx, r.rdb,
-		[]string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode), r.key("owners"), r.key("node", r.node)},
-		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds()).Int()
+		[]string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode), r.key("owners"), r.key("node", r.node), r.key("wake")},
+		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds(), time.Now().UnixNano()).Int()
 	if err != nil {
 		return fmt.Errorf("redis add: %w", err)
 	}
@@ -210,44 +252,63 @@ func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
 	return n == 1, nil
 }
 
-// Waiting implements Store.
+// Waiting implements Store. The partners each ticket met come back with
+// it and answer Met during the pass without a round trip per candidate.
 func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error) {
-	sessions, err := r.rdb.SMembers(ctx, r.key("mode", mode)).Result()
+	now := time.Now().UnixMilli()
+	res, err := waitingScript.Run(ctx, r.rdb,
+		[]string{r.key("mode", mode), r.key("tickets"), r.key("modes"), r.key("owners"), r.key("mode") + ":"},
+		r.key("node")+":", r.key("met")+":", now).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis waiting: %w", err)
 	}
-	if len(sessions) == 0 {
-		return nil, nil
+	if len(res) != 2 {
+		return nil, fmt.Errorf("redis waiting: unexpected reply %v", res)
 	}
-	raw, err := r.rdb.HMGet(ctx, r.key("tickets"), sessions...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("redis waiting: %w", err)
+	if n, _ := res[0].(int64); n > 0 {
+		r.orphans(int(n))
 	}
-	alive, err := r.alive(ctx, sessions)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Ticket, 0, len(raw))
-	for i, v := range raw {
-		s, ok := v.(string)
-		if !ok || !alive[i] {
-			continue // left between the reads, or a ghost (dropped by alive)
+	rows, _ := res[1].([]any)
+	out := make([]Ticket, 0, len(rows))
+	met := make(map[string]map[string]bool, len(rows))
+	for _, row := range rows {
+		pair, ok := row.([]any)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("redis waiting: unexpected row %v", row)
 		}
+		raw, _ := pair[0].(string)
 		var t Ticket
-		if err := json.Unmarshal([]byte(s), &t); err != nil {
+		if err := json.Unmarshal([]byte(raw), &t); err != nil {
 			return nil, fmt.Errorf("decoding ticket: %w", err)
 		}
 		out = append(out, t)
+		partners, _ := pair[1].([]any)
+		set := make(map[string]bool, len(partners))
+		for _, p := range partners {
+			if s, ok := p.(string); ok {
+				set[s] = true
+			}
+		}
+		met[t.Session] = set
 	}
+	r.mu.Lock()
+	r.met[mode] = metView{at: now, by: met}
+	r.mu.Unlock()
 	return out, nil
+}
+
+// metView is what the last Waiting of one mode said about who met whom.
+type metView struct {
+	at int64 // ms
+	by map[string]map[string]bool
 }
 
 // Claim implements Store.
 func (r *RedisStore) Claim(ctx context.Context, a, b string, now, metUntil time.Time) error {
 	window := metUntil.Sub(now).Milliseconds()
 	n, err := claimScript.Run(ctx, r.rdb,
-		[]string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.metKey(a, b), r.key("owners")},
-		a, b, max(window, 0), metUntil.UnixMilli()).Int()
+		[]string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners"), r.key("met") + ":"},
+		a, b, max(window, 0), metUntil.UnixMilli(), now.UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("redis claim: %w", err)
 	}
@@ -257,9 +318,23 @@ func (r *RedisStore) Claim(ctx context.Context, a, b string, now, metUntil time.
 	return nil
 }
 
-// Met implements Store.
+// metFresh bounds how old a pass's view of who met whom may be and still
+// answer Met; a pass reads it a moment before it asks.
+const metFresh = 2 * time.Second
+
+// Met implements Store: from the last Waiting when it covers a and is
+// fresh (a pair met since then is claimed, so no longer a candidate in
+// that pass), else from Redis.
 func (r *RedisStore) Met(ctx context.Context, a, b string, now time.Time) (bool, error) {
-	n, err := metScript.Run(ctx, r.rdb, []string{r.metKey(a, b)}, now.UnixMilli()).Int()
+	r.mu.Lock()
+	for _, v := range r.met {
+		if set, ok := v.by[a]; ok && now.UnixMilli()-v.at < metFresh.Milliseconds() {
+			r.mu.Unlock()
+			return set[b], nil
+		}
+	}
+	r.mu.Unlock()
+	n, err := metScript.Run(ctx, r.rdb, []string{r.key("met") + ":"}, a, b, now.UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis met: %w", err)
 	}
@@ -279,57 +354,6 @@ func (r *RedisStore) Counts(ctx context.Context) (map[string]int, error) {
 
 func (r *RedisStore) removeKeys() []string {
 	return []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners")}
-}
-
-// alive reports, per session, whether its node still beats, and drops
-// the tickets of nodes that do not.
-func (r *RedisStore) alive(ctx context.Context, sessions []string) ([]bool, error) {
-	owners, err := r.rdb.HMGet(ctx, r.key("owners"), sessions...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("redis owners: %w", err)
-	}
-	nodes := map[string]*redis.IntCmd{}
-	pipe := r.rdb.Pipeline()
-	for _, o := range owners {
-		if n, ok := o.(string); ok && nodes[n] == nil {
-			nodes[n] = pipe.Exists(ctx, r.key("node", n))
-		}
-	}
-	if len(nodes) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("redis heartbeats: %w", err)
-		}
-	}
-	out := make([]bool, len(sessions))
-	dropped := 0
-	for i, o := range owners {
-		n, ok := o.(string)
-		if !ok {
-			continue
-		}
-		if nodes[n].Val() == 1 {
-			out[i] = true
-			continue
-		}
-		// Only if it still belongs to the dead node: the session may have
-		// re-queued elsewhere since.
-		if k, err := removeScript.Run(ctx, r.rdb, r.removeKeys(), sessions[i], n).Int(); err == nil && k == 1 {
-			dropped++
-		}
-	}
-	if dropped > 0 {
-		r.orphans(dropped)
-	}
-	return out, nil
-}
-
-// Wake implements Waker: one PUBLISH per join.
-func (r *RedisStore) Wake(ctx context.Context) error {
-	// The payload is the send time, for the pub/sub lag histogram.
-	if err := r.rdb.Publish(ctx, r.key("wake"), time.Now().UnixNano()).Err(); err != nil {
-		return fmt.Errorf("redis wake: %w", err)
-	}
-	return nil
 }
 
 // Wakes implements Waker. The subscription reconnects by itself (go-redis

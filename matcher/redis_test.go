@@ -167,3 +167,58 @@ func TestRedisMetrics(t *testing.T) {
 		t.Fatalf("round trips by op: %v, want evalsha and pipeline", ops)
 	}
 }
+
+// countHook counts the commands a client sends (a pipeline counts its
+// commands one by one).
+type countHook struct{ n *int64 }
+
+func (countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { *h.n++; return next(ctx, cmd) }
+}
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { *h.n += int64(len(cmds)); return next(ctx, cmds) }
+}
+
+// TestRedisWaitingAnswersMet: one Waiting round trip brings each ticket
+// with the partners it met, and Met during the pass asks Redis nothing -
+// while the answers stay what Redis would say.
+func TestRedisWaitingAnswersMet(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var sent int64
+	rdb.AddHook(countHook{&sent})
+	s := NewRedisStore(rdb, "met:", RedisOptions{Node: "n"})
+	now := time.Now()
+	for _, id := range []string{"a", "b"} {
+		if err := s.Add(ctx, Ticket{Session: id, Mode: ModeVideo, JoinedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Claim(ctx, "a", "b", now, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if err := s.Add(ctx, Ticket{Session: id, Mode: ModeVideo, JoinedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := sent
+	w, err := s.Waiting(ctx, ModeVideo)
+	if err != nil || len(w) != 3 {
+		t.Fatalf("Waiting = %v, %v", w, err)
+	}
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{{"a", "b", true}, {"b", "a", true}, {"a", "c", false}, {"c", "b", false}} {
+		if got, err := s.Met(ctx, tc.a, tc.b, time.Now()); err != nil || got != tc.want {
+			t.Errorf("Met(%s,%s) = %v, %v; want %v", tc.a, tc.b, got, err, tc.want)
+		}
+	}
+	// EVALSHA, and on a fresh server EVAL after NOSCRIPT: at most two.
+	if n := sent - before; n > 2 {
+		t.Fatalf("Waiting plus four Met sent %d commands, want one script call", n)
+	}
+}

@@ -45,12 +45,12 @@ export DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100
 
 NODE_PIDS=()
 start_nodes() { # store count -> URLs
-	local store=$1 n=$2 urls="" i port
+	local store=$1 n=$2 urls="" i port prefix="bench$RANDOM$RANDOM:"
 	NODE_PIDS=()
 	for i in $(seq "$n"); do
 		port=$(free_port)
 		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
-		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="bench$RANDOM:" \
+		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="$prefix" \
 			"$TMP/duet" serve >>"$TMP/duet.log" 2>&1 &
 		NODE_PIDS+=($!)
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
