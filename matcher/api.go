@@ -48,6 +48,9 @@ var (
 	ErrAlreadyWaiting = errors.New("matcher: session already waiting")
 	// ErrNotWaiting: a claim named a session that has left the queue.
 	ErrNotWaiting = errors.New("matcher: session not waiting")
+	// ErrNotLeader: Waiting of a shared store whose pairing lease another
+	// node holds; that node pairs, this one skips its pass.
+	ErrNotLeader = errors.New("matcher: another node holds the pairing lease")
 )
 
 // Store is the state seam: the memory implementation here, a Redis one
@@ -68,6 +71,13 @@ type Store interface {
 	Met(ctx context.Context, a, b string, now time.Time) (bool, error)
 	// Counts returns the number waiting per mode.
 	Counts(ctx context.Context) (map[string]int, error)
+}
+
+// BatchClaimer is implemented by stores where a round trip costs more
+// than the claim itself: a pass then claims all its pairs at once. Each
+// result is what Claim would have returned for that pair.
+type BatchClaimer interface {
+	ClaimBatch(ctx context.Context, pairs [][2]string, now, metUntil time.Time) []error
 }
 
 // Waker is implemented by stores shared between nodes: a Join on one node

@@ -248,6 +248,10 @@ func (m *Matcher) pass(ctx context.Context) (made int, wait time.Duration, err e
 
 func (m *Matcher) passMode(ctx context.Context, mode string) (made int, wait time.Duration, err error) {
 	tickets, err := m.store.Waiting(ctx, mode)
+	if errors.Is(err, ErrNotLeader) {
+		// Look again in a second: the holder may have died.
+		return 0, time.Second, nil
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("matcher: waiting %s: %w", mode, err)
 	}
@@ -271,7 +275,8 @@ func (m *Matcher) passMode(ctx context.Context, mode string) (made int, wait tim
 	}
 	taken := make([]bool, len(tickets)) // by index: choose reads it n² times
 	var sc scratch
-	for i, t := range tickets {
+	var pairs [][2]int
+	for i := range tickets {
 		if taken[i] {
 			continue
 		}
@@ -285,13 +290,11 @@ func (m *Matcher) passMode(ctx context.Context, mode string) (made int, wait tim
 		// Taken even if the claim is lost: the snapshot is stale for both,
 		// and the next pass (at most a second away) sees the truth.
 		taken[i], taken[j] = true, true
-		ok, err = m.claim(ctx, mode, t, tickets[j], now)
-		if err != nil {
-			return made, 0, err
-		}
-		if ok {
-			made++
-		}
+		pairs = append(pairs, [2]int{i, j})
+	}
+	made, err = m.claimAll(ctx, mode, tickets, pairs, now)
+	if err != nil {
+		return made, 0, err
 	}
 	// Wake when the earliest interest timeout among those left passes,
 	// since that is when new pairs become eligible by time alone.
@@ -307,21 +310,55 @@ func (m *Matcher) passMode(ctx context.Context, mode string) (made int, wait tim
 	return made, wait, nil
 }
 
-// claim makes t and c a pair if the store still has both; false (and no
-// notification) when another worker or a Leave got there first.
-func (m *Matcher) claim(ctx context.Context, mode string, t, c Ticket, now time.Time) (bool, error) {
-	room, err := NewRoomCode(m.opt.Codes)
-	if err != nil {
-		return false, err
+// claimAll claims the pairs a pass chose (by index into tickets), in one
+// batch when the store can, and notifies each pair it won.
+func (m *Matcher) claimAll(ctx context.Context, mode string, tickets []Ticket, pairs [][2]int, now time.Time) (int, error) {
+	if len(pairs) == 0 {
+		return 0, nil
 	}
-	err = m.store.Claim(ctx, t.Session, c.Session, now, now.Add(m.opt.AvoidRepeat))
-	if errors.Is(err, ErrNotWaiting) {
-		m.opt.Logger.Debug("claim lost", "mode", mode)
-		return false, nil
+	// Codes first: a pass that cannot make one must claim nobody, or the
+	// claimed would wait for a room that never comes.
+	rooms := make([]string, len(pairs))
+	for k := range pairs {
+		room, err := NewRoomCode(m.opt.Codes)
+		if err != nil {
+			return 0, err
+		}
+		rooms[k] = room
 	}
-	if err != nil {
-		return false, fmt.Errorf("matcher: claim: %w", err)
+	until := now.Add(m.opt.AvoidRepeat)
+	errs := make([]error, len(pairs))
+	if bc, ok := m.store.(BatchClaimer); ok {
+		ids := make([][2]string, len(pairs))
+		for k, p := range pairs {
+			ids[k] = [2]string{tickets[p[0]].Session, tickets[p[1]].Session}
+		}
+		errs = bc.ClaimBatch(ctx, ids, now, until)
+	} else {
+		for k, p := range pairs {
+			errs[k] = m.store.Claim(ctx, tickets[p[0]].Session, tickets[p[1]].Session, now, until)
+		}
 	}
+	made := 0
+	var firstErr error
+	for k, p := range pairs {
+		switch err := errs[k]; {
+		case errors.Is(err, ErrNotWaiting):
+			m.opt.Logger.Debug("claim lost", "mode", mode)
+		case err != nil:
+			if firstErr == nil {
+				firstErr = fmt.Errorf("matcher: claim: %w", err)
+			}
+		default:
+			m.notifyPair(rooms[k], mode, tickets[p[0]], tickets[p[1]], now)
+			made++
+		}
+	}
+	return made, firstErr
+}
+
+// notifyPair turns a won claim into a Match and hands it on.
+func (m *Matcher) notifyPair(room, mode string, t, c Ticket, now time.Time) {
 	// The offerer is drawn, not "whoever was visited first", so neither
 	// side's client code path is systematically favoured.
 	a, b := t, c
@@ -334,7 +371,6 @@ func (m *Matcher) claim(ctx context.Context, mode string, t, c Ticket, now time.
 		m.latency.WithLabelValues(mode).Observe(now.Sub(s.JoinedAt).Seconds())
 	}
 	m.notify.Matched(match)
-	return true, nil
 }
 
 // scratch is choose's working memory, reused across one pass so that a

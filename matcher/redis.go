@@ -196,9 +196,17 @@ return 0`)
 // ticket with the partners it met recently, and drops the tickets of
 // nodes whose heartbeat lapsed (ghosts), counting them.
 //
-// KEYS: mode set, tickets, modes, owners, mode-set prefix.
-// ARGV: node-key prefix, met prefix, now ms.
+// It also holds the pairing lease: only the node holding it gets the
+// queue, so the matchers of several nodes do not all pair the same
+// snapshot and lose most of their claims to each other. The lease lapses
+// after leaseTTL without a pass, and the next node to pass takes it.
+//
+// KEYS: mode set, tickets, modes, owners, mode-set prefix, lease.
+// ARGV: node-key prefix, met prefix, now ms, node, lease ms.
 var waitingScript = redis.NewScript(`
+local holder = redis.call('GET', KEYS[6])
+if holder and holder ~= ARGV[4] then return {-1, {}} end
+redis.call('SET', KEYS[6], ARGV[4], 'PX', ARGV[5])
 local ids = redis.call('SMEMBERS', KEYS[1])
 local out = {}
 local dropped = 0
@@ -257,13 +265,16 @@ func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
 func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error) {
 	now := time.Now().UnixMilli()
 	res, err := waitingScript.Run(ctx, r.rdb,
-		[]string{r.key("mode", mode), r.key("tickets"), r.key("modes"), r.key("owners"), r.key("mode") + ":"},
-		r.key("node")+":", r.key("met")+":", now).Slice()
+		[]string{r.key("mode", mode), r.key("tickets"), r.key("modes"), r.key("owners"), r.key("mode") + ":", r.key("lease")},
+		r.key("node")+":", r.key("met")+":", now, r.node, leaseTTL.Milliseconds()).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis waiting: %w", err)
 	}
 	if len(res) != 2 {
 		return nil, fmt.Errorf("redis waiting: unexpected reply %v", res)
+	}
+	if n, _ := res[0].(int64); n < 0 {
+		return nil, ErrNotLeader
 	}
 	if n, _ := res[0].(int64); n > 0 {
 		r.orphans(int(n))
@@ -297,6 +308,9 @@ func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error)
 	return out, nil
 }
 
+// leaseTTL is how long the pairing lease outlives its holder's last pass.
+const leaseTTL = 3 * time.Second
+
 // metView is what the last Waiting of one mode said about who met whom.
 type metView struct {
 	at int64 // ms
@@ -316,6 +330,51 @@ func (r *RedisStore) Claim(ctx context.Context, a, b string, now, metUntil time.
 		return ErrNotWaiting
 	}
 	return nil
+}
+
+// ClaimBatch implements BatchClaimer: every claim of a pass in one
+// pipeline, one round trip. Each is still its own atomic script, so the
+// outcome per pair is exactly what Claim would have said.
+func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, metUntil time.Time) []error {
+	window := max(metUntil.Sub(now).Milliseconds(), 0)
+	keys := []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners"), r.key("met") + ":"}
+	out := make([]error, len(pairs))
+	cmds := make([]*redis.Cmd, len(pairs))
+	todo := make([]int, len(pairs))
+	for i := range todo {
+		todo[i] = i
+	}
+	// EVALSHA first; the pairs a server did not know the script for go
+	// again as EVAL (only those: the others have run).
+	for _, sha := range []bool{true, false} {
+		pipe := r.rdb.Pipeline()
+		for _, i := range todo {
+			args := []any{pairs[i][0], pairs[i][1], window, metUntil.UnixMilli(), now.UnixMilli()}
+			if sha {
+				cmds[i] = claimScript.EvalSha(ctx, pipe, keys, args...)
+			} else {
+				cmds[i] = claimScript.Eval(ctx, pipe, keys, args...)
+			}
+		}
+		_, _ = pipe.Exec(ctx) // errors are read per command below
+		var again []int
+		for _, i := range todo {
+			n, err := cmds[i].Int()
+			switch {
+			case sha && redis.HasErrorPrefix(err, "NOSCRIPT"):
+				again = append(again, i)
+			case err != nil:
+				out[i] = fmt.Errorf("redis claim: %w", err)
+			case n == 0:
+				out[i] = ErrNotWaiting
+			}
+		}
+		if len(again) == 0 {
+			break
+		}
+		todo = again
+	}
+	return out
 }
 
 // metFresh bounds how old a pass's view of who met whom may be and still

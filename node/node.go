@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -171,6 +172,10 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /api/stats", n.stats)
 	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
+	// Profiles for operators chasing a slow node; behind the admin token.
+	n.mux.HandleFunc("GET /debug/pprof/", n.adminOnly(pprof.Index))
+	n.mux.HandleFunc("GET /debug/pprof/profile", n.adminOnly(pprof.Profile))
+	n.mux.HandleFunc("GET /debug/pprof/trace", n.adminOnly(pprof.Trace))
 	n.mux.Handle("GET /", web.Handler())
 }
 

@@ -44,9 +44,11 @@ export DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100
 	DUET_LIMITS_MESSAGE_BURST=10000 DUET_TURN_ENABLED=false DUET_LOG_LEVEL=warn
 
 NODE_PIDS=()
-start_nodes() { # store count -> URLs
-	local store=$1 n=$2 urls="" i port prefix="bench$RANDOM$RANDOM:"
+URLS=""
+start_nodes() { # store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
+	local store=$1 n=$2 i port prefix="bench$RANDOM$RANDOM:"
 	NODE_PIDS=()
+	URLS=""
 	for i in $(seq "$n"); do
 		port=$(free_port)
 		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
@@ -54,9 +56,8 @@ start_nodes() { # store count -> URLs
 			"$TMP/duet" serve >>"$TMP/duet.log" 2>&1 &
 		NODE_PIDS+=($!)
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
-		urls+="${urls:+,}ws://127.0.0.1:$port/ws"
+		URLS+="${URLS:+,}ws://127.0.0.1:$port/ws"
 	done
-	echo "$urls"
 }
 stop_nodes() {
 	for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -70,12 +71,12 @@ lat() {
 }
 
 row() { # label store nodes rate
-	local label=$1 store=$2 nodes=$3 rate=$4 best="" r urls before after
+	local label=$1 store=$2 nodes=$3 rate=$4 best="" r before after
 	: >"$TMP/runs"
 	for r in $(seq "$RUNS"); do
-		urls=$(start_nodes "$store" "$nodes")
+		start_nodes "$store" "$nodes"
 		before=$(redis_cmds)
-		"$TMP/duet-bench" match -json -urls "$urls" -users "$USERS" -duration "${SECS}s" -warmup 3s -rate "$rate" \
+		"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup 3s -rate "$rate" \
 			>"$TMP/run$r.json" 2>>"$TMP/bench.log"
 		after=$(redis_cmds)
 		stop_nodes

@@ -243,6 +243,7 @@ func (h *Hub) openPending(r *room) {
 		return
 	}
 	h.dropPending(r)
+	h.confirmQueued(s)
 	s.state = stateRoom
 	s.room = r
 	h.rooms[r.code] = r

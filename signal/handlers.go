@@ -3,6 +3,7 @@ package signal
 import (
 	"context"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/duetchat/duet/matcher"
@@ -24,10 +25,21 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if s.c != c {
+		h.mu.Unlock()
 		return // a late frame from a socket a resume replaced
 	}
+	h.deferring = true
+	h.handleLocked(ctx, s, msg, derr, now)
+	h.deferring = false
+	jobs := h.joins
+	h.joins = nil
+	h.persist(s)
+	h.mu.Unlock()
+	h.runJoins(ctx, jobs)
+}
+
+func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *protoError, now time.Time) {
 	ref := ""
 	if msg != nil && (derr == nil || knownTypes[msg.Type]) {
 		ref = msg.Type
@@ -51,7 +63,6 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	if e := h.dispatch(ctx, s, msg); e != nil {
 		h.sendErr(s, e, msg.Type)
 	}
-	h.persist(s)
 }
 
 var (

@@ -98,6 +98,10 @@ type Hub struct {
 	early    map[string]string // answers that overtook their match
 	online   int
 	closing  bool
+	// deferring: handleFrame is dispatching, and join leaves its store
+	// call in joins for after the lock.
+	deferring bool
+	joins     []joinJob
 	writers  sync.WaitGroup
 }
 
@@ -137,6 +141,8 @@ type session struct {
 	nodeDown bool  // remote's node stopped beating
 	pend     *room // a split match waiting for the other node
 	saved    saved // what the resume record last said
+	// queuedFor is the ticket (by joinedAt) `queued` was sent for.
+	queuedFor time.Time
 }
 
 // maxPending bounds what a dropped session collects for its resume.
@@ -320,23 +326,73 @@ func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
 // ---- queue and rooms (h.mu held) ----
 
 // join queues s with its preferences and answers `queued`.
+//
+// Inside handleFrame the store call is made after the hub lock is
+// released (a remote store's round trip must not hold every session of
+// the node): the session is waiting from now on, and `queued` goes out
+// when the store has the ticket - or just before `matched`, should the
+// match be quicker than the answer.
 func (h *Hub) join(ctx context.Context, s *session) {
 	if s.prefs == nil {
 		s.prefs = &prefs{mode: matcher.ModeVideo, interests: []string{}}
 	}
 	s.joinedAt = h.opt.Now()
-	err := h.opt.Queue.Join(ctx, matcher.Ticket{
+	s.state = stateWaiting
+	t := matcher.Ticket{
 		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
 		Lang: s.prefs.lang, JoinedAt: s.joinedAt,
-	})
+	}
+	if h.deferring {
+		h.joins = append(h.joins, joinJob{s, t})
+		return
+	}
+	h.joined(s, t, h.opt.Queue.Join(ctx, t))
+}
+
+type joinJob struct {
+	s *session
+	t matcher.Ticket
+}
+
+// joined finishes a join once the store has answered (h.mu held).
+func (h *Hub) joined(s *session, t matcher.Ticket, err error) {
+	if h.sessions[s.id] != s || s.state != stateWaiting || !s.joinedAt.Equal(t.JoinedAt) {
+		// It moved on meanwhile (a match, a takeover, shutdown). A ticket
+		// that landed for a session no longer waiting is withdrawn.
+		if err == nil && s.state != stateWaiting && s.state != stateRoom {
+			if _, lerr := h.opt.Queue.Leave(context.Background(), s.id); lerr != nil {
+				h.log.Warn("withdrawing a late ticket", "session", s.id, "err", lerr)
+			}
+		}
+		return
+	}
 	if err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
 		h.log.Error("queue join failed", "session", s.id, "err", err)
 		s.state = stateIdle
 		h.sendErr(s, perr(CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
 		return
 	}
-	s.state = stateWaiting
+	h.confirmQueued(s)
+}
+
+// confirmQueued sends `queued` for the current ticket, once.
+func (h *Hub) confirmQueued(s *session) {
+	if s.prefs == nil || s.queuedFor.Equal(s.joinedAt) {
+		return
+	}
+	s.queuedFor = s.joinedAt
 	h.send(s, modeMsg{Type: "queued", Mode: s.prefs.mode})
+}
+
+// runJoins makes the store calls handleFrame deferred, without the lock.
+func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
+	for _, j := range jobs {
+		err := h.opt.Queue.Join(ctx, j.t)
+		h.mu.Lock()
+		h.joined(j.s, j.t, err)
+		h.persist(j.s)
+		h.mu.Unlock()
+	}
 }
 
 // unqueue takes s out of the queue if it is waiting.
@@ -411,6 +467,7 @@ func (h *Hub) openLocal(m matcher.Match) {
 	}
 	h.rooms[r.code] = r
 	for _, s := range r.side {
+		h.confirmQueued(s)
 		s.state = stateRoom
 		s.room = r
 		h.send(s, h.matchedFor(r, s))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,12 +58,13 @@ func runMatch(ctx context.Context, cfg matchConfig, progress io.Writer) (Result,
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	users := make([]*user, len(conns))
 	for i, ws := range conns {
+		users[i] = &user{ws: ws, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			u := &user{ws: ws, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim}
-			u.loop(runCtx)
+			users[i].loop(runCtx)
 		}()
 	}
 	select {
@@ -87,12 +89,20 @@ wait:
 	}
 	ticker.Stop()
 	rec.measuring.Store(false)
+
 	secs := time.Since(rec.start).Seconds()
 	cancel()
 	for _, ws := range conns {
 		_ = ws.Close() // unblocks the readers
 	}
 	wg.Wait()
+	if os.Getenv("BENCH_DEBUG") != "" {
+		states := map[string]int{}
+		for _, u := range users {
+			states[u.last]++
+		}
+		fmt.Fprintf(progress, "what each user last read: %v\n", states)
+	}
 	return Result{
 		URLs: cfg.URLs, Users: cfg.Users, Mode: cfg.Mode, TargetRate: cfg.Rate, Seconds: secs,
 		Matches: rec.matches.Load(), MatchesPerSec: float64(rec.matches.Load()) / secs,
@@ -103,6 +113,7 @@ wait:
 
 // user is one simulated stranger: queue, match, one chat, leave, again.
 type user struct {
+	last string // the last message type read, for the stuck report
 	ws   *websocket.Conn
 	node int
 	mode string
@@ -121,12 +132,14 @@ type inMsg struct {
 func (u *user) send(v map[string]any) error { return u.ws.WriteJSON(v) }
 
 func (u *user) read() (inMsg, error) {
+	u.last = "reading after " + u.last
 	var m inMsg
 	_, b, err := u.ws.ReadMessage()
 	if err != nil {
 		return m, err
 	}
 	err = json.Unmarshal(b, &m)
+	u.last = m.Type
 	return m, err
 }
 
