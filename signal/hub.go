@@ -102,7 +102,7 @@ type Hub struct {
 	// call in joins for after the lock.
 	deferring bool
 	joins     []joinJob
-	writers  sync.WaitGroup
+	writers   sync.WaitGroup
 }
 
 type state int
