@@ -88,6 +88,13 @@ type Waker interface {
 	Wakes(ctx context.Context) <-chan struct{}
 }
 
+// BatchNotifier is a Notifier that also takes all the matches of a pass
+// at once.
+type BatchNotifier interface {
+	Notifier
+	MatchedAll(ms []Match)
+}
+
 // Notifier receives every claimed match. It is called from the matcher's
 // own goroutine and must not block for long.
 type Notifier interface {

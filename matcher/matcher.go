@@ -191,7 +191,11 @@ func (m *Matcher) Run(ctx context.Context) error {
 		remote = w.Wakes(ctx)
 	}
 	for {
-		_, wait, err := m.pass(ctx)
+		started := time.Now()
+		made, wait, err := m.pass(ctx)
+		if d := time.Since(started); d > 250*time.Millisecond {
+			m.opt.Logger.Warn("slow pairing pass", "duration", d, "matches", made)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -341,6 +345,8 @@ func (m *Matcher) claimAll(ctx context.Context, mode string, tickets []Ticket, p
 	}
 	made := 0
 	var firstErr error
+	won := make([]Match, 0, len(pairs))
+	defer func() { m.notifyAll(won) }()
 	for k, p := range pairs {
 		switch err := errs[k]; {
 		case errors.Is(err, ErrNotWaiting):
@@ -350,15 +356,30 @@ func (m *Matcher) claimAll(ctx context.Context, mode string, tickets []Ticket, p
 				firstErr = fmt.Errorf("matcher: claim: %w", err)
 			}
 		default:
-			m.notifyPair(rooms[k], mode, tickets[p[0]], tickets[p[1]], now)
+			won = append(won, m.pairOf(rooms[k], mode, tickets[p[0]], tickets[p[1]], now))
 			made++
 		}
 	}
 	return made, firstErr
 }
 
-// notifyPair turns a won claim into a Match and hands it on.
-func (m *Matcher) notifyPair(room, mode string, t, c Ticket, now time.Time) {
+// notifyAll hands the pairs of a pass on, in one call when the notifier
+// takes batches (its lock is then taken once per pass, not per pair).
+func (m *Matcher) notifyAll(won []Match) {
+	if len(won) == 0 {
+		return
+	}
+	if bn, ok := m.notify.(BatchNotifier); ok {
+		bn.MatchedAll(won)
+		return
+	}
+	for _, mt := range won {
+		m.notify.Matched(mt)
+	}
+}
+
+// pairOf turns a won claim into a Match.
+func (m *Matcher) pairOf(room, mode string, t, c Ticket, now time.Time) Match {
 	// The offerer is drawn, not "whoever was visited first", so neither
 	// side's client code path is systematically favoured.
 	a, b := t, c
@@ -370,7 +391,7 @@ func (m *Matcher) notifyPair(room, mode string, t, c Ticket, now time.Time) {
 	for _, s := range []Ticket{a, b} {
 		m.latency.WithLabelValues(mode).Observe(now.Sub(s.JoinedAt).Seconds())
 	}
-	m.notify.Matched(match)
+	return match
 }
 
 // scratch is choose's working memory, reused across one pass so that a

@@ -24,6 +24,7 @@ import (
 // Waiting on any node, so a ghost is never matched.
 type RedisStore struct {
 	rdb     redis.UniversalClient
+	pass    redis.UniversalClient // Waiting and claims
 	prefix  string // "duet:{q}:" - the braces are the Cluster hash tag
 	node    string
 	ttl     time.Duration
@@ -52,6 +53,9 @@ type RedisOptions struct {
 	// gone although an earlier one landed: Redis restarted empty (or was
 	// away past the TTL), so this node's waiting tickets must be re-added.
 	OnReset func()
+	// PassClient, if set, carries the pairing pass (Waiting, claims) so
+	// that it never queues for a connection behind a burst of joins.
+	PassClient redis.UniversalClient
 }
 
 // NewRedisStore uses rdb with keys under keyPrefix.
@@ -68,7 +72,10 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 	if opt.OnReset == nil {
 		opt.OnReset = func() {}
 	}
-	return &RedisStore{rdb: rdb, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
+	if opt.PassClient == nil {
+		opt.PassClient = rdb
+	}
+	return &RedisStore{rdb: rdb, pass: opt.PassClient, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
 		orphans: opt.Orphans, lag: opt.PubSubLag, reset: opt.OnReset,
 		met: map[string]metView{}}
 }
@@ -264,7 +271,7 @@ func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
 // it and answer Met during the pass without a round trip per candidate.
 func (r *RedisStore) Waiting(ctx context.Context, mode string) ([]Ticket, error) {
 	now := time.Now().UnixMilli()
-	res, err := waitingScript.Run(ctx, r.rdb,
+	res, err := waitingScript.Run(ctx, r.pass,
 		[]string{r.key("mode", mode), r.key("tickets"), r.key("modes"), r.key("owners"), r.key("mode") + ":", r.key("lease")},
 		r.key("node")+":", r.key("met")+":", now, r.node, leaseTTL.Milliseconds()).Slice()
 	if err != nil {
@@ -347,7 +354,7 @@ func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, met
 	// EVALSHA first; the pairs a server did not know the script for go
 	// again as EVAL (only those: the others have run).
 	for _, sha := range []bool{true, false} {
-		pipe := r.rdb.Pipeline()
+		pipe := r.pass.Pipeline()
 		for _, i := range todo {
 			args := []any{pairs[i][0], pairs[i][1], window, metUntil.UnixMilli(), now.UnixMilli()}
 			if sha {

@@ -139,6 +139,8 @@ type notifier struct{ hub *signal.Hub }
 
 func (f *notifier) Matched(m matcher.Match) { f.hub.Matched(m) }
 
+func (f *notifier) MatchedAll(ms []matcher.Match) { f.hub.MatchedAll(ms) }
+
 func (n *Node) registerWaiting() error {
 	for _, mode := range []string{matcher.ModeVideo, matcher.ModeText} {
 		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

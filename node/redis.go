@@ -24,9 +24,10 @@ import (
 // shared is what a node on the Redis store adds: the client, the store's
 // heartbeat and the hub-to-hub bus.
 type shared struct {
-	rdb   redis.UniversalClient
-	store *matcher.RedisStore
-	bus   *cluster.RedisBus
+	rdb     redis.UniversalClient
+	passRdb redis.UniversalClient
+	store   *matcher.RedisStore
+	bus     *cluster.RedisBus
 }
 
 // nodeName is the configured name, or host name plus a random suffix so a
@@ -71,7 +72,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 	if err != nil {
 		return nil, err
 	}
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
+	opts := &redis.UniversalOptions{
 		Addrs:     cfg.Addrs,
 		Username:  cfg.Username,
 		Password:  cfg.Password,
@@ -84,15 +85,23 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 		WriteTimeout:  time.Second,
 		MaxRetries:    1,
 		DialerRetries: 1,
-	})
+	}
+	rdb := redis.NewUniversalClient(opts)
+	// The pairing pass gets its own small pool: its round trips set the
+	// match latency and must not wait behind a burst of joins.
+	passOpts := *opts
+	passOpts.PoolSize = 2
+	passRdb := redis.NewUniversalClient(&passOpts)
 	metrics, err := matcher.NewRedisMetrics(reg)
 	if err != nil {
 		_ = rdb.Close()
+		_ = passRdb.Close()
 		return nil, err
 	}
 	metrics.Instrument(rdb)
+	metrics.Instrument(passRdb)
 	name := nodeName(cfg)
-	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name, OnReset: reset}))
+	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name, OnReset: reset, PassClient: passRdb}))
 	bus := cluster.New(rdb, cluster.Options{
 		Node: name, KeyPrefix: cfg.KeyPrefix, Alive: store.NodeAlive,
 		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Logger: log.With("role", "cluster"),
@@ -102,6 +111,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 		Help: "Hub-to-hub envelopes and resume records lost to a full queue or a failed Redis write.",
 	}, func() float64 { return float64(bus.Dropped()) })); err != nil {
 		_ = rdb.Close()
+		_ = passRdb.Close()
 		return nil, fmt.Errorf("registering cluster metrics: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -111,12 +121,14 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 			"addrs", cfg.Addrs, "err", err)
 	}
 	log.Info("store on Redis", "node", name, "addrs", cfg.Addrs, "cluster", len(cfg.Addrs) > 1)
-	return &shared{rdb: rdb, store: store, bus: bus}, nil
+	return &shared{rdb: rdb, passRdb: passRdb, store: store, bus: bus}, nil
 }
 
 func (s *shared) close() error {
-	if err := s.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
-		return fmt.Errorf("closing Redis client: %w", err)
+	for _, c := range []redis.UniversalClient{s.rdb, s.passRdb} {
+		if err := c.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			return fmt.Errorf("closing Redis client: %w", err)
+		}
 	}
 	return nil
 }

@@ -143,6 +143,19 @@ func (h *Hub) persist(s *session) {
 func (h *Hub) Matched(m matcher.Match) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.matched(m)
+}
+
+// MatchedAll implements matcher.BatchNotifier: one lock for a whole pass.
+func (h *Hub) MatchedAll(ms []matcher.Match) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range ms {
+		h.matched(m)
+	}
+}
+
+func (h *Hub) matched(m matcher.Match) {
 	switch {
 	case h.local(m.A.Node) && h.local(m.B.Node):
 		h.openLocal(m)
