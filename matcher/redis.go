@@ -25,7 +25,7 @@ import (
 type RedisStore struct {
 	rdb     redis.UniversalClient
 	pass    redis.UniversalClient // Waiting and claims
-	prefix  string // "duet:{q}:" - the braces are the Cluster hash tag
+	prefix  string                // "duet:{q}:" - the braces are the Cluster hash tag
 	node    string
 	ttl     time.Duration
 	orphans func(n int) // called with the number of ghosts dropped
