@@ -21,6 +21,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/matcher"
+	"github.com/duetchat/duet/moderation"
 	"github.com/duetchat/duet/signal"
 	"github.com/duetchat/duet/turn"
 	"github.com/duetchat/duet/web"
@@ -56,9 +57,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 
 	n := &Node{cfg: cfg, log: log, reg: reg, mux: http.NewServeMux()}
 	var bus signal.Bus
+	var reports signal.ReportSink
 	switch cfg.Store.Backend {
 	case "memory":
 		n.store = matcher.NewMemoryStore()
+		reports = moderation.NewMemoryReports(10000)
 	case "redis":
 		sh, err := openRedis(cfg.Store.Redis, log, reg, func() {
 			log.Warn("Redis came back without this node's state; queueing the waiting again")
@@ -70,6 +73,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 			return nil, err
 		}
 		n.redis, n.store, bus = sh, sh.store, sh.bus
+		reports = moderation.NewRedisReports(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
 	default:
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
 	}
@@ -105,6 +109,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
 		Bus:            bus,
+		Reports:        reports,
 	})
 	if err != nil {
 		n.Close()
