@@ -26,6 +26,7 @@ import (
 type shared struct {
 	rdb     redis.UniversalClient
 	passRdb redis.UniversalClient
+	busRdb  redis.UniversalClient
 	store   *matcher.RedisStore
 	bus     *cluster.RedisBus
 }
@@ -92,17 +93,21 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 	passOpts := *opts
 	passOpts.PoolSize = 2
 	passRdb := redis.NewUniversalClient(&passOpts)
+	// So does the hub-to-hub bus: relay latency is its round trip.
+	busRdb := redis.NewUniversalClient(&passOpts)
 	metrics, err := matcher.NewRedisMetrics(reg)
 	if err != nil {
 		_ = rdb.Close()
 		_ = passRdb.Close()
+		_ = busRdb.Close()
 		return nil, err
 	}
 	metrics.Instrument(rdb)
 	metrics.Instrument(passRdb)
+	metrics.Instrument(busRdb)
 	name := nodeName(cfg)
 	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name, OnReset: reset, PassClient: passRdb}))
-	bus := cluster.New(rdb, cluster.Options{
+	bus := cluster.New(busRdb, cluster.Options{
 		Node: name, KeyPrefix: cfg.KeyPrefix, Alive: store.NodeAlive,
 		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Logger: log.With("role", "cluster"),
 	})
@@ -112,6 +117,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 	}, func() float64 { return float64(bus.Dropped()) })); err != nil {
 		_ = rdb.Close()
 		_ = passRdb.Close()
+		_ = busRdb.Close()
 		return nil, fmt.Errorf("registering cluster metrics: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -121,11 +127,11 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 			"addrs", cfg.Addrs, "err", err)
 	}
 	log.Info("store on Redis", "node", name, "addrs", cfg.Addrs, "cluster", len(cfg.Addrs) > 1)
-	return &shared{rdb: rdb, passRdb: passRdb, store: store, bus: bus}, nil
+	return &shared{rdb: rdb, passRdb: passRdb, busRdb: busRdb, store: store, bus: bus}, nil
 }
 
 func (s *shared) close() error {
-	for _, c := range []redis.UniversalClient{s.rdb, s.passRdb} {
+	for _, c := range []redis.UniversalClient{s.rdb, s.passRdb, s.busRdb} {
 		if err := c.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 			return fmt.Errorf("closing Redis client: %w", err)
 		}
