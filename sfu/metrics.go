@@ -1,0 +1,53 @@
+package sfu
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are node totals; rooms are never labels.
+type metrics struct {
+	rooms   prometheus.Gauge
+	bytes   *prometheus.CounterVec
+	packets *prometheus.CounterVec
+	plis    prometheus.Counter
+	// by kind index: audio, video
+	b, p [2]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "duet_sfu_rooms", Help: "Rooms whose media the SFU forwards now.",
+		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_sfu_forwarded_bytes_total", Help: "RTP bytes forwarded by the SFU, by kind.",
+		}, []string{"kind"}),
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_sfu_forwarded_packets_total", Help: "RTP packets forwarded by the SFU, by kind.",
+		}, []string{"kind"}),
+		plis: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duet_sfu_keyframe_requests_total", Help: "Keyframe requests (PLI) the SFU sent upstream.",
+		}),
+	}
+	for k, kind := range []string{"audio", "video"} {
+		m.b[k], m.p[k] = m.bytes.WithLabelValues(kind), m.packets.WithLabelValues(kind)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis} {
+			if err := reg.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return nil, err
+				}
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) forwarded(k, n int) {
+	m.b[k].Add(float64(n))
+	m.p[k].Inc()
+}

@@ -1,0 +1,293 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Signal is what the room has to tell one stranger's client: its offer,
+// then its candidates (Candidate nil with End set: no more).
+type Signal struct {
+	SDP       string // an offer when set
+	Candidate *webrtc.ICECandidateInit
+	End       bool
+}
+
+// Signaller delivers a room's signals to side 0 or 1. It is called from
+// pion's goroutines and from Open; it must not block for long.
+type Signaller func(side int, s Signal)
+
+// pliInterval bounds how often a keyframe request goes upstream per track.
+const pliInterval = 500 * time.Millisecond
+
+// Room forwards one room's media: side 0's tracks go out to side 1 and
+// the other way round.
+type Room struct {
+	sfu    *SFU
+	code   string
+	legs   [2]*leg
+	wg     sync.WaitGroup
+	once   sync.Once
+	opened time.Time
+}
+
+// leg is one stranger's PeerConnection.
+type leg struct {
+	pc  *webrtc.PeerConnection
+	out [2]*webrtc.TrackLocalStaticRTP // what this client receives, by kind
+	// in is the SSRC of this client's own track per kind (0 until it
+	// arrives), where keyframe requests for it are addressed.
+	in [2]atomic.Uint32
+	// lastPLI per kind of this client's tracks, unix ns.
+	lastPLI [2]atomic.Int64
+	// from this client: forwarded media and the feedback it sent.
+	bytes, packets, nacks, plis atomic.Uint64
+}
+
+func kindIndex(k webrtc.RTPCodecType) int {
+	if k == webrtc.RTPCodecTypeVideo {
+		return 1
+	}
+	return 0
+}
+
+// Open moves room code onto the SFU: a PeerConnection per side, each
+// offered at once through signal.
+func (s *SFU) Open(code string, signal Signaller) (*Room, error) {
+	s.mu.Lock()
+	if _, ok := s.open[code]; ok {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sfu: room %s is already open", code)
+	}
+	r := &Room{sfu: s, code: code, opened: s.now()}
+	s.open[code] = r
+	s.mu.Unlock()
+	for i := range r.legs {
+		l, err := r.newLeg(i, signal)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.legs[i] = l
+	}
+	for i, l := range r.legs {
+		if err := r.offer(i, l, signal); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	s.m.rooms.Inc()
+	return r, nil
+}
+
+func (r *Room) newLeg(i int, signal Signaller) (*leg, error) {
+	pc, err := r.sfu.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, fmt.Errorf("sfu: peer connection: %w", err)
+	}
+	l := &leg{pc: pc}
+	caps := [2]webrtc.RTPCodecCapability{
+		{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2},
+		{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+	}
+	for k, c := range caps {
+		track, err := webrtc.NewTrackLocalStaticRTP(c, []string{"audio", "video"}[k], "duet")
+		if err != nil {
+			_ = pc.Close()
+			return nil, fmt.Errorf("sfu: track: %w", err)
+		}
+		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+		if err != nil {
+			_ = pc.Close()
+			return nil, fmt.Errorf("sfu: transceiver: %w", err)
+		}
+		l.out[k] = track
+		r.wg.Add(1)
+		go r.feedback(i, k, tr.Sender())
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		r.wg.Add(1)
+		go r.forward(i, t)
+	})
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			signal(i, Signal{End: true})
+			return
+		}
+		init := c.ToJSON()
+		signal(i, Signal{Candidate: &init})
+	})
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		r.sfu.log.Debug("sfu leg state", "room", r.code, "side", i, "state", st.String())
+	})
+	return l, nil
+}
+
+func (r *Room) offer(i int, l *leg, signal Signaller) error {
+	offer, err := l.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("sfu: offer: %w", err)
+	}
+	if err := l.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("sfu: local description: %w", err)
+	}
+	signal(i, Signal{SDP: offer.SDP})
+	return nil
+}
+
+// Answer applies side's answer to the node's offer.
+func (r *Room) Answer(side int, sdp string) error {
+	if side < 0 || side > 1 || r.legs[side] == nil {
+		return errors.New("sfu: no such side")
+	}
+	if err := r.legs[side].pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("sfu: answer: %w", err)
+	}
+	return nil
+}
+
+// Candidate adds one of side's candidates (nil: end of candidates).
+func (r *Room) Candidate(side int, c *webrtc.ICECandidateInit) error {
+	if side < 0 || side > 1 || r.legs[side] == nil {
+		return errors.New("sfu: no such side")
+	}
+	if c == nil {
+		return nil // pion needs no end-of-candidates marker
+	}
+	if err := r.legs[side].pc.AddICECandidate(*c); err != nil {
+		return fmt.Errorf("sfu: candidate: %w", err)
+	}
+	return nil
+}
+
+// forward copies side's incoming track to the other side's outgoing
+// track of the same kind, until the track ends. One buffer and one packet
+// are reused for the life of the track: no allocation per packet here.
+func (r *Room) forward(side int, t *webrtc.TrackRemote) {
+	defer r.wg.Done()
+	k := kindIndex(t.Kind())
+	src := r.legs[side]
+	src.in[k].Store(uint32(t.SSRC()))
+	dst := r.legs[1-side].out[k]
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := t.Read(buf)
+		if err != nil {
+			return
+		}
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		src.bytes.Add(uint64(n))
+		src.packets.Add(1)
+		r.sfu.m.forwarded(k, n)
+		// A write fails only while the other side is not connected yet;
+		// the packet is then simply not delivered, as on a lossy path.
+		_ = dst.WriteRTP(&pkt)
+	}
+}
+
+// feedback reads the RTCP side's client sends about what it receives on
+// transceiver kind k (so NACKs and reports run), counts it, and passes
+// keyframe requests and bitrate estimates upstream to the other side.
+func (r *Room) feedback(side, k int, sender *webrtc.RTPSender) {
+	defer r.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := sender.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.TransportLayerNack:
+				for _, pair := range p.Nacks {
+					r.legs[side].nacks.Add(uint64(len(pair.PacketList())))
+				}
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				r.legs[side].plis.Add(1)
+				r.keyframe(1-side, k)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				r.remb(1-side, k, p.Bitrate)
+			}
+		}
+	}
+}
+
+// keyframe asks side's client for a keyframe of its track of kind k, at
+// most once per pliInterval.
+func (r *Room) keyframe(side, k int) {
+	l := r.legs[side]
+	ssrc := l.in[k].Load()
+	if ssrc == 0 {
+		return
+	}
+	now := r.sfu.now().UnixNano()
+	last := l.lastPLI[k].Load()
+	if now-last < int64(pliInterval) || !l.lastPLI[k].CompareAndSwap(last, now) {
+		return
+	}
+	if err := l.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err == nil {
+		r.sfu.m.plis.Inc()
+	}
+}
+
+// remb passes a receiver's bitrate estimate to the sender of that track.
+func (r *Room) remb(side, k int, bitrate float32) {
+	l := r.legs[side]
+	ssrc := l.in[k].Load()
+	if ssrc == 0 {
+		return
+	}
+	_ = l.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: bitrate, SSRCs: []uint32{ssrc}}})
+}
+
+// Close ends both PeerConnections and waits for every goroutine of the
+// room. Safe to call more than once.
+func (r *Room) Close() {
+	r.once.Do(func() {
+		for _, l := range r.legs {
+			if l != nil {
+				_ = l.pc.Close()
+			}
+		}
+		r.wg.Wait()
+		r.sfu.mu.Lock()
+		delete(r.sfu.open, r.code)
+		r.sfu.mu.Unlock()
+		r.sfu.m.rooms.Dec()
+		a, b := r.Figures()
+		r.sfu.log.Info("sfu room ended", "room", r.code, "duration_ms", r.sfu.now().Sub(r.opened).Milliseconds(),
+			"a_to_b_bytes", a.Bytes, "a_to_b_packets", a.Packets, "b_to_a_bytes", b.Bytes, "b_to_a_packets", b.Packets,
+			"nacks", a.NACKs+b.NACKs, "plis", a.PLIs+b.PLIs)
+	})
+}
+
+// Flow is one direction of a room: what one side sent that the node
+// forwarded, and the feedback the receiving side returned about it.
+type Flow struct {
+	Bytes, Packets, NACKs, PLIs uint64
+}
+
+// Figures returns side 0 to side 1, and side 1 to side 0.
+func (r *Room) Figures() (aToB, bToA Flow) {
+	get := func(from, to *leg) Flow {
+		if from == nil || to == nil {
+			return Flow{}
+		}
+		return Flow{Bytes: from.bytes.Load(), Packets: from.packets.Load(), NACKs: to.nacks.Load(), PLIs: to.plis.Load()}
+	}
+	return get(r.legs[0], r.legs[1]), get(r.legs[1], r.legs[0])
+}
