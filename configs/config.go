@@ -96,10 +96,11 @@ type TURN struct {
 }
 
 type SFU struct {
-	Enabled bool   `yaml:"enabled"`
-	UDPPort int    `yaml:"udp_port"`
-	TCPPort int    `yaml:"tcp_port"`
-	Mode    string `yaml:"mode"` // fallback | always | off
+	Enabled  bool   `yaml:"enabled"`
+	ListenIP string `yaml:"listen_ip"`
+	UDPPort  int    `yaml:"udp_port"`
+	TCPPort  int    `yaml:"tcp_port"`
+	Mode     string `yaml:"mode"` // fallback | always | off
 }
 
 // Limits are per-IP and per-session budgets. Rates are events per second;

@@ -136,8 +136,20 @@ func (c *Config) Validate() error {
 	}
 
 	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")
-	port("sfu.udp_port", c.SFU.UDPPort)
-	port("sfu.tcp_port", c.SFU.TCPPort)
+	// 0 picks a free port (tests); the clients learn it from candidates.
+	for key, p := range map[string]int{"sfu.udp_port": c.SFU.UDPPort, "sfu.tcp_port": c.SFU.TCPPort} {
+		if p < 0 || p > 65535 {
+			bad(key, "port %d is outside 0..65535", p)
+		}
+	}
+	if c.SFU.ListenIP != "" {
+		if _, err := netip.ParseAddr(c.SFU.ListenIP); err != nil {
+			bad("sfu.listen_ip", "%q is not an IP address", c.SFU.ListenIP)
+		}
+	}
+	if c.SFU.Mode != "off" && !c.SFU.Enabled {
+		bad("sfu.mode", "%s needs the SFU: set sfu.enabled: true (or sfu.mode: off)", c.SFU.Mode)
+	}
 
 	// Every limit is a positive number.
 	lv := reflect.ValueOf(c.Limits)

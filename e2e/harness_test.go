@@ -162,7 +162,8 @@ func startDuetAs(t *testing.T, name string, env ...string) *duet {
 	turnAddr := fmt.Sprintf("127.0.0.1:%d", turnPort)
 	// The relay is on by default; keep it on loopback like everything else.
 	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug",
-		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr)
+		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr,
+		"DUET_SFU_LISTEN_IP=127.0.0.1", "DUET_SFU_UDP_PORT=0", "DUET_SFU_TCP_PORT=0")
 	cmd.Env = append(cmd.Env, env...)
 	p := startProcess(t, cmd, name+".log")
 	p.waitReady(t, "duet", func() error {

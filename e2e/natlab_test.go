@@ -123,6 +123,7 @@ func (l *natLab) startDuet(env ...string) {
 		"DUET_TURN_SECRET="+labSecret,
 		"DUET_TURN_LISTEN_UDP="+labServerIP+":3478",
 		"DUET_TURN_LISTEN_TCP="+labServerIP+":3478",
+		"DUET_SFU_LISTEN_IP="+labServerIP,
 		"DUET_ADMIN_TOKEN="+labToken,
 		"DUET_LOG_LEVEL=debug",
 	)

@@ -36,6 +36,8 @@ func testConfig(t *testing.T) *configs.Config {
 	cfg.PublicIP = "127.0.0.1"
 	cfg.TURN.ListenUDP, cfg.TURN.ListenTCP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.TURN.Secret = "node-test-secret"
+	// The SFU too, on free loopback ports.
+	cfg.SFU.ListenIP, cfg.SFU.UDPPort, cfg.SFU.TCPPort = "127.0.0.1", 0, 0
 	return cfg
 }
 
@@ -246,4 +248,11 @@ func getJSON(t *testing.T, url string) (int, msg) {
 	var m msg
 	_ = json.NewDecoder(resp.Body).Decode(&m)
 	return resp.StatusCode, m
+}
+
+// noSFU turns the SFU off (the contract's answer to fallback is then
+// unavailable).
+func noSFU(cfg *configs.Config) *configs.Config {
+	cfg.SFU.Enabled, cfg.SFU.Mode = false, "off"
+	return cfg
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/sfu"
 	"github.com/duetchat/duet/signal"
 	"github.com/duetchat/duet/turn"
 	"github.com/duetchat/duet/web"
@@ -39,6 +40,7 @@ type Node struct {
 	paths   []MediaPaths // relaying roles, asked for each room's figures
 	turn    *turn.Server // nil when turn.enabled is false
 	redis   *shared      // nil on the memory store
+	sfu     *sfu.SFU     // nil when the SFU is off
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -46,9 +48,6 @@ type Node struct {
 
 // New builds a node from cfg; nothing listens until Serve.
 func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
-	if cfg.SFU.Enabled || cfg.SFU.Mode == "always" {
-		return nil, errors.New("sfu: the SFU is not available in this build yet; set sfu.enabled: false and sfu.mode: off")
-	}
 	if cfg.Store.Backend == "memory" && (!cfg.Roles.Matcher || !cfg.Roles.Signal) {
 		return nil, errors.New("roles: with the memory store one node must run both the matcher and signal roles")
 	}
@@ -89,6 +88,17 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.paths = append(n.paths, turnPaths{srv})
 		ice = relayICE{turn: srv, extra: static, log: log.With("role", "turn")}
 	}
+	var media signal.MediaServer
+	if cfg.SFU.Enabled && cfg.Roles.SFU && cfg.SFU.Mode != "off" {
+		s, err := startSFU(cfg, log.With("role", "sfu"), reg)
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		n.sfu = s
+		n.paths = append(n.paths, sfuPaths{s})
+		media = sfuServer{s}
+	}
 	// The hub is the matcher's notifier and the matcher is the hub's queue;
 	// notify through a small forwarder to break the construction cycle.
 	fwd := &notifier{}
@@ -110,6 +120,8 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Registerer:     reg,
 		Bus:            bus,
 		Reports:        reports,
+		SFU:            media,
+		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 	})
 	if err != nil {
 		n.Close()
@@ -128,6 +140,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 // Close releases what New bound (the TURN relay's sockets). Serve calls
 // it on the way out; call it yourself for a node that never served.
 func (n *Node) Close() {
+	if n.sfu != nil {
+		if err := n.sfu.Close(); err != nil {
+			n.log.Warn("closing the SFU", "err", err)
+		}
+	}
 	if n.redis != nil {
 		if err := n.redis.close(); err != nil {
 			n.log.Warn("closing Redis", "err", err)

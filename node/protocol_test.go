@@ -267,7 +267,7 @@ func TestErrorCodes(t *testing.T) {
 }
 
 func TestRoomErrors(t *testing.T) {
-	n := startNode(t, testConfig(t))
+	n := startNode(t, noSFU(testConfig(t)))
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
 	c, d, other := pair(t, dial(t, n.ws, "c", nil), dial(t, n.ws, "d", nil), "video")
 	for _, x := range []*client{a, b, c, d} {

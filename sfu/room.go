@@ -36,7 +36,18 @@ type Room struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	opened time.Time
+
+	rateMu  sync.Mutex
+	samples []sample // for bitrates: one per second at most, the last rateWindow
 }
+
+type sample struct {
+	at   time.Time
+	a, b uint64 // bytes each way
+}
+
+// rateWindow is what "bitrate over the last seconds" covers.
+const rateWindow = 5 * time.Second
 
 // leg is one stranger's PeerConnection.
 type leg struct {
@@ -58,36 +69,61 @@ func kindIndex(k webrtc.RTPCodecType) int {
 	return 0
 }
 
-// Open moves room code onto the SFU: a PeerConnection per side, each
-// offered at once through signal.
-func (s *SFU) Open(code string, signal Signaller) (*Room, error) {
-	s.mu.Lock()
-	if _, ok := s.open[code]; ok {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("sfu: room %s is already open", code)
-	}
+// Open prepares room code on the SFU: a PeerConnection per side with its
+// transceivers and outgoing tracks. Start makes the offers.
+func (s *SFU) Open(code string) (*Room, error) {
 	r := &Room{sfu: s, code: code, opened: s.now()}
-	s.open[code] = r
-	s.mu.Unlock()
+	s.m.rooms.Inc()
 	for i := range r.legs {
-		l, err := r.newLeg(i, signal)
+		l, err := r.newLeg(i)
 		if err != nil {
 			r.Close()
 			return nil, err
 		}
 		r.legs[i] = l
 	}
-	for i, l := range r.legs {
-		if err := r.offer(i, l, signal); err != nil {
-			r.Close()
-			return nil, err
-		}
+	// Listed only once whole, so Close never meets a half-built room.
+	s.mu.Lock()
+	_, dup := s.open[code]
+	if !dup && !s.closed {
+		s.open[code] = r
 	}
-	s.m.rooms.Inc()
+	s.mu.Unlock()
+	if dup || s.isClosed() {
+		r.Close()
+		return nil, fmt.Errorf("sfu: room %s is already open, or the SFU is closing", code)
+	}
 	return r, nil
 }
 
-func (r *Room) newLeg(i int, signal Signaller) (*leg, error) {
+func (s *SFU) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Start hands both sides their offer, then their candidates as they are
+// gathered, through signal (from pion's goroutines too).
+func (r *Room) Start(signal Signaller) error {
+	for i, l := range r.legs {
+		l.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+			if c == nil {
+				signal(i, Signal{End: true})
+				return
+			}
+			init := c.ToJSON()
+			signal(i, Signal{Candidate: &init})
+		})
+	}
+	for i, l := range r.legs {
+		if err := r.offer(i, l, signal); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Room) newLeg(i int) (*leg, error) {
 	pc, err := r.sfu.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: peer connection: %w", err)
@@ -116,14 +152,6 @@ func (r *Room) newLeg(i int, signal Signaller) (*leg, error) {
 		r.wg.Add(1)
 		go r.forward(i, t)
 	})
-	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		if c == nil {
-			signal(i, Signal{End: true})
-			return
-		}
-		init := c.ToJSON()
-		signal(i, Signal{Candidate: &init})
-	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		r.sfu.log.Debug("sfu leg state", "room", r.code, "side", i, "state", st.String())
 	})
@@ -135,10 +163,12 @@ func (r *Room) offer(i int, l *leg, signal Signaller) error {
 	if err != nil {
 		return fmt.Errorf("sfu: offer: %w", err)
 	}
+	// The offer goes out before gathering starts, so no candidate can
+	// reach the client ahead of the offer it belongs to.
+	signal(i, Signal{SDP: offer.SDP})
 	if err := l.pc.SetLocalDescription(offer); err != nil {
 		return fmt.Errorf("sfu: local description: %w", err)
 	}
-	signal(i, Signal{SDP: offer.SDP})
 	return nil
 }
 
@@ -265,7 +295,9 @@ func (r *Room) Close() {
 		}
 		r.wg.Wait()
 		r.sfu.mu.Lock()
-		delete(r.sfu.open, r.code)
+		if r.sfu.open[r.code] == r {
+			delete(r.sfu.open, r.code)
+		}
 		r.sfu.mu.Unlock()
 		r.sfu.m.rooms.Dec()
 		a, b := r.Figures()
@@ -276,12 +308,15 @@ func (r *Room) Close() {
 }
 
 // Flow is one direction of a room: what one side sent that the node
-// forwarded, and the feedback the receiving side returned about it.
+// forwarded, its rate, and the feedback the receiving side returned.
 type Flow struct {
 	Bytes, Packets, NACKs, PLIs uint64
+	BitrateBPS                  float64
 }
 
-// Figures returns side 0 to side 1, and side 1 to side 0.
+// Figures returns side 0 to side 1, and side 1 to side 0. Bitrates are
+// deltas over the samples of the last rateWindow (taken as Figures is
+// asked, at most one a second).
 func (r *Room) Figures() (aToB, bToA Flow) {
 	get := func(from, to *leg) Flow {
 		if from == nil || to == nil {
@@ -289,5 +324,20 @@ func (r *Room) Figures() (aToB, bToA Flow) {
 		}
 		return Flow{Bytes: from.bytes.Load(), Packets: from.packets.Load(), NACKs: to.nacks.Load(), PLIs: to.plis.Load()}
 	}
-	return get(r.legs[0], r.legs[1]), get(r.legs[1], r.legs[0])
+	aToB, bToA = get(r.legs[0], r.legs[1]), get(r.legs[1], r.legs[0])
+	now := r.sfu.now()
+	r.rateMu.Lock()
+	defer r.rateMu.Unlock()
+	if n := len(r.samples); n == 0 || now.Sub(r.samples[n-1].at) >= time.Second {
+		r.samples = append(r.samples, sample{at: now, a: aToB.Bytes, b: bToA.Bytes})
+	}
+	for len(r.samples) > 2 && now.Sub(r.samples[1].at) >= rateWindow {
+		r.samples = r.samples[1:]
+	}
+	if first := r.samples[0]; now.Sub(first.at) > 0 {
+		secs := now.Sub(first.at).Seconds()
+		aToB.BitrateBPS = float64(aToB.Bytes-first.a) * 8 / secs
+		bToA.BitrateBPS = float64(bToA.Bytes-first.b) * 8 / secs
+	}
+	return aToB, bToA
 }

@@ -43,14 +43,15 @@ type Options struct {
 
 // SFU forwards the media of the rooms moved onto it.
 type SFU struct {
-	api  *webrtc.API
-	udp  net.PacketConn
-	tcp  net.Listener
-	log  *slog.Logger
-	now  func() time.Time
-	m    *metrics
-	mu   sync.Mutex
-	open map[string]*Room
+	api    *webrtc.API
+	udp    net.PacketConn
+	tcp    net.Listener
+	log    *slog.Logger
+	now    func() time.Time
+	m      *metrics
+	mu     sync.Mutex
+	open   map[string]*Room
+	closed bool
 }
 
 // New binds the ports and builds the API.
@@ -140,6 +141,7 @@ func (s *SFU) Ports() (udp, tcp int) {
 // Close ends every room and releases the ports.
 func (s *SFU) Close() error {
 	s.mu.Lock()
+	s.closed = true
 	rooms := make([]*Room, 0, len(s.open))
 	for _, r := range s.open {
 		rooms = append(rooms, r)

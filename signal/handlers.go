@@ -32,11 +32,12 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	h.deferring = true
 	h.handleLocked(ctx, s, msg, derr, now)
 	h.deferring = false
-	jobs := h.joins
-	h.joins = nil
+	jobs, media := h.joins, h.media
+	h.joins, h.media = nil, nil
 	h.persist(s)
 	h.mu.Unlock()
 	h.runJoins(ctx, jobs)
+	h.runMedia(media)
 }
 
 func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *protoError, now time.Time) {
@@ -126,9 +127,7 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *inbound) *protoError 
 		if r.mode != matcher.ModeVideo {
 			return perr(CodeWrongState, "fallback: text rooms carry no media")
 		}
-		// The SFU role is not built yet (its own issue); until it is, the
-		// contract's answer for a node without one applies.
-		return perr(CodeUnavailable, "this node has no SFU; the room stays peer to peer")
+		return h.fallback(r)
 	default:
 		return perr(CodeUnknownType, "unknown message type %q", truncate(m.Type, 40))
 	}
@@ -191,18 +190,17 @@ func (h *Hub) onSignal(s *session, m *inbound) *protoError {
 	if r.mode != matcher.ModeVideo {
 		return perr(CodeWrongState, "%s: text rooms carry no media", m.Type)
 	}
-	if m.Leg == "sfu" {
-		return perr(CodeWrongState, "%s: this room is not on the SFU", m.Type)
-	}
 	var frame []byte
+	var cand *ICECandidate
 	if m.Type == "candidate" {
 		if len(m.Candidate) > h.opt.Limits.MaxSDPBytes {
 			return perr(CodeTooLarge, "candidate larger than %d bytes", h.opt.Limits.MaxSDPBytes)
 		}
-		cand, e := parseCandidate(m.Candidate)
+		c, e := parseCandidate(m.Candidate)
 		if e != nil {
 			return e
 		}
+		cand = c
 		frame = encode(candidateMsg{Type: "candidate", Room: r.code, Candidate: cand})
 	} else {
 		if m.SDP == nil || *m.SDP == "" {
@@ -212,6 +210,9 @@ func (h *Hub) onSignal(s *session, m *inbound) *protoError {
 			return perr(CodeTooLarge, "sdp larger than %d bytes", h.opt.Limits.MaxSDPBytes)
 		}
 		frame = encode(sdpMsg{Type: m.Type, Room: r.code, SDP: *m.SDP})
+	}
+	if m.Leg == mediaSFU {
+		return h.onSFUSignal(s, r, m, cand)
 	}
 	to := r.other(s)
 	if to.remote != "" {

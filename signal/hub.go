@@ -74,7 +74,11 @@ type Options struct {
 	TURN bool
 	// Bus links this hub to the other nodes on a shared store; nil for
 	// one node on its own.
-	Bus        Bus
+	Bus Bus
+	// SFU carries the rooms that fall back to it; nil: no SFU (fallback
+	// answers unavailable). SFUAlways puts every video room on it.
+	SFU        MediaServer
+	SFUAlways  bool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -102,6 +106,7 @@ type Hub struct {
 	// call in joins for after the lock.
 	deferring bool
 	joins     []joinJob
+	media     []mediaJob
 	writers   sync.WaitGroup
 }
 
@@ -159,6 +164,8 @@ type room struct {
 	started  time.Time
 	ticket   matcher.Ticket // split match: ours, to re-queue if it falls through
 	timer    Timer
+	media    string    // p2p | sfu
+	sfu      MediaRoom // set once the SFU room is open
 }
 
 func (r *room) index(s *session) int {
@@ -169,6 +176,13 @@ func (r *room) index(s *session) int {
 }
 
 func (r *room) other(s *session) *session { return r.side[1-r.index(s)] }
+
+func (r *room) mediaPath() string {
+	if r.media == "" {
+		return mediaP2P
+	}
+	return r.media
+}
 
 // NewHub builds a hub; call Run to start its housekeeping.
 func NewHub(opt Options) (*Hub, error) {
@@ -298,7 +312,7 @@ func (h *Hub) sendErr(s *session, e *protoError, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, welcomeMsg{
 		Type: "welcome", Protocol: ProtocolVersion, Session: s.id, Token: s.token,
-		Features: features{TURN: h.opt.TURN, Text: true}, // sfu arrives with its role
+		Features: features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true},
 		Online:   h.online, Resumed: resumed,
 	})
 }
@@ -317,7 +331,7 @@ func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
 	}
 	return matchedMsg{
 		Type: "matched", Room: r.code, Role: role, Mode: r.mode,
-		CommonInterests: r.common, ICEServers: ice, Media: "p2p",
+		CommonInterests: r.common, ICEServers: ice, Media: r.mediaPath(),
 		P2PTimeoutMS:       h.opt.Signal.P2PTimeout.Milliseconds(),
 		ICETransportPolicy: policy,
 	}
@@ -419,6 +433,7 @@ func (h *Hub) endRoom(s *session, reason string) {
 		return
 	}
 	delete(h.rooms, r.code)
+	h.closeSFU(r)
 	other := r.other(s)
 	for _, p := range r.side {
 		p.room = nil
@@ -466,6 +481,7 @@ func (h *Hub) openLocal(m matcher.Match) {
 		common: append([]string{}, m.Common...), started: h.opt.Now(),
 	}
 	h.rooms[r.code] = r
+	h.startSFUAtMatch(r)
 	for _, s := range r.side {
 		h.confirmQueued(s)
 		s.state = stateRoom

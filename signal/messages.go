@@ -110,9 +110,10 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-// iceCandidate is RTCIceCandidateInit; re-encoding through it drops any
+// ICECandidate is RTCIceCandidateInit; re-encoding through it drops any
 // field a client smuggled in, so the stranger only ever sees these four.
-type iceCandidate struct {
+// ICECandidate is an RTCIceCandidateInit.
+type ICECandidate struct {
 	Candidate        string  `json:"candidate"`
 	SDPMid           *string `json:"sdpMid,omitempty"`
 	SDPMLineIndex    *uint16 `json:"sdpMLineIndex,omitempty"`
@@ -120,7 +121,7 @@ type iceCandidate struct {
 }
 
 // parseCandidate validates a `candidate` field; nil means end of candidates.
-func parseCandidate(raw json.RawMessage) (*iceCandidate, *protoError) {
+func parseCandidate(raw json.RawMessage) (*ICECandidate, *protoError) {
 	if len(raw) == 0 {
 		return nil, perr(CodeBadRequest, "candidate is required (an RTCIceCandidateInit object or null)")
 	}
@@ -133,7 +134,7 @@ func parseCandidate(raw json.RawMessage) (*iceCandidate, *protoError) {
 	if err := json.Unmarshal(raw, &probe); err != nil || probe.Candidate == nil {
 		return nil, perr(CodeBadRequest, "candidate must be an RTCIceCandidateInit object with a string \"candidate\", or null")
 	}
-	var c iceCandidate
+	var c ICECandidate
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return nil, perr(CodeBadRequest, "candidate has a field of the wrong type: %v", err)
 	}
@@ -188,7 +189,7 @@ type sdpMsg struct {
 type candidateMsg struct {
 	Type      string        `json:"type"`
 	Room      string        `json:"room"`
-	Candidate *iceCandidate `json:"candidate"`
+	Candidate *ICECandidate `json:"candidate"`
 	Leg       string        `json:"leg,omitempty"`
 }
 

@@ -47,6 +47,7 @@ func benchConfig(t *testing.T) *configs.Config {
 		t.Fatal(err)
 	}
 	cfg.TURN.Enabled = false
+	cfg.SFU.Enabled, cfg.SFU.Mode = false, "off"
 	cfg.HTTP.ShutdownGrace = time.Second
 	// Twenty users meet everyone in a blink; let them meet again.
 	cfg.Matcher.AvoidRepeat = 0

@@ -1,0 +1,210 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/duetchat/duet/internal/testtool"
+)
+
+// inbox reads c's socket from here on (no read deadlines: a timed-out
+// gorilla read spoils the socket) until it closes.
+func inbox(c *client) <-chan msg {
+	_ = c.ws.SetReadDeadline(time.Time{})
+	ch := make(chan msg, 256)
+	go func() {
+		defer close(ch)
+		for {
+			var m msg
+			if err := c.ws.ReadJSON(&m); err != nil {
+				return
+			}
+			ch <- m
+		}
+	}()
+	return ch
+}
+
+func next(t *testing.T, name string, ch <-chan msg) msg {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: socket closed", name)
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no message within 10s", name)
+	}
+	return nil
+}
+
+// sfuSide drives one stranger's SFU leg from the protocol messages: it
+// answers the node's offer (leg sfu) and adds the node's candidates, and
+// keeps adding candidates until stop.
+func sfuSide(t *testing.T, c *client, ch <-chan msg, room string, peer *testtool.PionPeer) {
+	t.Helper()
+	if m := next(t, c.name, ch); m.str("type") != "media" || m.str("mode") != "sfu" || m.str("room") != room {
+		t.Fatalf("%s: got %v, want media sfu", c.name, m)
+	}
+	for {
+		m := next(t, c.name, ch)
+		if m.str("leg") != "sfu" {
+			t.Fatalf("%s: got %v, want an SFU offer or candidate", c.name, m)
+		}
+		switch m.str("type") {
+		case "offer":
+			c.send(map[string]any{"type": "answer", "room": room, "sdp": peer.Answer(m.str("sdp")), "leg": "sfu"})
+			return
+		case "candidate":
+			addCandidate(t, peer, m)
+		}
+	}
+}
+
+func addCandidate(t *testing.T, peer *testtool.PionPeer, m msg) {
+	t.Helper()
+	raw, _ := json.Marshal(m["candidate"])
+	if string(raw) == "null" {
+		return
+	}
+	var init webrtc.ICECandidateInit
+	if err := json.Unmarshal(raw, &init); err != nil {
+		t.Fatalf("candidate %s: %v", raw, err)
+	}
+	if err := peer.PC.AddICECandidate(init); err != nil {
+		t.Fatalf("adding %s: %v", raw, err)
+	}
+}
+
+// TestSFUFallback: two strangers pair, one asks for fallback, both get
+// `media` `sfu` and the node's offer, answer it with pion peers, and media
+// flows through the node both ways: packets counted at each peer, a
+// keyframe request crosses, /api/rooms shows the room on the sfu path with
+// bytes growing both ways, and leaving ends the SFU room.
+func TestSFUFallback(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.Token = "admin-secret"
+	n := startNode(t, cfg)
+	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
+	if a.welcome["features"].(map[string]any)["sfu"] != true {
+		t.Fatalf("welcome features = %v, want sfu", a.welcome["features"])
+	}
+	off, ans, room := pair(t, a, b, "video")
+	for _, c := range []*client{off, ans} {
+		c.send(map[string]any{"type": "ready", "room": room})
+	}
+	peers := map[*client]*testtool.PionPeer{off: testtool.NewPionPeer(t), ans: testtool.NewPionPeer(t)}
+	defer func() {
+		for _, p := range peers {
+			p.Close()
+		}
+	}()
+
+	inboxes := map[*client]<-chan msg{off: inbox(off), ans: inbox(ans)}
+	ans.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+	for c, p := range peers {
+		sfuSide(t, c, inboxes[c], room, p)
+	}
+	// The node's trickled candidates, until both legs connect.
+	for _, c := range []*client{off, ans} {
+		p := peers[c]
+		deadline := time.Now().Add(15 * time.Second)
+		for p.PC.ConnectionState() != webrtc.PeerConnectionStateConnected {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: SFU leg not connected within 15s", c.name)
+			}
+			select {
+			case m := <-inboxes[c]:
+				if m.str("type") == "candidate" && m.str("leg") == "sfu" {
+					addCandidate(t, p, m)
+				}
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+
+	var sends sync.WaitGroup
+	for _, p := range peers {
+		sends.Add(1)
+		go func() { defer sends.Done(); p.Send(150) }()
+	}
+	sends.Wait()
+	for _, p := range peers {
+		waitFor(t, "audio and video through the SFU", func() bool { return p.Got[0].Load() >= 50 && p.Got[1].Load() >= 50 })
+	}
+	if err := peers[off].RequestKeyframe(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the keyframe request at the other sender", func() bool { return peers[ans].PLIs.Load() > 0 })
+
+	view := adminRoom(t, n.url, room, cfg.Admin.Token)
+	if view.Path != "sfu" || view.AToB.Bytes == 0 || view.BToA.Bytes == 0 || view.AToB.Packets < 100 || view.BToA.Packets < 100 {
+		t.Fatalf("admin room = %+v, want the sfu path with bytes both ways", view)
+	}
+	// A second fallback for the same room is ignored (no error comes back).
+	off.send(map[string]any{"type": "fallback", "room": room})
+	off.send(map[string]any{"type": "barrier"})
+	for {
+		m := next(t, off.name, inboxes[off])
+		if m.str("type") == "candidate" { // a late SFU candidate
+			continue
+		}
+		if m.str("type") != "error" || m.str("code") != "unknown_type" {
+			t.Fatalf("after a second fallback: %v", m)
+		}
+		break
+	}
+	// The chat keeps working on the SFU.
+	off.send(map[string]any{"type": "chat", "room": room, "text": "still here"})
+	for {
+		m := next(t, ans.name, inboxes[ans])
+		if m.str("type") == "chat" {
+			if m.str("text") != "still here" {
+				t.Fatalf("chat = %v", m)
+			}
+			break
+		}
+	}
+
+	off.send(map[string]any{"type": "leave"})
+	waitFor(t, "the SFU room to end", func() bool {
+		code, _ := getJSONAuth(t, n.url+"/api/rooms/"+room, cfg.Admin.Token)
+		return code == http.StatusNotFound
+	})
+}
+
+func adminRoom(t *testing.T, base, room, token string) RoomView {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/rooms/"+room, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v RoomView
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func getJSONAuth(t *testing.T, url, token string) (int, msg) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m msg
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}

@@ -1,0 +1,177 @@
+package signal
+
+// MediaServer is the node's SFU as the hub sees it.
+type MediaServer interface {
+	// Open prepares room on the SFU: one connection per side, no offer
+	// yet (Start makes them).
+	Open(room string) (MediaRoom, error)
+}
+
+// MediaRoom is one room on the SFU. Side 0 is the offerer of the room.
+type MediaRoom interface {
+	// Start makes the node's offers and trickles its candidates to send,
+	// from the SFU's own goroutines.
+	Start(send func(side int, sig MediaSignal)) error
+	Answer(side int, sdp string) error
+	Candidate(side int, c *ICECandidate) error // nil: end of candidates
+	Close()
+}
+
+// MediaSignal is one thing the SFU tells one side: an offer, a candidate,
+// or the end of its candidates.
+type MediaSignal struct {
+	SDP       string
+	Candidate *ICECandidate
+	End       bool
+}
+
+type mediaMsg struct {
+	Type string `json:"type"`
+	Room string `json:"room"`
+	Mode string `json:"mode"`
+}
+
+// Media paths of a room.
+const (
+	mediaP2P = "p2p"
+	mediaSFU = "sfu"
+)
+
+// fallback moves r onto the SFU: both strangers hear `media` `sfu` (and
+// drop their P2P connection), then each gets the node's offer (h.mu held).
+func (h *Hub) fallback(r *room) *protoError {
+	switch {
+	case h.opt.SFU == nil:
+		return perr(CodeUnavailable, "this node has no SFU; the room stays peer to peer")
+	case r.media == mediaSFU:
+		return nil // a second fallback for the same room is ignored
+	case r.side[0].remote != "" || r.side[1].remote != "":
+		return perr(CodeUnavailable, "the SFU cannot carry a room whose strangers are on two nodes yet; the room stays peer to peer")
+	}
+	r.media = mediaSFU
+	for i, s := range r.side {
+		// P2P signals still held for a side are void now.
+		r.buf[i], r.bufBytes[i] = nil, 0
+		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
+	}
+	h.log.Info("room moved to the SFU", "room", r.code)
+	go h.openSFU(r)
+	return nil
+}
+
+// openSFU opens r's SFU room without the hub lock (pion calls back into
+// the hub from its own goroutines), then starts its offers.
+func (h *Hub) openSFU(r *room) {
+	mr, err := h.opt.SFU.Open(r.code)
+	h.mu.Lock()
+	if err != nil {
+		h.log.Error("opening the SFU room failed", "room", r.code, "err", err)
+		for _, s := range r.side {
+			if s.remote == "" && s.room == r {
+				h.sendErr(s, perr(CodeUnavailable, "the node could not move this room to its SFU"), "fallback")
+			}
+		}
+		h.mu.Unlock()
+		return
+	}
+	if h.rooms[r.code] != r || r.media != mediaSFU {
+		h.mu.Unlock()
+		mr.Close() // the room ended meanwhile
+		return
+	}
+	r.sfu = mr
+	h.mu.Unlock()
+	code := r.code
+	if err := mr.Start(func(side int, sig MediaSignal) { h.sfuSignal(code, side, sig) }); err != nil {
+		h.log.Error("starting the SFU room failed", "room", code, "err", err)
+	}
+}
+
+// sfuSignal delivers one SFU signal to a side, held until its `ready`
+// like any signal.
+func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[code]
+	if r == nil || r.sfu == nil {
+		return
+	}
+	var frame []byte
+	if sig.SDP != "" {
+		frame = encode(sdpMsg{Type: "offer", Room: code, SDP: sig.SDP, Leg: mediaSFU})
+	} else {
+		frame = encode(candidateMsg{Type: "candidate", Room: code, Candidate: sig.Candidate, Leg: mediaSFU})
+	}
+	s := r.side[side]
+	if r.ready[side] && s.c != nil {
+		s.c.send(frame)
+		return
+	}
+	r.buf[side] = append(r.buf[side], frame)
+	r.bufBytes[side] += len(frame)
+}
+
+// mediaJob is a client's answer or candidate for the SFU, applied after
+// the hub lock is released.
+type mediaJob struct {
+	s    *session
+	r    MediaRoom
+	side int
+	kind string
+	sdp  string
+	cand *ICECandidate
+}
+
+// onSFUSignal takes a client's `leg: "sfu"` answer or candidate (h.mu held).
+func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *protoError {
+	if r.sfu == nil {
+		return perr(CodeWrongState, "%s: this room is not on the SFU", m.Type)
+	}
+	job := mediaJob{s: s, r: r.sfu, side: r.index(s), kind: m.Type, cand: cand}
+	switch m.Type {
+	case "offer":
+		return perr(CodeBadRequest, "the node makes every SFU offer; answer it instead")
+	case "answer":
+		job.sdp = *m.SDP
+	}
+	h.media = append(h.media, job)
+	return nil
+}
+
+// runMedia applies the deferred SFU jobs; a refusal goes back to the
+// client as bad_request.
+func (h *Hub) runMedia(jobs []mediaJob) {
+	for _, j := range jobs {
+		var err error
+		if j.kind == "answer" {
+			err = j.r.Answer(j.side, j.sdp)
+		} else {
+			err = j.r.Candidate(j.side, j.cand)
+		}
+		if err != nil {
+			h.mu.Lock()
+			if j.s.c != nil {
+				h.sendErr(j.s, perr(CodeBadRequest, "the SFU refused this %s: %v", j.kind, err), j.kind)
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// closeSFU ends r's SFU room, if any, off the lock (h.mu held).
+func (h *Hub) closeSFU(r *room) {
+	if mr := r.sfu; mr != nil {
+		r.sfu = nil
+		go mr.Close()
+	}
+}
+
+// startSFUAtMatch opens the SFU room right away for sfu.mode: always;
+// offers wait for each side's `ready` (h.mu held).
+func (h *Hub) startSFUAtMatch(r *room) {
+	if !h.opt.SFUAlways || h.opt.SFU == nil || r.mode != "video" {
+		return
+	}
+	r.media = mediaSFU
+	go h.openSFU(r)
+}
