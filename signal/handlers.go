@@ -214,6 +214,11 @@ func (h *Hub) onSignal(s *session, m *inbound) *protoError {
 	if m.Leg == mediaSFU {
 		return h.onSFUSignal(s, r, m, cand)
 	}
+	if r.media == mediaSFU {
+		// A P2P signal sent before the client heard `media` `sfu`: the
+		// P2P connection is gone on both sides, so it goes nowhere.
+		return nil
+	}
 	to := r.other(s)
 	if to.remote != "" {
 		// The stranger's node holds the readiness buffer and its limits.

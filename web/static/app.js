@@ -51,6 +51,7 @@ const send = (msg) => sig.send(msg);
 function leaveRoom() {
   if (app.call) app.call.close();
   app.call = null;
+  app.fellBack = false;
   app.early = [];
   clearRemote();
   setPath('');
@@ -77,46 +78,79 @@ async function buildCall(msg) {
     }
     if (app.room !== room || app.call) return;
   }
-  const stream = localStream();
-  app.call = new Call({
-    room,
-    role: msg.role,
-    iceServers: msg.ice_servers,
-    iceTransportPolicy: msg.ice_transport_policy,
-    p2pTimeoutMs: msg.p2p_timeout_ms,
-    stream,
-    send,
-    onRemoteStream: showRemote,
-    onState: (st) => {
-      console.debug('duet: connection', st);
-      if (app.state === 'room' && st === 'connected' && getStatus() !== STATUS.peerReconnecting) {
-        setStatus(STATUS.connected);
-      }
-    },
-    onPath: setPath,
-    onFailed: requestFallback,
-  });
-  if (!stream) {
-    app.call.pc.addTransceiver('audio', { direction: 'recvonly' });
-    app.call.pc.addTransceiver('video', { direction: 'recvonly' });
-  }
+  const sfu = msg.media === 'sfu';
+  app.call = newCall(msg, sfu ? 'sfu' : '');
+  app.fellBack = sfu;
+  if (sfu) setPath('Relay via server');
   send({ type: 'ready', room });
-  if (msg.role === 'offerer' && msg.media !== 'sfu') app.call.offer();
+  if (msg.role === 'offerer' && !sfu) app.call.offer();
   const early = app.early;
   app.early = [];
   for (const m of early) onSignal(m);
 }
 
-// requestFallback is where the move to the node's SFU will go (a `fallback`
-// message when ICE fails or p2p_timeout_ms passes). Until the SFU exists
-// the call simply stays peer to peer.
-function requestFallback(reason) {
-  console.warn('duet: peer-to-peer connection', reason, '(SFU fallback not available yet)');
+// newCall builds the room's connection: to the stranger (leg ""), or to
+// the node's SFU (leg "sfu"), which offers and is only answered.
+function newCall(msg, leg) {
+  const stream = localStream();
+  const call = new Call({
+    room: msg.room,
+    role: msg.role,
+    leg,
+    iceServers: leg ? [] : msg.ice_servers,
+    iceTransportPolicy: leg ? 'all' : msg.ice_transport_policy,
+    p2pTimeoutMs: leg ? 0 : msg.p2p_timeout_ms,
+    stream,
+    send,
+    onRemoteStream: showRemote,
+    onState: (st) => {
+      console.debug('duet: connection', leg || 'p2p', st);
+      if (app.state === 'room' && st === 'connected' && getStatus() !== STATUS.peerReconnecting) {
+        setStatus(STATUS.connected);
+      }
+    },
+    onPath: setPath,
+    onFailed: leg ? () => {} : requestFallback,
+  });
+  if (!stream && !leg) {
+    // Nothing to send: still receive the stranger. (On the SFU leg the
+    // node's offer brings the transceivers.)
+    call.pc.addTransceiver('audio', { direction: 'recvonly' });
+    call.pc.addTransceiver('video', { direction: 'recvonly' });
+  }
+  return call;
 }
 
-// switchToSfu will handle `media` {mode: "sfu"} and the SFU leg's signals.
+// requestFallback asks the node to carry the room's media itself, once per
+// room: ICE failed, or the P2P connection missed p2p_timeout_ms.
+function requestFallback(reason) {
+  if (app.fellBack || app.state !== 'room' || !app.room) return;
+  app.fellBack = true;
+  console.warn('duet: peer-to-peer connection', reason, '- asking the node to relay');
+  send({ type: 'fallback', room: app.room, reason: reason === 'timeout' ? 'p2p timeout' : 'ice failed' });
+}
+
+// switchToSfu handles `media` {mode: "sfu"} (drop the P2P connection, wait
+// for the node's offer) and the SFU leg's offer and candidates.
 function switchToSfu(msg) {
-  console.info('duet: ignoring SFU message for now', msg.type);
+  if (msg.room !== app.room || app.mode !== 'video') return;
+  if (msg.type === 'media') {
+    if (msg.mode !== 'sfu' || (app.call && app.call.leg === 'sfu')) return;
+    if (app.call) app.call.close();
+    clearRemote();
+    app.fellBack = true;
+    app.call = newCall({ room: app.room, role: app.role }, 'sfu');
+    setPath('Relay via server');
+    addLine('system', 'Relaying video through the server.');
+    return;
+  }
+  const call = app.call;
+  if (!call || call.leg !== 'sfu') {
+    app.early.push(msg);
+    return;
+  }
+  if (msg.type === 'offer' && typeof msg.sdp === 'string') call.handleOffer(msg.sdp);
+  else if (msg.type === 'candidate') call.handleCandidate(msg.candidate ?? null);
 }
 
 // ---- server messages ----
@@ -266,6 +300,7 @@ function onSignal(msg) {
   if (msg.leg === 'sfu') return switchToSfu(msg);
   if (app.mode !== 'video') return;
   const call = app.call;
+  if (call && call.leg === 'sfu') return; // late P2P signals of a room now on the SFU
   if (!call) {
     app.early.push(msg);
     return;

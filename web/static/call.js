@@ -14,15 +14,18 @@ function fingerprint(sdp) {
 // onPath(label), onFailed(reason) ("ice_failed" or "timeout": where the SFU
 // fallback will hook in), and send(msg) for signalling.
 export class Call {
-  constructor({ room, role, iceServers, iceTransportPolicy, p2pTimeoutMs, stream, send, onRemoteStream, onState, onPath, onFailed }) {
+  constructor({ room, role, leg, iceServers, iceTransportPolicy, p2pTimeoutMs, stream, send, onRemoteStream, onState, onPath, onFailed }) {
     this.room = room;
-    this.role = role;
+    // leg "sfu": this connection goes to the node's SFU, which makes every
+    // offer; we only answer, and every message we send says leg "sfu".
+    this.leg = leg === 'sfu' ? 'sfu' : '';
+    this.role = this.leg ? 'answerer' : role;
     this.iceServers = Array.isArray(iceServers) ? iceServers : [];
     // "relay" when the operator runs privacy mode: strangers never learn
     // each other's addresses because only TURN candidates are used.
     this.iceTransportPolicy = iceTransportPolicy === 'relay' ? 'relay' : 'all';
     this.stream = stream;
-    this.send = send;
+    this.send = this.leg ? (msg) => send({ ...msg, leg: this.leg }) : send;
     this.onRemoteStream = onRemoteStream || (() => {});
     this.onState = onState || (() => {});
     this.onPath = onPath || (() => {});
@@ -185,6 +188,10 @@ export class Call {
   async updatePath() {
     const pc = this.pc;
     if (this.closed || !pc) return;
+    if (this.leg === 'sfu') {
+      if (pc.connectionState === 'connected') this.onPath('Relay via server');
+      return;
+    }
     let label = '';
     for (let i = 0; i < 3 && !label; i++) {
       label = await pathOf(pc);

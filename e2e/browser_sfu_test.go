@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBrowserSFU: with sfu.mode always two Chromium pages get each other's
+// video through the node's SFU; then, on a node whose P2P budget is too
+// short to ever connect, the pages ask for the fallback by themselves and
+// end up on the SFU too. The admin API shows the room on the sfu path with
+// bytes both ways.
+func TestBrowserSFU(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{
+		{"always", []string{"DUET_SFU_MODE=always"}},
+		// 1 ms: no P2P connection makes it, so the client falls back on its
+		// own (the timeout path of the automatic fallback).
+		{"automatic fallback", []string{"DUET_SIGNAL_P2P_TIMEOUT=1ms"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := browser(t)
+			d := startDuet(t, append(tc.env, "DUET_ADMIN_TOKEN=sfu-admin")...)
+			a := openPage(t, ctx, "A", "http://"+d.addr+"/")
+			b := openPage(t, ctx, "B", "http://"+d.addr+"/")
+			a.click("#start-video")
+			a.waitStatus("Looking for someone…", 15*time.Second)
+			b.click("#start-video")
+			for _, p := range []*page{a, b} {
+				p.waitStatus("Connected", 30*time.Second)
+				p.waitTrue(20*time.Second, `document.querySelector("#path").textContent === "Relay via server"`)
+				p.waitMediaFlowing()
+			}
+			a.chat("over the SFU")
+			b.waitChatFromStranger("over the SFU")
+			room := evalOn[string](a, `window.duet.room`)
+			req, _ := http.NewRequest("GET", "http://"+d.addr+"/api/rooms/"+room, nil)
+			req.Header.Set("Authorization", "Bearer sfu-admin")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var v struct {
+				Path string `json:"path"`
+				AToB struct {
+					Bytes uint64 `json:"bytes"`
+				} `json:"a_to_b"`
+				BToA struct {
+					Bytes uint64 `json:"bytes"`
+				} `json:"b_to_a"`
+			}
+			if err := json.Unmarshal(body, &v); err != nil || v.Path != "sfu" || v.AToB.Bytes == 0 || v.BToA.Bytes == 0 {
+				t.Fatalf("admin room: %s (%v)", body, err)
+			}
+			a.screenshot("sfu-" + strings.ReplaceAll(tc.name, " ", "-") + ".png")
+		})
+	}
+}
