@@ -208,3 +208,53 @@ func getJSONAuth(t *testing.T, url, token string) (int, msg) {
 	_ = json.NewDecoder(resp.Body).Decode(&m)
 	return resp.StatusCode, m
 }
+
+// TestSFUResume: a stranger in an SFU room drops and resumes; both sides
+// hear `media` `sfu` again and get fresh offers from the node.
+func TestSFUResume(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SFU.Mode = "always"
+	n := startNode(t, cfg)
+	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
+	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.expect("queued")
+	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.expect("queued")
+	ma := a.expect("matched")
+	if mb := b.expect("matched"); ma.str("media") != "sfu" || mb.str("media") != "sfu" {
+		t.Fatalf("matched media %q / %q, want sfu (sfu.mode always)", ma.str("media"), mb.str("media"))
+	}
+	room := ma.str("room")
+	// In sfu.mode always the node's offer waits for ready.
+	for _, c := range []*client{a, b} {
+		c.send(map[string]any{"type": "ready", "room": room})
+		if m := c.expect("offer"); m.str("leg") != "sfu" || m.str("sdp") == "" {
+			t.Fatalf("%s: %v, want the node's SFU offer", c.name, m)
+		}
+	}
+	a.drop()
+	a2 := dial(t, n.ws+"?resume="+a.welcome.str("token"), "a2", nil)
+	if m := a2.expect("matched"); m.str("media") != "sfu" {
+		t.Fatalf("matched after resume = %v", m)
+	}
+	a2.send(map[string]any{"type": "ready", "room": room})
+	bin := inbox(b)
+	sawMedia := false
+	for !sawMedia {
+		m := next(t, "b", bin)
+		sawMedia = m.str("type") == "media" && m.str("mode") == "sfu"
+	}
+	for {
+		m := next(t, "b", bin)
+		if m.str("type") == "offer" && m.str("leg") == "sfu" {
+			break
+		}
+	}
+	ain := inbox(a2)
+	for {
+		m := next(t, "a2", ain)
+		if m.str("type") == "offer" && m.str("leg") == "sfu" {
+			break
+		}
+	}
+}

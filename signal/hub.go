@@ -576,6 +576,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 		h.send(s, h.matchedFor(r, s))
 		h.flushFrames(s, pending)
 		h.send(r.other(s), roomMsg{Type: "peer_resumed", Room: r.code})
+		h.restartSFU(r)
 	case s.requeue:
 		s.requeue = false
 		h.flushFrames(s, pending)

@@ -175,3 +175,24 @@ func (h *Hub) startSFUAtMatch(r *room) {
 	r.media = mediaSFU
 	go h.openSFU(r)
 }
+
+// restartSFU gives an SFU room fresh connections after one side resumed
+// on a new socket (its browser built a new connection, with new DTLS
+// keys): both sides hear `media` `sfu` again and get new offers (h.mu held).
+func (h *Hub) restartSFU(r *room) {
+	if r.media != mediaSFU || r.side[0].remote != "" || r.side[1].remote != "" {
+		return
+	}
+	old := r.sfu
+	r.sfu = nil
+	for i, s := range r.side {
+		r.buf[i], r.bufBytes[i] = nil, 0
+		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
+	}
+	go func() {
+		if old != nil {
+			old.Close() // first: the SFU knows a room code once
+		}
+		h.openSFU(r)
+	}()
+}

@@ -135,13 +135,16 @@ function requestFallback(reason) {
 function switchToSfu(msg) {
   if (msg.room !== app.room || app.mode !== 'video') return;
   if (msg.type === 'media') {
-    if (msg.mode !== 'sfu' || (app.call && app.call.leg === 'sfu')) return;
+    if (msg.mode !== 'sfu') return;
+    // First move to the SFU, or the node starting its SFU room over (after
+    // a resume): either way a fresh connection answers the next offer.
+    const first = !(app.call && app.call.leg === 'sfu');
     if (app.call) app.call.close();
-    clearRemote();
+    if (first) clearRemote();
     app.fellBack = true;
     app.call = newCall({ room: app.room, role: app.role }, 'sfu');
     setPath('Relay via server');
-    addLine('system', 'Relaying video through the server.');
+    if (first) addLine('system', 'Relaying video through the server.');
     return;
   }
   const call = app.call;
