@@ -213,16 +213,21 @@ func (r *Room) forward(side int, t *webrtc.TrackRemote) {
 		if err != nil {
 			return
 		}
-		if pkt.Unmarshal(buf[:n]) != nil {
-			continue
-		}
-		src.bytes.Add(uint64(n))
-		src.packets.Add(1)
-		r.sfu.m.forwarded(k, n)
-		// A write fails only while the other side is not connected yet;
-		// the packet is then simply not delivered, as on a lossy path.
-		_ = dst.WriteRTP(&pkt)
+		r.relay(src, dst, k, &pkt, buf[:n])
 	}
+}
+
+// relay forwards one packet: the hot path, allocation-free on our side.
+func (r *Room) relay(src *leg, dst *webrtc.TrackLocalStaticRTP, k int, pkt *rtp.Packet, b []byte) {
+	if pkt.Unmarshal(b) != nil {
+		return
+	}
+	src.bytes.Add(uint64(len(b)))
+	src.packets.Add(1)
+	r.sfu.m.forwarded(k, len(b))
+	// A write fails only while the other side is not connected yet; the
+	// packet is then simply not delivered, as on a lossy path.
+	_ = dst.WriteRTP(pkt)
 }
 
 // feedback reads the RTCP side's client sends about what it receives on
