@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // TestBrowserSFU: with sfu.mode always two Chromium pages get each other's
@@ -61,6 +64,28 @@ func TestBrowserSFU(t *testing.T) {
 				t.Fatalf("admin room: %s (%v)", body, err)
 			}
 			a.screenshot("sfu-" + strings.ReplaceAll(tc.name, " ", "-") + ".png")
+
+			// The live admin page shows the room on the SFU with its bitrate.
+			admin := openAdmin(t, ctx, "http://"+d.addr+"/admin", "sfu-admin")
+			admin.waitTrue(15*time.Second, `(() => {
+				const row = document.getElementById("room-`+room+`");
+				return !!row && row.children[2].textContent === "sfu" && /[0-9.]+ [kM]b\/s/.test(row.children[4].textContent);
+			})()`)
+			admin.screenshot("admin-" + strings.ReplaceAll(tc.name, " ", "-") + ".png")
 		})
 	}
+}
+
+// openAdmin opens the live rooms page and signs in with token.
+func openAdmin(t *testing.T, ctx context.Context, url, token string) *page {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(ctx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("admin: opening tab: %v", err)
+	}
+	p := &page{t: t, name: "admin", ctx: tab}
+	p.do(30*time.Second, chromedp.Navigate(url))
+	p.do(10*time.Second, chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Click(chromedp.CSS("#auth button")))
+	return p
 }

@@ -200,6 +200,10 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /debug/pprof/", n.adminOnly(pprof.Index))
 	n.mux.HandleFunc("GET /debug/pprof/profile", n.adminOnly(pprof.Profile))
 	n.mux.HandleFunc("GET /debug/pprof/trace", n.adminOnly(pprof.Trace))
+	// The live rooms page; its data comes from the admin API (token).
+	n.mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/admin.html", http.StatusFound)
+	})
 	n.mux.Handle("GET /", web.Handler())
 }
 
