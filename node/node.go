@@ -40,6 +40,7 @@ type Node struct {
 	paths   []MediaPaths // relaying roles, asked for each room's figures
 	turn    *turn.Server // nil when turn.enabled is false
 	redis   *shared      // nil on the memory store
+	pathm   *pathMetrics
 	sfu     *sfu.SFU     // nil when the SFU is off
 
 	mu      sync.Mutex
@@ -132,6 +133,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if err := n.registerWaiting(); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if n.pathm, err = newPathMetrics(n); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("registering path metrics: %w", err)
 	}
 	n.routes()
 	return n, nil
@@ -267,6 +272,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		run(n.matcher.Run)
 	}
 	run(n.hub.Run)
+	run(n.pathm.sample)
 	if n.redis != nil {
 		run(n.redis.store.Run)
 		run(func(ctx context.Context) error { return n.redis.bus.Run(ctx, n.hub.Deliver) })

@@ -2,7 +2,10 @@ package node
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,6 +150,22 @@ func TestSFUFallback(t *testing.T) {
 	if view.Path != "sfu" || view.AToB.Bytes == 0 || view.BToA.Bytes == 0 || view.AToB.Packets < 100 || view.BToA.Packets < 100 {
 		t.Fatalf("admin room = %+v, want the sfu path with bytes both ways", view)
 	}
+	// Node totals: the room counts on the sfu path, packets by kind.
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`duet_rooms_by_path{path="sfu"} 1`, `duet_sfu_rooms 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`duet_sfu_forwarded_packets_total\{kind="video"\} [1-9]`).Match(body) {
+		t.Error("/metrics: no forwarded video packets")
+	}
+
 	// A second fallback for the same room is ignored (no error comes back).
 	off.send(map[string]any{"type": "fallback", "room": room})
 	off.send(map[string]any{"type": "barrier"})
