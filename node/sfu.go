@@ -70,7 +70,7 @@ func (p sfuPaths) RoomMedia(info signal.RoomInfo) (string, Direction, Direction,
 	}
 	ab, ba := r.Figures()
 	conv := func(f sfu.Flow) Direction {
-		return Direction{Bytes: f.Bytes, Packets: f.Packets, BitrateBPS: f.BitrateBPS, NACKs: f.NACKs, PLIs: f.PLIs}
+		return Direction{Bytes: f.Bytes, Packets: f.Packets, BitrateBPS: f.BitrateBPS, NACKs: f.NACKs, PLIs: f.PLIs, Loss: f.Loss, RTTMS: f.RTTMS}
 	}
 	return "sfu", conv(ab), conv(ba), true
 }

@@ -60,6 +60,9 @@ type leg struct {
 	lastPLI [2]atomic.Int64
 	// from this client: forwarded media and the feedback it sent.
 	bytes, packets, nacks, plis atomic.Uint64
+	// what this client's receiver reports say of the media we send it:
+	// loss fraction x 1e6 and round-trip time in microseconds.
+	lossPPM, rttMicros atomic.Uint64
 }
 
 func kindIndex(k webrtc.RTPCodecType) int {
@@ -256,9 +259,38 @@ func (r *Room) feedback(side, k int, sender *webrtc.RTPSender) {
 				r.keyframe(1-side, k)
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				r.remb(1-side, k, p.Bitrate)
+			case *rtcp.ReceiverReport:
+				r.receiverReport(side, p.Reports)
+			case *rtcp.SenderReport:
+				r.receiverReport(side, p.Reports)
 			}
 		}
 	}
+}
+
+// receiverReport keeps what side's client says about the media it gets
+// from the node: the loss fraction, and the round-trip time from the
+// report's echo of our last sender report (RFC 3550 6.4.1).
+func (r *Room) receiverReport(side int, reports []rtcp.ReceptionReport) {
+	l := r.legs[side]
+	for _, rr := range reports {
+		l.lossPPM.Store(uint64(rr.FractionLost) * 1e6 / 256)
+		if rr.LastSenderReport == 0 {
+			continue
+		}
+		now := ntpMiddle(r.sfu.now())
+		if rtt := now - rr.LastSenderReport - rr.Delay; rtt < 1<<31 {
+			l.rttMicros.Store(uint64(rtt) * 1e6 >> 16)
+		}
+	}
+}
+
+// ntpMiddle is the middle 32 bits of t's NTP timestamp (16.16 seconds).
+func ntpMiddle(t time.Time) uint32 {
+	const ntpEpochOffset = 2208988800 // 1900 to 1970
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / 1e9
+	return uint32((secs<<32 | frac) >> 16)
 }
 
 // keyframe asks side's client for a keyframe of its track of kind k, at
@@ -313,10 +345,13 @@ func (r *Room) Close() {
 }
 
 // Flow is one direction of a room: what one side sent that the node
-// forwarded, its rate, and the feedback the receiving side returned.
+// forwarded, its rate, and the feedback the receiving side returned about
+// the node-to-receiver half (loss, RTT).
 type Flow struct {
 	Bytes, Packets, NACKs, PLIs uint64
 	BitrateBPS                  float64
+	Loss                        float64 // fraction
+	RTTMS                       float64
 }
 
 // Figures returns side 0 to side 1, and side 1 to side 0. Bitrates are
@@ -327,7 +362,8 @@ func (r *Room) Figures() (aToB, bToA Flow) {
 		if from == nil || to == nil {
 			return Flow{}
 		}
-		return Flow{Bytes: from.bytes.Load(), Packets: from.packets.Load(), NACKs: to.nacks.Load(), PLIs: to.plis.Load()}
+		return Flow{Bytes: from.bytes.Load(), Packets: from.packets.Load(), NACKs: to.nacks.Load(), PLIs: to.plis.Load(),
+			Loss: float64(to.lossPPM.Load()) / 1e6, RTTMS: float64(to.rttMicros.Load()) / 1e3}
 	}
 	aToB, bToA = get(r.legs[0], r.legs[1]), get(r.legs[1], r.legs[0])
 	now := r.sfu.now()

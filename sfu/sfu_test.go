@@ -152,3 +152,12 @@ func BenchmarkRelay(b *testing.B) {
 		room.relay(src, dst, 1, &scratch, raw)
 	}
 }
+
+func TestNTPMiddle(t *testing.T) {
+	// 1970-01-01 00:00:00.5 is NTP 2208988800.5: middle bits 0x…8000.
+	got := ntpMiddle(time.Unix(0, 5e8))
+	want := uint32((uint64(2208988800)<<16)&0xffffffff | 0x8000)
+	if got != want {
+		t.Fatalf("ntpMiddle = %#x, want %#x", got, want)
+	}
+}
