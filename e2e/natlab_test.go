@@ -152,6 +152,8 @@ type peerResult struct {
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
 	Packets   int64  `json:"packets_received"`
+	Path      string `json:"path"`
+	Protocol  string `json:"protocol"`
 	Error     string `json:"error"`
 }
 

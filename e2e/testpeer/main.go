@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 )
@@ -35,6 +36,8 @@ type result struct {
 	Local     string `json:"local"`  // selected pair: local candidate type
 	Remote    string `json:"remote"` // selected pair: remote candidate type
 	Packets   int64  `json:"packets_received"`
+	Path      string `json:"path"`     // p2p, or sfu after the fallback
+	Protocol  string `json:"protocol"` // of the selected pair: udp or tcp
 	Error     string `json:"error,omitempty"`
 }
 
@@ -43,6 +46,8 @@ func main() {
 	stunOnly := flag.Bool("stun-only", false, "drop TURN URLs from matched.ice_servers (proves a NAT is symmetric)")
 	connectTimeout := flag.Duration("connect-timeout", 20*time.Second, "give up on ICE after this")
 	hold := flag.Duration("hold", 4*time.Second, "keep media flowing this long after connecting")
+	fallback := flag.Bool("fallback", false, "on ICE failure or past -p2p-timeout, ask for the SFU fallback as the browser client does")
+	p2pTimeout := flag.Duration("p2p-timeout", 8*time.Second, "with -fallback: the P2P budget")
 	get := flag.String("get", "", "print the body of GET URL and exit")
 	token := flag.String("token", "", "bearer token for -get")
 	flag.Parse()
@@ -55,7 +60,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *connectTimeout+*hold+30*time.Second)
 	defer cancel()
-	res := run(ctx, *wsURL, *stunOnly, *connectTimeout, *hold)
+	res := run(ctx, *wsURL, options{stunOnly: *stunOnly, fallback: *fallback, connectTimeout: *connectTimeout, hold: *hold, p2pTime: *p2pTimeout})
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -86,7 +91,8 @@ func httpGet(url, token string) int {
 type peer struct {
 	ws      *websocket.Conn
 	wmu     sync.Mutex
-	pc      *webrtc.PeerConnection
+	cmu     sync.Mutex
+	c       *conn
 	room    string
 	pending []webrtc.ICECandidateInit // candidates before the remote description
 	packets atomic.Int64
@@ -108,10 +114,111 @@ type wire struct {
 	ICEServers []webrtc.ICEServer       `json:"ice_servers"`
 	Policy     string                   `json:"ice_transport_policy"`
 	Code       string                   `json:"code"`
+	Leg        string                   `json:"leg"`
+	Mode       string                   `json:"mode"`
 	Message    string                   `json:"message"`
 }
 
-func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold time.Duration) (res result) {
+type options struct {
+	stunOnly, fallback            bool
+	connectTimeout, hold, p2pTime time.Duration
+}
+
+// conn is the current media connection: to the stranger, or after the
+// fallback to the node's SFU (leg "sfu").
+type conn struct {
+	pc        *webrtc.PeerConnection
+	track     atomic.Pointer[webrtc.TrackLocalStaticSample] // set by addTrack, read by the media loop
+	sender    atomic.Pointer[webrtc.RTPSender]
+	leg       string
+	connected chan struct{}
+	failed    chan struct{}
+}
+
+// newConn builds a connection with one outgoing VP8 track. The SFU leg may
+// use TCP (ICE-TCP to the node) where UDP is blocked.
+func (p *peer) newConn(cfg webrtc.Configuration, leg string) (*conn, error) {
+	se := webrtc.SettingEngine{}
+	if leg == "sfu" {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, err
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)).NewPeerConnection(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{pc: pc, leg: leg, connected: make(chan struct{}), failed: make(chan struct{})}
+	if leg == "" {
+		// P2P: we bring the track. On the SFU leg the node's offer brings
+		// the transceivers and the track is added when answering.
+		if err := c.addTrack(); err != nil {
+			_ = pc.Close()
+			return nil, err
+		}
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			if _, _, err := t.ReadRTP(); err != nil {
+				return
+			}
+			p.packets.Add(1)
+		}
+	})
+	pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
+		var init *webrtc.ICECandidateInit
+		if ic != nil {
+			j := ic.ToJSON()
+			init = &j
+		}
+		msg := map[string]any{"type": "candidate", "room": p.room, "candidate": init}
+		if leg != "" {
+			msg["leg"] = leg
+		}
+		_ = p.send(msg)
+	})
+	var once, failOnce sync.Once
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			once.Do(func() { close(c.connected) })
+		case webrtc.PeerConnectionStateFailed:
+			failOnce.Do(func() { close(c.failed) })
+		}
+	})
+	return c, nil
+}
+
+func (c *conn) addTrack() error {
+	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "testpeer")
+	if err != nil {
+		return err
+	}
+	sender, err := c.pc.AddTrack(track)
+	if err != nil {
+		return err
+	}
+	c.track.Store(track)
+	c.sender.Store(sender)
+	// Read RTCP so the sender's interceptors (NACK, reports) run.
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := sender.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+func run(ctx context.Context, url string, opt options) (res result) {
 	fail := func(err error) result { res.Error = err.Error(); return res }
 	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
@@ -148,10 +255,10 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 			return fail(errors.New("never matched"))
 		}
 	}
-	p.room, res.Room = matched.Room, matched.Room
+	p.room, res.Room, res.Path = matched.Room, matched.Room, "p2p"
 
 	servers := matched.ICEServers
-	if stunOnly {
+	if opt.stunOnly {
 		servers = nil
 		for _, s := range matched.ICEServers {
 			var urls []string
@@ -169,66 +276,21 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 	if matched.Policy == "relay" {
 		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
 	}
-	pc, err := webrtc.NewPeerConnection(cfg)
+	c, err := p.newConn(cfg, "")
 	if err != nil {
 		return fail(err)
 	}
-	defer pc.Close()
-	p.pc = pc
-
-	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "video", "testpeer")
-	if err != nil {
-		return fail(err)
-	}
-	sender, err := pc.AddTrack(track)
-	if err != nil {
-		return fail(err)
-	}
-	// Read RTCP so the sender's interceptors (NACK, reports) run.
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sender.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			if _, _, err := t.ReadRTP(); err != nil {
-				return
-			}
-			p.packets.Add(1)
-		}
-	})
-	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		var init *webrtc.ICECandidateInit
-		if c != nil {
-			j := c.ToJSON()
-			init = &j
-		}
-		_ = p.send(map[string]any{"type": "candidate", "room": p.room, "candidate": init})
-	})
-	connected := make(chan struct{})
-	failed := make(chan struct{})
-	var once, failOnce sync.Once
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		switch s {
-		case webrtc.PeerConnectionStateConnected:
-			once.Do(func() { close(connected) })
-		case webrtc.PeerConnectionStateFailed:
-			failOnce.Do(func() { close(failed) })
-		}
-	})
+	p.c = c
+	defer func() { _ = p.c.pc.Close() }()
 	if err := p.send(map[string]any{"type": "ready", "room": p.room}); err != nil {
 		return fail(err)
 	}
 	if matched.Role == "offerer" {
-		offer, err := pc.CreateOffer(nil)
+		offer, err := c.pc.CreateOffer(nil)
 		if err != nil {
 			return fail(err)
 		}
-		if err := pc.SetLocalDescription(offer); err != nil {
+		if err := c.pc.SetLocalDescription(offer); err != nil {
 			return fail(err)
 		}
 		if err := p.send(map[string]any{"type": "offer", "room": p.room, "sdp": offer.SDP}); err != nil {
@@ -247,26 +309,67 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 			case <-stopMedia:
 				return
 			case <-tick.C:
-				_ = track.WriteSample(media.Sample{Data: frame, Duration: 20 * time.Millisecond})
+				if t := p.currentTrack(); t != nil {
+					_ = t.WriteSample(media.Sample{Data: frame, Duration: 20 * time.Millisecond})
+				}
 			}
 		}
 	}()
 
 	snapshot := func() result {
 		res.Packets = p.packets.Load()
-		if pair, err := sender.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
-			res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
+		if s := p.current().sender.Load(); s != nil {
+			if pair, err := s.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+				res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
+				res.Protocol = pair.Local.Protocol.String()
+			}
 		}
 		return res
 	}
-	deadline := time.NewTimer(connectTimeout)
+	deadline := time.NewTimer(opt.connectTimeout)
 	defer deadline.Stop()
+	var p2pBudget <-chan time.Time
+	if opt.fallback {
+		p2pBudget = time.After(opt.p2pTime)
+	}
+	askedFallback := false
+	askFallback := func(reason string) error {
+		if askedFallback {
+			return nil
+		}
+		askedFallback = true
+		p2pBudget = nil
+		fmt.Fprintln(os.Stderr, "testpeer: asking for the fallback:", reason)
+		return p.send(map[string]any{"type": "fallback", "room": p.room, "reason": reason})
+	}
 	var holdDone <-chan time.Time
 	for {
+		cur := p.current()
+		connectedCh, failedCh := cur.connected, cur.failed
+		if res.Connected {
+			connectedCh = nil
+		}
+		if askedFallback && cur.leg == "" {
+			failedCh = nil // the fallback is under way
+		}
 		select {
 		case m, ok := <-msgs:
 			if !ok {
 				return fail(errors.New("socket closed"))
+			}
+			if m.Type == "media" && m.Mode == "sfu" {
+				// Close the P2P connection; the node's offer comes next.
+				fmt.Fprintln(os.Stderr, "testpeer: media sfu")
+				nc, err := p.newConn(webrtc.Configuration{}, "sfu")
+				if err != nil {
+					return fail(err)
+				}
+				old := p.swap(nc)
+				// Closing may wait on TURN allocations that never came.
+				go func() { _ = old.pc.Close() }()
+				res.Path = "sfu"
+				p.packets.Store(0) // count what comes through the SFU
+				continue
 			}
 			if err := p.handle(m); err != nil {
 				if errors.Is(err, errStrangerLeft) && res.Connected {
@@ -276,13 +379,24 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 				}
 				return fail(err)
 			}
-		case <-connected:
-			connected = nil
+		case <-connectedCh:
+			fmt.Fprintln(os.Stderr, "testpeer: connected on leg", cur.leg)
 			res.Connected = true
-			holdDone = time.After(hold)
+			holdDone = time.After(opt.hold)
 			deadline.Stop()
-		case <-failed:
+			p2pBudget = nil
+		case <-failedCh:
+			if opt.fallback && cur.leg == "" {
+				if err := askFallback("ice failed"); err != nil {
+					return fail(err)
+				}
+				continue
+			}
 			return fail(errors.New("ICE failed"))
+		case <-p2pBudget:
+			if err := askFallback("p2p timeout"); err != nil {
+				return fail(err)
+			}
 		case <-deadline.C:
 			return fail(errors.New("ICE did not connect in time"))
 		case <-holdDone:
@@ -294,30 +408,65 @@ func run(ctx context.Context, url string, stunOnly bool, connectTimeout, hold ti
 	}
 }
 
+func (p *peer) current() *conn {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	return p.c
+}
+
+func (p *peer) currentTrack() *webrtc.TrackLocalStaticSample {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	return p.c.track.Load()
+}
+
+func (p *peer) swap(c *conn) *conn {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	old := p.c
+	p.c = c
+	p.pending = nil
+	return old
+}
+
 var errStrangerLeft = errors.New("stranger left")
 
 func (p *peer) handle(m wire) error {
 	if m.Room != "" && m.Room != p.room {
 		return nil
 	}
+	c := p.current()
+	if (m.Type == "offer" || m.Type == "answer" || m.Type == "candidate") && m.Leg != c.leg {
+		return nil // the other leg's late signals
+	}
 	switch m.Type {
 	case "offer":
-		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
+		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
 			return fmt.Errorf("remote offer: %w", err)
+		}
+		if c.track.Load() == nil {
+			// The SFU's offer brought sendrecv transceivers: send on them.
+			if err := c.addTrack(); err != nil {
+				return err
+			}
 		}
 		if err := p.flush(); err != nil {
 			return err
 		}
-		answer, err := p.pc.CreateAnswer(nil)
+		answer, err := c.pc.CreateAnswer(nil)
 		if err != nil {
 			return err
 		}
-		if err := p.pc.SetLocalDescription(answer); err != nil {
+		if err := c.pc.SetLocalDescription(answer); err != nil {
 			return err
 		}
-		return p.send(map[string]any{"type": "answer", "room": p.room, "sdp": answer.SDP})
+		msg := map[string]any{"type": "answer", "room": p.room, "sdp": answer.SDP}
+		if c.leg != "" {
+			msg["leg"] = c.leg
+		}
+		return p.send(msg)
 	case "answer":
-		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
+		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
 			return fmt.Errorf("remote answer: %w", err)
 		}
 		return p.flush()
@@ -325,11 +474,11 @@ func (p *peer) handle(m wire) error {
 		if m.Candidate == nil {
 			return nil // end of candidates
 		}
-		if p.pc.RemoteDescription() == nil {
+		if c.pc.RemoteDescription() == nil {
 			p.pending = append(p.pending, *m.Candidate)
 			return nil
 		}
-		return p.pc.AddICECandidate(*m.Candidate)
+		return c.pc.AddICECandidate(*m.Candidate)
 	case "peer_left":
 		return errStrangerLeft
 	case "error":
@@ -339,8 +488,9 @@ func (p *peer) handle(m wire) error {
 }
 
 func (p *peer) flush() error {
+	pc := p.current().pc
 	for _, c := range p.pending {
-		if err := p.pc.AddICECandidate(c); err != nil {
+		if err := pc.AddICECandidate(c); err != nil {
 			return fmt.Errorf("candidate: %w", err)
 		}
 	}
