@@ -277,3 +277,67 @@ func TestSFUResume(t *testing.T) {
 		}
 	}
 }
+
+// TestSFUFallbackAcrossNodes: the two strangers sit on two nodes on one
+// Redis; the answerer's node forwards the fallback to the offerer's node,
+// whose SFU carries the room, and the other stranger's signals reach it
+// through Redis. Media flows both ways through that one SFU.
+func TestSFUFallbackAcrossNodes(t *testing.T) {
+	addr := testtool.StartRedis(t)
+	var nodes []*testNode
+	for _, name := range []string{"n1", "n2"} {
+		cfg := redisConfig(t, addr, name)
+		cfg.SFU.ListenIP, cfg.SFU.UDPPort, cfg.SFU.TCPPort = "127.0.0.1", 0, 0
+		cfg.Admin.Token = "admin-secret"
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
+	off, ans, room := pair(t, a, b, "video")
+	for _, c := range []*client{off, ans} {
+		c.send(map[string]any{"type": "ready", "room": room})
+	}
+	peers := map[*client]*testtool.PionPeer{off: testtool.NewPionPeer(t), ans: testtool.NewPionPeer(t)}
+	defer func() {
+		for _, p := range peers {
+			p.Close()
+		}
+	}()
+	inboxes := map[*client]<-chan msg{off: inbox(off), ans: inbox(ans)}
+	ans.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+	for c, p := range peers {
+		sfuSide(t, c, inboxes[c], room, p)
+	}
+	for _, c := range []*client{off, ans} {
+		p := peers[c]
+		deadline := time.Now().Add(15 * time.Second)
+		for p.PC.ConnectionState() != webrtc.PeerConnectionStateConnected {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: SFU leg not connected within 15s", c.name)
+			}
+			select {
+			case m := <-inboxes[c]:
+				if m.str("type") == "candidate" && m.str("leg") == "sfu" {
+					addCandidate(t, p, m)
+				}
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	var sends sync.WaitGroup
+	for _, p := range peers {
+		sends.Add(1)
+		go func() { defer sends.Done(); p.Send(150) }()
+	}
+	sends.Wait()
+	for _, p := range peers {
+		waitFor(t, "audio and video through the SFU", func() bool { return p.Got[0].Load() >= 50 && p.Got[1].Load() >= 50 })
+	}
+	// Exactly one node carries it: the offerer's.
+	host := nodes[0]
+	if off == b {
+		host = nodes[1]
+	}
+	if v := adminRoom(t, host.url, room, "admin-secret"); v.Path != "sfu" || v.AToB.Bytes == 0 || v.BToA.Bytes == 0 {
+		t.Fatalf("host node's admin room = %+v", v)
+	}
+}

@@ -57,6 +57,9 @@ const (
 	envError    = "error"    // an error for To about what it sent
 	envMoved    = "moved"    // From resumed on Node
 	envTakeover = "takeover" // From resumed elsewhere: let it go quietly
+	envFallback = "fallback" // From asked for the SFU; the room's SFU lives on side 0's node
+	envSFU      = "sfu"      // the room is on the SFU of Node now
+	envSFUSig   = "sfu_sig"  // From's answer or candidate (Ref) for the SFU, Frame its JSON
 )
 
 // Record is what a node keeps in the store so that a session can resume on
@@ -335,6 +338,19 @@ func (h *Hub) Deliver(env Envelope) {
 		h.onMoved(env)
 	case envTakeover:
 		h.onTakeover(env.From, env.Node)
+	case envFallback:
+		if r := h.rooms[env.Room]; r != nil && r.side[0].remote == "" {
+			if e := h.fallback(r); e != nil && r.side[1].remote != "" {
+				h.opt.Bus.Publish(r.side[1].remote, Envelope{Type: envError, To: env.From, Code: e.code, Text: e.msg, Ref: "fallback"})
+			}
+		}
+	case envSFU:
+		if r := h.rooms[env.Room]; r != nil {
+			r.media, r.sfuNode = mediaSFU, env.Node
+			r.buf, r.bufBytes = [2][][]byte{}, [2]int{}
+		}
+	case envSFUSig:
+		h.onRemoteSFUSignal(env)
 	default:
 		h.log.Warn("unknown envelope from another node", "type", env.Type)
 	}

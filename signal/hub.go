@@ -107,7 +107,10 @@ type Hub struct {
 	deferring bool
 	joins     []joinJob
 	media     []mediaJob
-	writers   sync.WaitGroup
+	// SFU signals of strangers on other nodes, applied in order off the lock.
+	remoteMedia        []mediaJob
+	remoteMediaRunning bool
+	writers            sync.WaitGroup
 }
 
 type state int
@@ -165,7 +168,8 @@ type room struct {
 	ticket   matcher.Ticket // split match: ours, to re-queue if it falls through
 	timer    Timer
 	media    string    // p2p | sfu
-	sfu      MediaRoom // set once the SFU room is open
+	sfu      MediaRoom // set once the SFU room is open (on this node)
+	sfuNode  string    // the node whose SFU carries this room, if not this one
 }
 
 func (r *room) index(s *session) int {

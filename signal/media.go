@@ -1,5 +1,7 @@
 package signal
 
+import "encoding/json"
+
 // MediaServer is the node's SFU as the hub sees it.
 type MediaServer interface {
 	// Open prepares room on the SFU: one connection per side, no offer
@@ -41,14 +43,21 @@ const (
 // drop their P2P connection), then each gets the node's offer (h.mu held).
 func (h *Hub) fallback(r *room) *protoError {
 	switch {
-	case h.opt.SFU == nil:
-		return perr(CodeUnavailable, "this node has no SFU; the room stays peer to peer")
 	case r.media == mediaSFU:
 		return nil // a second fallback for the same room is ignored
-	case r.side[0].remote != "" || r.side[1].remote != "":
-		return perr(CodeUnavailable, "the SFU cannot carry a room whose strangers are on two nodes yet; the room stays peer to peer")
+	case r.side[0].remote != "":
+		// A room spanning two nodes has its SFU on the offerer's node, so
+		// both nodes agree on one even if both strangers ask at once.
+		h.opt.Bus.Publish(r.side[0].remote, Envelope{Type: envFallback, Room: r.code, From: r.side[1].id})
+		return nil
+	case h.opt.SFU == nil:
+		return perr(CodeUnavailable, "this node has no SFU; the room stays peer to peer")
 	}
 	r.media = mediaSFU
+	if o := r.side[1]; o.remote != "" {
+		// First the state, then the frames: same destination, in order.
+		h.opt.Bus.Publish(o.remote, Envelope{Type: envSFU, Room: r.code, Node: h.opt.Bus.Node()})
+	}
 	for i, s := range r.side {
 		// P2P signals still held for a side are void now.
 		r.buf[i], r.bufBytes[i] = nil, 0
@@ -103,6 +112,12 @@ func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
 		frame = encode(candidateMsg{Type: "candidate", Room: code, Candidate: sig.Candidate, Leg: mediaSFU})
 	}
 	s := r.side[side]
+	if s.remote != "" {
+		// The stranger on the other node is ready already (it asked for
+		// the fallback, or its stranger did, mid-call).
+		h.opt.Bus.Publish(s.remote, Envelope{Type: envFrame, Room: code, To: s.id, Frame: frame})
+		return
+	}
 	if r.ready[side] && s.c != nil {
 		s.c.send(frame)
 		return
@@ -124,6 +139,20 @@ type mediaJob struct {
 
 // onSFUSignal takes a client's `leg: "sfu"` answer or candidate (h.mu held).
 func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *protoError {
+	if m.Type == "offer" {
+		return perr(CodeBadRequest, "the node makes every SFU offer; answer it instead")
+	}
+	if r.sfu == nil && r.sfuNode != "" {
+		// The room's SFU is on the other node: the signal goes there.
+		var frame []byte
+		if m.Type == "answer" {
+			frame = encode(map[string]string{"sdp": *m.SDP})
+		} else {
+			frame = encode(cand)
+		}
+		h.opt.Bus.Publish(r.sfuNode, Envelope{Type: envSFUSig, Room: r.code, From: s.id, Ref: m.Type, Frame: frame})
+		return nil
+	}
 	if r.sfu == nil {
 		return perr(CodeWrongState, "%s: this room is not on the SFU", m.Type)
 	}
@@ -195,4 +224,68 @@ func (h *Hub) restartSFU(r *room) {
 		}
 		h.openSFU(r)
 	}()
+}
+
+// onRemoteSFUSignal applies the answer or candidate of a stranger on
+// another node to this node's SFU room (h.mu held; the SFU call itself
+// runs after the lock, in arrival order, on its own goroutine).
+func (h *Hub) onRemoteSFUSignal(env Envelope) {
+	r := h.rooms[env.Room]
+	if r == nil || r.sfu == nil {
+		return
+	}
+	p := r.sideByID(env.From)
+	if p == nil || p.remote == "" {
+		return
+	}
+	job := mediaJob{r: r.sfu, side: r.index(p), kind: env.Ref}
+	switch env.Ref {
+	case "answer":
+		var a struct {
+			SDP string `json:"sdp"`
+		}
+		if json.Unmarshal(env.Frame, &a) != nil {
+			return
+		}
+		job.sdp = a.SDP
+	case "candidate":
+		if string(env.Frame) != "null" {
+			var c ICECandidate
+			if json.Unmarshal(env.Frame, &c) != nil {
+				return
+			}
+			job.cand = &c
+		}
+	default:
+		return
+	}
+	h.remoteMedia = append(h.remoteMedia, job)
+	if !h.remoteMediaRunning {
+		h.remoteMediaRunning = true
+		go h.drainRemoteMedia()
+	}
+}
+
+// drainRemoteMedia applies queued remote SFU jobs one at a time, in order.
+func (h *Hub) drainRemoteMedia() {
+	for {
+		h.mu.Lock()
+		if len(h.remoteMedia) == 0 {
+			h.remoteMediaRunning = false
+			h.mu.Unlock()
+			return
+		}
+		j := h.remoteMedia[0]
+		h.remoteMedia = h.remoteMedia[1:]
+		h.mu.Unlock()
+		var err error
+		if j.kind == "answer" {
+			err = j.r.Answer(j.side, j.sdp)
+		} else {
+			err = j.r.Candidate(j.side, j.cand)
+		}
+		if err != nil {
+			h.log.Warn("the SFU refused a signal from another node", "kind", j.kind, "err", err)
+		}
+	}
 }
