@@ -30,6 +30,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	mkdir -p test-output && scripts/bench-turn.sh test-output/bench-turn.md && cat test-output/bench-turn.md
 	scripts/bench-match.sh test-output/bench-match.md && cat test-output/bench-match.md
+	scripts/bench-sfu.sh test-output/bench-sfu.md && cat test-output/bench-sfu.md
 
 # Longer fuzzing than the seed corpus `make test` runs (FUZZTIME per target).
 FUZZTIME ?= 60s

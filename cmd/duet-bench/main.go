@@ -33,8 +33,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get") {
 		return helper(args, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "media" {
+		return runMediaCmd(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "match" {
-		fmt.Fprintln(stderr, "usage: duet-bench match [flags]  (duet-bench match -h for the flags)")
+		fmt.Fprintln(stderr, "usage: duet-bench match|media [flags]  (duet-bench match -h for the flags)")
 		return 2
 	}
 	fs := flag.NewFlagSet("match", flag.ContinueOnError)
@@ -129,4 +132,35 @@ func (r Result) table(w io.Writer) {
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(w, "  errors               %v\n", r.Errors)
 	}
+}
+
+func runMediaCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("media", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	wsURL := fs.String("url", "ws://127.0.0.1:8080/ws", "the node's WebSocket URL (run it with sfu.mode: always)")
+	rooms := fs.Int("rooms", 10, "rooms of two strangers")
+	duration := fs.Duration("duration", 10*time.Second, "how long every stranger streams")
+	video := fs.Int("video-kbps", 1500, "video bitrate each way per stranger")
+	audio := fs.Int("audio-kbps", 50, "audio bitrate each way per stranger")
+	pid := fs.Int("pid", 0, "the duet process id, for CPU per packet and memory per room (Linux)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *rooms < 1 || *duration <= 0 || *video < 1 {
+		fmt.Fprintln(stderr, "duet-bench media: -rooms, -duration and -video-kbps must be positive")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := runMedia(ctx, mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid}, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "duet-bench:", err)
+		return 1
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(res); err != nil {
+		return 1
+	}
+	return 0
 }

@@ -1,6 +1,7 @@
 package testtool
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ type PionPeer struct {
 	PC       *webrtc.PeerConnection
 	tracks   [2]*webrtc.TrackLocalStaticRTP // audio, video
 	Got      [2]atomic.Int64                // packets received: audio, video
+	Sent     [2]atomic.Int64                // packets sent by Stream: audio, video
 	PLIs     atomic.Int64                   // keyframe requests for our video
 	RecvSSRC atomic.Uint32                  // SSRC of the video we receive
 	wg       sync.WaitGroup
@@ -142,6 +144,42 @@ func (p *PionPeer) Send(n int) {
 		}
 		time.Sleep(2 * time.Millisecond) // pacing, not a wait for a condition
 	}
+}
+
+// Stream sends paced synthetic media until ctx ends: videoPPS packets a
+// second of videoSize bytes and audioPPS of audioSize. It counts what it
+// sent in Sent.
+func (p *PionPeer) Stream(ctx context.Context, videoPPS, videoSize, audioPPS, audioSize int) {
+	var wg sync.WaitGroup
+	for k, rate := range [2]int{audioPPS, videoPPS} {
+		size := [2]int{audioSize, videoSize}[k]
+		if rate <= 0 || p.tracks[k] == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, size)
+			payload[0] = 0x10
+			tick := time.NewTicker(time.Second / time.Duration(rate))
+			defer tick.Stop()
+			var seq uint16
+			pkt := rtp.Packet{Header: rtp.Header{Version: 2}, Payload: payload}
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				seq++
+				pkt.SequenceNumber, pkt.Timestamp = seq, uint32(seq)*3000
+				if p.tracks[k].WriteRTP(&pkt) == nil {
+					p.Sent[k].Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // RequestKeyframe sends a PLI for the video we receive.

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench-sfu.sh: rooms of two pion peers (duet-bench media) sending about
+# 1.5 Mbps of video and 50 kbps of audio each way through duet's SFU
+# (sfu.mode: always), stepping up the number of rooms. Prints a Markdown
+# table: loss, the node's CPU per forwarded packet, memory per room. A
+# benchmark, not a test (nothing here passes or fails).
+#
+#   scripts/bench-sfu.sh [OUT.md]
+#
+# Knobs (env): LEVELS="5 10 20 40", SECS=10, VIDEO_KBPS=1500, AUDIO_KBPS=50.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LEVELS=${LEVELS:-"5 10 20 40"}
+SECS=${SECS:-10}
+VIDEO_KBPS=${VIDEO_KBPS:-1500}
+AUDIO_KBPS=${AUDIO_KBPS:-50}
+OUT=${1:-/dev/stdout}
+TMP=$(mktemp -d)
+PID=""
+cleanup() {
+	[ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+go build -o "$TMP/duet" ./cmd/duet
+go build -o "$TMP/duet-bench" ./cmd/duet-bench
+get() { "$TMP/duet-bench" get "$2" "$1"; }
+
+{
+	echo "## SFU forwarding ($(nproc) cores, $(go env GOVERSION), ${VIDEO_KBPS} kbps video + ${AUDIO_KBPS} kbps audio each way per stranger, ${SECS}s per step)"
+	echo
+	echo "| rooms | packets sent | loss % | worst direction loss % | node CPU s | node CPU µs per forwarded packet | node RSS per room |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for n in $LEVELS; do
+		port=$("$TMP/duet-bench" port)
+		sfu=$("$TMP/duet-bench" port)
+		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_PUBLIC_IP=127.0.0.1 DUET_SFU_MODE=always DUET_SFU_LISTEN_IP=127.0.0.1 \
+		DUET_SFU_UDP_PORT=$sfu DUET_SFU_TCP_PORT=$sfu DUET_TURN_ENABLED=false DUET_LOG_LEVEL=warn \
+		DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 DUET_LIMITS_CONNECT_BURST_PER_IP=100000 \
+		DUET_LIMITS_IP_MESSAGE_RATE=1000000 DUET_LIMITS_IP_MESSAGE_BURST=1000000 \
+			"$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
+		PID=$!
+		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
+		if "$TMP/duet-bench" media -url "ws://127.0.0.1:$port/ws" -rooms "$n" -duration "${SECS}s" \
+			-video-kbps "$VIDEO_KBPS" -audio-kbps "$AUDIO_KBPS" -pid "$PID" >"$TMP/r.json" 2>>"$TMP/bench.log"; then
+			awk -v n="$n" -v s="$(get packets_sent "$TMP/r.json")" -v l="$(get loss "$TMP/r.json")" \
+				-v w="$(get worst_loss "$TMP/r.json")" -v c="$(get node_cpu_seconds "$TMP/r.json")" \
+				-v u="$(get node_cpu_us_per_packet "$TMP/r.json")" -v m="$(get node_rss_per_room_bytes "$TMP/r.json")" \
+				'BEGIN { printf "| %d | %d | %.2f | %.2f | %.2f | %.1f | %.1f MB |\n", n, s, l*100, w*100, c, u, m/1e6 }'
+		else
+			echo "| $n | run failed: $(tail -1 "$TMP/bench.log") | | | | | |"
+		fi
+		kill "$PID" 2>/dev/null || true
+		wait "$PID" 2>/dev/null || true
+		PID=""
+	done
+	echo
+	echo "The load generator (2 x rooms pion peers) shares the machine with the node."
+} >"$OUT"
