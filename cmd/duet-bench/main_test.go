@@ -127,3 +127,23 @@ func TestCommandLine(t *testing.T) {
 		t.Fatalf("get users = %q (%d)", out.String(), code)
 	}
 }
+
+// TestMediaRun: the media mode streams through a real node's SFU and
+// counts what crossed it.
+func TestMediaRun(t *testing.T) {
+	cfg := benchConfig(t)
+	cfg.SFU.Enabled, cfg.SFU.Mode = true, "always"
+	cfg.SFU.ListenIP, cfg.SFU.UDPPort, cfg.SFU.TCPPort = "127.0.0.1", 0, 0
+	cfg.PublicIP = "127.0.0.1"
+	url := serve(t, cfg)
+	res, err := runMedia(context.Background(), mediaConfig{URL: url, Rooms: 2, Duration: 2 * time.Second, VideoKbps: 300, AudioKbps: 50}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent == 0 || res.Received == 0 || res.Forwarded == 0 {
+		t.Fatalf("nothing crossed the SFU: %+v", res)
+	}
+	if res.Received > res.Sent {
+		t.Fatalf("received %d of %d sent", res.Received, res.Sent)
+	}
+}
