@@ -41,7 +41,7 @@ type Node struct {
 	turn    *turn.Server // nil when turn.enabled is false
 	redis   *shared      // nil on the memory store
 	pathm   *pathMetrics
-	sfu     *sfu.SFU     // nil when the SFU is off
+	sfu     *sfu.SFU // nil when the SFU is off
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
