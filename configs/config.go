@@ -28,6 +28,9 @@ type HTTP struct {
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	TLSCertFile    string   `yaml:"tls_cert_file"`
 	TLSKeyFile     string   `yaml:"tls_key_file"`
+	// TrustedProxies are the addresses (IPs or CIDRs) whose
+	// X-Forwarded-For / Forwarded headers name the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// ShutdownGrace bounds how long a SIGTERM drain waits for clients.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }

@@ -229,6 +229,7 @@ const masked = "***"
 func (c *Config) Masked() *Config {
 	m := *c
 	m.HTTP.AllowedOrigins = append([]string{}, c.HTTP.AllowedOrigins...)
+	m.HTTP.TrustedProxies = append([]string{}, c.HTTP.TrustedProxies...)
 	m.Store.Redis.Addrs = append([]string{}, c.Store.Redis.Addrs...)
 	m.Signal.ICEServers = append([]string{}, c.Signal.ICEServers...)
 	m.TURN.AllowedPeerCIDRs = append([]string{}, c.TURN.AllowedPeerCIDRs...)

@@ -56,6 +56,11 @@ func (c *Config) Validate() error {
 		bad("http.tls_cert_file", "set both http.tls_cert_file and http.tls_key_file, or neither")
 	}
 	positive("http.shutdown_grace", c.HTTP.ShutdownGrace)
+	for _, p := range c.HTTP.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad("http.trusted_proxies", "%q is not an IP address or CIDR", p)
+		}
+	}
 	if c.PublicIP != "" {
 		if _, err := netip.ParseAddr(c.PublicIP); err != nil {
 			bad("public_ip", "%q is not an IP address", c.PublicIP)
@@ -167,4 +172,16 @@ func (c *Config) Validate() error {
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(errs...)
+}
+
+// ParsePrefix reads an IP ("10.0.0.1", a single address) or a CIDR.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -100,6 +101,13 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.paths = append(n.paths, sfuPaths{s})
 		media = sfuServer{s}
 	}
+	var trusted []netip.Prefix
+	for _, p := range cfg.HTTP.TrustedProxies {
+		pr, err := configs.ParsePrefix(p) // validated by configs
+		if err == nil {
+			trusted = append(trusted, pr)
+		}
+	}
 	// The hub is the matcher's notifier and the matcher is the hub's queue;
 	// notify through a small forwarder to break the construction cycle.
 	fwd := &notifier{}
@@ -113,6 +121,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Signal:         cfg.Signal,
 		Limits:         cfg.Limits,
 		AllowedOrigins: cfg.HTTP.AllowedOrigins,
+		TrustedProxies: trusted,
 		Queue:          n.matcher,
 		ICE:            ice,
 		RelayOnly:      n.turn != nil && cfg.TURN.Mode == "always",

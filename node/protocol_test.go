@@ -507,3 +507,37 @@ func TestBinaryFloodIsRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedProxies: behind a listed proxy each client's own address
+// counts for the per-address limit; without the listing a client cannot
+// buy a fresh address by sending X-Forwarded-For.
+func TestTrustedProxies(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		second  bool // the second client, from another forwarded address, gets in
+	}{
+		{"trusted", []string{"127.0.0.1"}, true},
+		{"not trusted", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Limits.ConnectionsPerIP = 1
+			cfg.HTTP.TrustedProxies = tc.trusted
+			n := startNode(t, cfg)
+			dial(t, n.ws, "first", http.Header{"X-Forwarded-For": {"198.51.100.1"}})
+			ws, resp, err := websocket.DefaultDialer.Dial(n.ws, http.Header{"X-Forwarded-For": {"198.51.100.2"}})
+			if ws != nil {
+				ws.Close()
+			}
+			got := err == nil
+			if got != tc.second {
+				code := 0
+				if resp != nil {
+					code = resp.StatusCode
+				}
+				t.Fatalf("second client admitted = %v (HTTP %d), want %v", got, code, tc.second)
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -64,6 +65,8 @@ type Options struct {
 	Signal         configs.Signal
 	Limits         configs.Limits
 	AllowedOrigins []string
+	// TrustedProxies may name the client in X-Forwarded-For/Forwarded.
+	TrustedProxies []netip.Prefix
 	Queue          Queue
 	Reports        ReportSink
 	ICE            ICEProvider
