@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,13 +112,14 @@ func newAPI(udp net.PacketConn, tcp net.Listener, publicIP string) (*webrtc.API,
 		return nil, fmt.Errorf("sfu: opus: %w", err)
 	}
 	reg := &interceptor.Registry{}
-	// NACK responder/generator, sender and receiver reports, stats.
-	if err := webrtc.ConfigureNack(m, reg); err != nil {
-		return nil, fmt.Errorf("sfu: nack: %w", err)
+	// Sender reports from pion; NACKs both ways and receiver reports from
+	// our own allocation-free feedback (feedback.go).
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("sfu: sender reports: %w", err)
 	}
-	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
-		return nil, fmt.Errorf("sfu: reports: %w", err)
-	}
+	reg.Add(sr)
+	reg.Add(feedbackFactory{now: time.Now})
 	se := webrtc.SettingEngine{LoggerFactory: quiet()}
 	se.SetICEUDPMux(webrtc.NewICEUDPMux(quiet().NewLogger("ice"), udp))
 	se.SetICETCPMux(webrtc.NewICETCPMux(quiet().NewLogger("ice"), tcp, 32))

@@ -27,14 +27,14 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 // connectedRoom opens an SFU room with two pion peers answering it and
 // waits until both legs are connected. Everything is closed at cleanup.
-func connectedRoom(t testing.TB) (*SFU, *Room, [2]*testtool.PionPeer) {
+func connectedRoom(t testing.TB, newPeer func(testing.TB) *testtool.PionPeer) (*SFU, *Room, [2]*testtool.PionPeer) {
 	t.Helper()
 	s, err := New(Options{ListenIP: "127.0.0.1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	peers := [2]*testtool.PionPeer{testtool.NewPionPeer(t), testtool.NewPionPeer(t)}
+	peers := [2]*testtool.PionPeer{newPeer(t), newPeer(t)}
 	t.Cleanup(func() {
 		for _, p := range peers {
 			p.Close()
@@ -97,7 +97,7 @@ func TestForwardBothWays(t *testing.T) {
 	// Registered first, so it runs last: after the room's cleanups.
 	t.Cleanup(test.CheckRoutines(t))
 
-	s, room, peers := connectedRoom(t)
+	s, room, peers := connectedRoom(t, testtool.NewPionPeer)
 	var wg sync.WaitGroup
 	for _, p := range peers {
 		wg.Add(1)
@@ -135,7 +135,8 @@ func TestForwardBothWays(t *testing.T) {
 // the other side's track through pion's interceptors and SRTP) on a live
 // room. allocs/op is what the hot path costs the garbage collector.
 func BenchmarkRelay(b *testing.B) {
-	_, room, _ := connectedRoom(b)
+	// Bare peers: what is counted is the node's forward path only.
+	_, room, _ := connectedRoom(b, testtool.NewBarePionPeer)
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SSRC: 1234}, Payload: make([]byte, 1000)}
 	pkt.Payload[0] = 0x10
 	raw, err := pkt.Marshal()

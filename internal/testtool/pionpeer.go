@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -43,8 +44,21 @@ func kind(k webrtc.RTPCodecType) int {
 	return 0
 }
 
-// NewPionPeer builds a peer on loopback UDP with the default codecs.
+// NewPionPeer builds a peer on loopback UDP with the default codecs and
+// pion's default interceptors (NACK, reports), as a browser would run.
 func NewPionPeer(t testing.TB) *PionPeer {
+	t.Helper()
+	return newPionPeer(t, nil)
+}
+
+// NewBarePionPeer is a peer without interceptors: a benchmark that counts
+// the node's allocations in one process must not count the peer's.
+func NewBarePionPeer(t testing.TB) *PionPeer {
+	t.Helper()
+	return newPionPeer(t, &interceptor.Registry{})
+}
+
+func newPionPeer(t testing.TB, reg *interceptor.Registry) *PionPeer {
 	t.Helper()
 	se := webrtc.SettingEngine{LoggerFactory: Quiet()}
 	se.SetIncludeLoopbackCandidate(true)
@@ -53,7 +67,11 @@ func NewPionPeer(t testing.TB) *PionPeer {
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	opts := []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)}
+	if reg != nil {
+		opts = append(opts, webrtc.WithInterceptorRegistry(reg))
+	}
+	pc, err := webrtc.NewAPI(opts...).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
