@@ -1,11 +1,15 @@
 package node
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
@@ -375,5 +379,24 @@ func TestClusterOnRedisCluster(t *testing.T) {
 	b.expect("idle")
 	if m := a.expect("peer_left"); m.str("reason") != "leave" {
 		t.Fatalf("peer_left = %v", m)
+	}
+}
+
+// TestSharedSalt: every node on one Redis gets the same IP-hash salt, so
+// an address hashes alike on all of them (bans key on the hash).
+func TestSharedSalt(t *testing.T) {
+	addr := testtool.StartRedis(t)
+	var salts [][]byte
+	for range 2 {
+		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+		t.Cleanup(func() { _ = rdb.Close() })
+		s, err := sharedSalt(context.Background(), rdb, "t:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		salts = append(salts, s)
+	}
+	if len(salts[0]) != 32 || !bytes.Equal(salts[0], salts[1]) {
+		t.Fatalf("salts %x and %x", salts[0], salts[1])
 	}
 }

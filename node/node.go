@@ -59,6 +59,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, reg: reg, mux: http.NewServeMux()}
 	var bus signal.Bus
 	var reports signal.ReportSink
+	var salt []byte
 	switch cfg.Store.Backend {
 	case "memory":
 		n.store = matcher.NewMemoryStore()
@@ -74,6 +75,12 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 			return nil, err
 		}
 		n.redis, n.store, bus = sh, sh.store, sh.bus
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if salt, err = sharedSalt(ctx, sh.rdb, cfg.Store.Redis.KeyPrefix); err != nil {
+			// Redis is not answering yet: this node hashes on its own salt.
+			log.Warn("no shared IP salt; this node's IP hashes differ from the others'", "err", err)
+		}
+		cancel()
 		reports = moderation.NewRedisReports(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
 	default:
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
@@ -122,6 +129,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Limits:         cfg.Limits,
 		AllowedOrigins: cfg.HTTP.AllowedOrigins,
 		TrustedProxies: trusted,
+		Salt:           salt,
 		Queue:          n.matcher,
 		ICE:            ice,
 		RelayOnly:      n.turn != nil && cfg.TURN.Mode == "always",

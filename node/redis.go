@@ -138,3 +138,20 @@ func (s *shared) close() error {
 	}
 	return nil
 }
+
+// sharedSalt is the IP-hash salt every node on this Redis uses: the first
+// node to ask sets it, the others read it. It lives as long as the Redis
+// data; a Redis that comes back empty starts a new one for new nodes.
+func sharedSalt(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	_, _ = rand.Read(fresh)
+	key := prefix + "ip-salt"
+	if err := rdb.SetNX(ctx, key, fresh, 0).Err(); err != nil {
+		return nil, fmt.Errorf("setting the shared IP salt: %w", err)
+	}
+	salt, err := rdb.Get(ctx, key).Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("reading the shared IP salt: %w", err)
+	}
+	return salt, nil
+}

@@ -87,6 +87,9 @@ type Options struct {
 	Now        func() time.Time
 	AfterFunc  func(d time.Duration, f func()) Timer
 	Random     io.Reader // ids, tokens and the IP-hash salt
+	// Salt keys the IP hashes; nodes sharing a store share it, so one
+	// address hashes alike on all of them. Empty: a random one.
+	Salt []byte
 }
 
 // Hub owns every session and room of this node.
@@ -214,9 +217,12 @@ func NewHub(opt Options) (*Hub, error) {
 	if opt.Reports == nil {
 		opt.Reports = moderation.NewMemoryReports(10000)
 	}
-	salt := make([]byte, 32)
-	if _, err := io.ReadFull(opt.Random, salt); err != nil {
-		return nil, fmt.Errorf("signal: reading salt: %w", err)
+	salt := append([]byte(nil), opt.Salt...)
+	if len(salt) == 0 {
+		salt = make([]byte, 32)
+		if _, err := io.ReadFull(opt.Random, salt); err != nil {
+			return nil, fmt.Errorf("signal: reading salt: %w", err)
+		}
 	}
 	h := &Hub{
 		opt:      opt,
