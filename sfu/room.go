@@ -58,6 +58,9 @@ type leg struct {
 	in [2]atomic.Uint32
 	// lastPLI per kind of this client's tracks, unix ns.
 	lastPLI [2]atomic.Int64
+	// candidates that came before the answer, applied with it
+	candMu  sync.Mutex
+	pending []webrtc.ICECandidateInit
 	// from this client: forwarded media and the feedback it sent.
 	bytes, packets, nacks, plis atomic.Uint64
 	// what this client's receiver reports say of the media we send it:
@@ -180,9 +183,18 @@ func (r *Room) Answer(side int, sdp string) error {
 	if side < 0 || side > 1 || r.legs[side] == nil {
 		return errors.New("sfu: no such side")
 	}
-	if err := r.legs[side].pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+	l := r.legs[side]
+	l.candMu.Lock()
+	defer l.candMu.Unlock()
+	if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("sfu: answer: %w", err)
 	}
+	for _, c := range l.pending {
+		if err := l.pc.AddICECandidate(c); err != nil {
+			return fmt.Errorf("sfu: candidate: %w", err)
+		}
+	}
+	l.pending = nil
 	return nil
 }
 
@@ -194,7 +206,17 @@ func (r *Room) Candidate(side int, c *webrtc.ICECandidateInit) error {
 	if c == nil {
 		return nil // pion needs no end-of-candidates marker
 	}
-	if err := r.legs[side].pc.AddICECandidate(*c); err != nil {
+	l := r.legs[side]
+	l.candMu.Lock()
+	defer l.candMu.Unlock()
+	if l.pc.RemoteDescription() == nil {
+		// Trickled ahead of its answer: keep it for Answer (bounded).
+		if len(l.pending) < 64 {
+			l.pending = append(l.pending, *c)
+		}
+		return nil
+	}
+	if err := l.pc.AddICECandidate(*c); err != nil {
 		return fmt.Errorf("sfu: candidate: %w", err)
 	}
 	return nil

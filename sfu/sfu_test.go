@@ -162,3 +162,43 @@ func TestNTPMiddle(t *testing.T) {
 		t.Fatalf("ntpMiddle = %#x, want %#x", got, want)
 	}
 }
+
+// TestCandidateBeforeAnswer: a client's candidate that overtakes its
+// answer is kept and applied with the answer, not refused.
+func TestCandidateBeforeAnswer(t *testing.T) {
+	s, err := New(Options{ListenIP: "127.0.0.1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	room, err := s.Open("early")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer room.Close()
+	var offer string
+	var mu sync.Mutex
+	if err := room.Start(func(side int, sig Signal) {
+		mu.Lock()
+		defer mu.Unlock()
+		if side == 0 && sig.SDP != "" {
+			offer = sig.SDP
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	peer := testtool.NewPionPeer(t)
+	defer peer.Close()
+	mu.Lock()
+	answer := peer.Answer(offer)
+	mu.Unlock()
+	cand := webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", SDPMid: ptr("0")}
+	if err := room.Candidate(0, &cand); err != nil {
+		t.Fatalf("candidate before the answer: %v", err)
+	}
+	if err := room.Answer(0, answer); err != nil {
+		t.Fatalf("answer with a held candidate: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
