@@ -8,6 +8,16 @@ import (
 
 func adminGet(t *testing.T, url, token string) (int, map[string]any) {
 	t.Helper()
+	resp := authGet(t, url, token)
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// authGet is a GET with the admin bearer token ("" sends none).
+func authGet(t *testing.T, url, token string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest("GET", url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -19,10 +29,7 @@ func adminGet(t *testing.T, url, token string) (int, map[string]any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return resp.StatusCode, body
+	return resp
 }
 
 func TestAdminRooms(t *testing.T) {

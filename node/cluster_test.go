@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestClusterRelayAcrossNodes(t *testing.T) {
 	for _, want := range []string{"10.0.0.1", "10.0.0.2"} {
 		m := ans.expect("candidate")
 		c, _ := m["candidate"].(map[string]any)
-		if s, _ := c["candidate"].(string); !contains(s, want) {
+		if s, _ := c["candidate"].(string); !strings.Contains(s, want) {
 			t.Fatalf("candidate = %v, want %s (order kept)", m, want)
 		}
 	}
@@ -104,15 +105,6 @@ func TestClusterRelayAcrossNodes(t *testing.T) {
 	ans.expect("queued")
 	off.send(map[string]any{"type": "leave"})
 	off.expect("idle")
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // TestClusterResumeOnAnotherNode: a stranger whose socket drops resumes on
