@@ -6,6 +6,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -119,6 +120,24 @@ func (b *RedisBus) Load(ctx context.Context, token string) (signal.Record, bool,
 // Alive implements signal.Bus.
 func (b *RedisBus) Alive(ctx context.Context, node string) (bool, error) {
 	return b.opt.Alive(ctx, node)
+}
+
+// Ready reports whether this node's inbox subscription is live on Redis:
+// after Redis restarts, go-redis subscribes again by itself, and until it
+// has, envelopes for this node would be lost.
+func (b *RedisBus) Ready(ctx context.Context) error {
+	ch := b.inbox(b.opt.Node)
+	// PUBSUB SHARDNUMSUB is keyless to go-redis; on a Cluster it must go
+	// to the shard that owns the channel's slot.
+	cmd := redis.NewMapStringIntCmd(ctx, "pubsub", "shardnumsub", ch)
+	cmd.SetFirstKeyPos(2)
+	if err := b.rdb.Process(ctx, cmd); err != nil {
+		return fmt.Errorf("checking the inbox subscription: %w", err)
+	}
+	if cmd.Val()[ch] < 1 {
+		return errors.New("not subscribed to its inbox on Redis yet")
+	}
+	return nil
 }
 
 // Dropped is how many writes were lost to a full queue or a failed write.

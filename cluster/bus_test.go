@@ -68,6 +68,15 @@ func TestBus(t *testing.T) {
 					t.Fatal("no envelope reached b within 10s")
 				}
 			}
+			// An envelope arrived, so b's inbox is subscribed: Ready says so
+			// (on a Cluster too, where the check must reach the right shard).
+			if err := b.Ready(context.Background()); err != nil {
+				t.Fatalf("Ready: %v", err)
+			}
+			idle := New(client(), Options{Node: "idle", KeyPrefix: "t:", Alive: alwaysAlive})
+			if err := idle.Ready(context.Background()); err == nil {
+				t.Fatal("a bus that never ran says its inbox is subscribed")
+			}
 			const n = 2000
 			for i := range n {
 				a.Publish("b", signal.Envelope{Type: "frame", Room: fmt.Sprint(i)})

@@ -247,6 +247,10 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := n.store.Counts(ctx); err != nil {
 		problems = append(problems, "store unreachable: "+err.Error())
+	} else if n.redis != nil {
+		if err := n.redis.bus.Ready(ctx); err != nil {
+			problems = append(problems, "node-to-node bus: "+err.Error())
+		}
 	}
 	if len(problems) > 0 {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
