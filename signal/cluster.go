@@ -617,22 +617,17 @@ func (h *Hub) watchNodes(ctx context.Context) {
 }
 
 // StoreReset re-adds the tickets of every session waiting here: the store
-// came back empty (a Redis restart without persistence). Add refuses a
-// ticket that is still there, so this is idempotent.
+// came back empty (a Redis restart without persistence).
 func (h *Hub) StoreReset() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, s := range h.sessions {
-		if s.state != stateWaiting || s.pend != nil || s.c == nil || s.prefs == nil {
+		if !h.rejoinable(s, time.Time{}) {
 			continue
 		}
-		err := h.opt.Queue.Join(ctx, matcher.Ticket{Session: s.id, Mode: s.prefs.mode,
-			Interests: s.prefs.interests, Lang: s.prefs.lang, JoinedAt: s.joinedAt})
-		if err == nil {
-			h.log.Info("ticket was lost by the store; queued again", "session", s.id)
-		} else if !errors.Is(err, matcher.ErrAlreadyWaiting) {
+		if err := h.rejoin(ctx, s); err != nil {
 			h.log.Warn("re-queueing after a store reset failed", "err", err)
 			return // the store is still out; its next reset tries again
 		}
@@ -646,14 +641,14 @@ const staleWait = 30 * time.Second
 
 // requeueStale re-adds the tickets of sessions that have waited longer
 // than staleWait, one at a time so no single pass holds the hub for long.
-// Add refuses a ticket that is still there; one that was claimed but not
-// yet notified is caught by the liveness check when its match arrives.
+// One that was claimed but not yet notified is caught by the liveness
+// check when its match arrives.
 func (h *Hub) requeueStale(ctx context.Context) {
 	h.mu.Lock()
 	old := h.opt.Now().Add(-staleWait)
 	var ids []string
 	for id, s := range h.sessions {
-		if s.state == stateWaiting && s.pend == nil && s.c != nil && s.joinedAt.Before(old) {
+		if h.rejoinable(s, old) {
 			ids = append(ids, id)
 		}
 	}
@@ -663,16 +658,31 @@ func (h *Hub) requeueStale(ctx context.Context) {
 			return
 		}
 		h.mu.Lock()
-		s := h.sessions[id]
-		if s != nil && s.state == stateWaiting && s.pend == nil && s.c != nil && s.prefs != nil && s.joinedAt.Before(old) {
-			err := h.opt.Queue.Join(ctx, matcher.Ticket{Session: s.id, Mode: s.prefs.mode,
-				Interests: s.prefs.interests, Lang: s.prefs.lang, JoinedAt: s.joinedAt})
-			if err == nil {
-				h.log.Warn("a waiting session had lost its ticket; queued again", "session", s.id)
-			}
+		if s := h.sessions[id]; s != nil && h.rejoinable(s, old) {
+			_ = h.rejoin(ctx, s) // a failure is retried on the next round
 		}
 		h.mu.Unlock()
 	}
+}
+
+// rejoinable: s waits here on a ticket joined before (the zero time:
+// any ticket), not in the middle of a split match (h.mu held).
+func (h *Hub) rejoinable(s *session, before time.Time) bool {
+	return s.state == stateWaiting && s.pend == nil && s.c != nil && s.prefs != nil &&
+		(before.IsZero() || s.joinedAt.Before(before))
+}
+
+// rejoin puts s's current ticket back in the store. Add refuses a ticket
+// that is still there, so this is idempotent (h.mu held).
+func (h *Hub) rejoin(ctx context.Context, s *session) error {
+	err := h.opt.Queue.Join(ctx, s.ticket())
+	switch {
+	case err == nil:
+		h.log.Warn("a waiting session had lost its ticket; queued again", "session", s.id)
+	case errors.Is(err, matcher.ErrAlreadyWaiting):
+		return nil
+	}
+	return err
 }
 
 // lookup finds the record of a token this node does not know.

@@ -178,6 +178,14 @@ type room struct {
 	sfuNode  string    // the node whose SFU carries this room, if not this one
 }
 
+// ticket is s's current queue ticket (prefs set).
+func (s *session) ticket() matcher.Ticket {
+	return matcher.Ticket{
+		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
+		Lang: s.prefs.lang, JoinedAt: s.joinedAt,
+	}
+}
+
 func (r *room) index(s *session) int {
 	if r.side[0] == s {
 		return 0
@@ -365,10 +373,7 @@ func (h *Hub) join(ctx context.Context, s *session) {
 	}
 	s.joinedAt = h.opt.Now()
 	s.state = stateWaiting
-	t := matcher.Ticket{
-		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
-		Lang: s.prefs.lang, JoinedAt: s.joinedAt,
-	}
+	t := s.ticket()
 	if h.deferring {
 		h.joins = append(h.joins, joinJob{s, t})
 		return

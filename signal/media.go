@@ -137,6 +137,14 @@ type mediaJob struct {
 	cand *ICECandidate
 }
 
+// apply hands the job's answer or candidate to the SFU room.
+func (j mediaJob) apply() error {
+	if j.kind == "answer" {
+		return j.r.Answer(j.side, j.sdp)
+	}
+	return j.r.Candidate(j.side, j.cand)
+}
+
 // onSFUSignal takes a client's `leg: "sfu"` answer or candidate (h.mu held).
 func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *protoError {
 	if m.Type == "offer" {
@@ -157,10 +165,7 @@ func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *
 		return perr(CodeWrongState, "%s: this room is not on the SFU", m.Type)
 	}
 	job := mediaJob{s: s, r: r.sfu, side: r.index(s), kind: m.Type, cand: cand}
-	switch m.Type {
-	case "offer":
-		return perr(CodeBadRequest, "the node makes every SFU offer; answer it instead")
-	case "answer":
+	if m.Type == "answer" {
 		job.sdp = *m.SDP
 	}
 	h.media = append(h.media, job)
@@ -171,13 +176,7 @@ func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *
 // client as bad_request.
 func (h *Hub) runMedia(jobs []mediaJob) {
 	for _, j := range jobs {
-		var err error
-		if j.kind == "answer" {
-			err = j.r.Answer(j.side, j.sdp)
-		} else {
-			err = j.r.Candidate(j.side, j.cand)
-		}
-		if err != nil {
+		if err := j.apply(); err != nil {
 			h.mu.Lock()
 			if j.s.c != nil {
 				h.sendErr(j.s, perr(CodeBadRequest, "the SFU refused this %s: %v", j.kind, err), j.kind)
@@ -278,13 +277,7 @@ func (h *Hub) drainRemoteMedia() {
 		j := h.remoteMedia[0]
 		h.remoteMedia = h.remoteMedia[1:]
 		h.mu.Unlock()
-		var err error
-		if j.kind == "answer" {
-			err = j.r.Answer(j.side, j.sdp)
-		} else {
-			err = j.r.Candidate(j.side, j.cand)
-		}
-		if err != nil {
+		if err := j.apply(); err != nil {
 			h.log.Warn("the SFU refused a signal from another node", "kind", j.kind, "err", err)
 		}
 	}
