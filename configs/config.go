@@ -132,6 +132,7 @@ type Limits struct {
 
 type Moderation struct {
 	ReportsToBan int           `yaml:"reports_to_ban"`
+	ReportWindow time.Duration `yaml:"report_window"`
 	BanDuration  time.Duration `yaml:"ban_duration"`
 }
 

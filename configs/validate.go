@@ -168,6 +168,7 @@ func (c *Config) Validate() error {
 		bad("moderation.reports_to_ban", "must be at least 1")
 	}
 	positive("moderation.ban_duration", c.Moderation.BanDuration)
+	positive("moderation.report_window", c.Moderation.ReportWindow)
 	hostPort("metrics.listen", c.Metrics.Listen, false)
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "text", "json")

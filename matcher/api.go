@@ -32,6 +32,9 @@ type Ticket struct {
 	// Node is the node whose socket holds the session; a shared store
 	// fills it so a match can be routed to both owners ("" = this node).
 	Node string `json:",omitempty"`
+	// IPHash is the owner's salted address hash: a report against the
+	// session on another node can ban its address too.
+	IPHash string `json:",omitempty"`
 }
 
 // Match is a pair the matcher claimed. A is the offerer, B the answerer.

@@ -18,18 +18,7 @@ func adminGet(t *testing.T, url, token string) (int, map[string]any) {
 // authGet is a GET with the admin bearer token ("" sends none).
 func authGet(t *testing.T, url, token string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return adminRequest(t, "GET", url, token, nil)
 }
 
 func TestAdminRooms(t *testing.T) {

@@ -43,6 +43,8 @@ type Node struct {
 	redis   *shared      // nil on the memory store
 	pathm   *pathMetrics
 	sfu     *sfu.SFU // nil when the SFU is off
+	// moderator keeps reports and bans (shared through Redis on a cluster)
+	moderator *moderation.Moderator
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -58,12 +60,12 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 
 	n := &Node{cfg: cfg, log: log, reg: reg, mux: http.NewServeMux()}
 	var bus signal.Bus
-	var reports signal.ReportSink
+	var modStore moderation.Store
 	var salt []byte
 	switch cfg.Store.Backend {
 	case "memory":
 		n.store = matcher.NewMemoryStore()
-		reports = moderation.NewMemoryReports(10000)
+		modStore = moderation.NewMemoryStore(10000)
 	case "redis":
 		sh, err := openRedis(cfg.Store.Redis, log, reg, func() {
 			log.Warn("Redis came back without this node's state; queueing the waiting again")
@@ -81,10 +83,15 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 			log.Warn("no shared IP salt; this node's IP hashes differ from the others'", "err", err)
 		}
 		cancel()
-		reports = moderation.NewRedisReports(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
+		modStore = moderation.NewRedisStore(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
 	default:
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
 	}
+	n.moderator = moderation.NewModerator(modStore, moderation.Policy{
+		ReportsToBan: cfg.Moderation.ReportsToBan,
+		Window:       cfg.Moderation.ReportWindow,
+		BanDuration:  cfg.Moderation.BanDuration,
+	}, nil, nil)
 	static := signal.StaticICE(cfg.Signal.ICEServers)
 	var ice signal.ICEProvider = static
 	if cfg.TURN.Enabled && cfg.Roles.TURN {
@@ -137,7 +144,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
 		Bus:            bus,
-		Reports:        reports,
+		Moderation:     n.moderator,
 		SFU:            media,
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 	})
@@ -218,6 +225,9 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /api/stats", n.stats)
 	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
+	n.mux.HandleFunc("GET /api/bans", n.adminOnly(n.listBans))
+	n.mux.HandleFunc("POST /api/bans", n.adminOnly(n.addBan))
+	n.mux.HandleFunc("DELETE /api/bans/{id}", n.adminOnly(n.liftBan))
 	// Profiles for operators chasing a slow node; behind the admin token.
 	n.mux.HandleFunc("GET /debug/pprof/", n.adminOnly(pprof.Index))
 	n.mux.HandleFunc("GET /debug/pprof/profile", n.adminOnly(pprof.Profile))

@@ -59,6 +59,7 @@ const (
 	envFallback = "fallback" // From asked for the SFU; the room's SFU lives on side 0's node
 	envSFU      = "sfu"      // the room is on the SFU of Node now
 	envSFUSig   = "sfu_sig"  // From's answer or candidate (Ref) for the SFU, Frame its JSON
+	envBan      = "ban"      // To is banned; Frame is the ban's JSON
 )
 
 // Record is what a node keeps in the store so that a session can resume on
@@ -83,4 +84,5 @@ type RoomRecord struct {
 	Index    int // 0 offers, 1 answers
 	PeerID   string
 	PeerNode string
+	PeerIP   string `json:",omitempty"` // the stranger's address hash
 }

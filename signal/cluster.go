@@ -2,10 +2,12 @@ package signal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/duetchat/duet/matcher"
+	"github.com/duetchat/duet/moderation"
 )
 
 // pendingTimeout bounds how long one side of a split match waits for the
@@ -74,7 +76,7 @@ func (h *Hub) matchSide(m matcher.Match, i int) {
 		started: h.opt.Now(), ticket: mine,
 	}
 	r.side[i] = s
-	r.side[1-i] = &session{id: theirs.Session, remote: theirs.Node, state: stateRoom, room: r}
+	r.side[1-i] = &session{id: theirs.Session, ipHash: theirs.IPHash, remote: theirs.Node, state: stateRoom, room: r}
 	s.pend = r
 	h.pending[r.code] = r
 	h.opt.Bus.Publish(theirs.Node, Envelope{Type: envAccept, Room: r.code, From: mine.Session})
@@ -227,6 +229,11 @@ func (h *Hub) Deliver(env Envelope) {
 		}
 	case envSFUSig:
 		h.onRemoteSFUSignal(env)
+	case envBan:
+		var b moderation.Ban
+		if json.Unmarshal(env.Frame, &b) == nil {
+			h.applyBan(b)
+		}
 	default:
 		h.log.Warn("unknown envelope from another node", "type", env.Type)
 	}

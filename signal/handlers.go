@@ -32,10 +32,11 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	h.deferring = true
 	h.handleLocked(ctx, s, msg, derr, now)
 	h.deferring = false
-	jobs, media := h.joins, h.media
-	h.joins, h.media = nil, nil
+	jobs, media, reports := h.joins, h.media, h.reports
+	h.joins, h.media, h.reports = nil, nil, nil
 	h.persist(s)
 	h.mu.Unlock()
+	h.runReports(reports)
 	h.runJoins(ctx, jobs)
 	h.runMedia(media)
 }
@@ -109,9 +110,9 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *inbound) *protoError 
 			h.send(s, modeMsg{Type: "queued", Mode: s.prefs.mode})
 		case stateRoom:
 			h.endRoom(s, ReasonNext)
-			h.join(ctx, s)
+			h.askJoin(ctx, s, "next")
 		default:
-			h.join(ctx, s)
+			h.askJoin(ctx, s, "next")
 		}
 	case "leave":
 		h.unqueue(ctx, s)
@@ -169,7 +170,7 @@ func (h *Hub) onQueue(ctx context.Context, s *session, m *inbound) *protoError {
 		return perr(CodeBadRequest, "lang is not a language tag")
 	}
 	s.prefs = &prefs{mode: m.Mode, interests: cleanInterests(m.Interests), lang: lang}
-	h.join(ctx, s)
+	h.askJoin(ctx, s, "queue")
 	return nil
 }
 
@@ -264,15 +265,13 @@ func (h *Hub) onReport(ctx context.Context, s *session, m *inbound) *protoError 
 		return e
 	}
 	reason := truncate(SanitizeChat(m.Reason), maxReasonChars)
-	rep := moderation.Report{
-		Room: r.code, Reporter: s.id, Reported: r.other(s).id, Reason: reason, At: h.opt.Now(),
-	}
-	if err := h.opt.Reports.Record(ctx, rep); err != nil {
-		h.log.Error("recording report failed", "room", r.code, "err", err)
-		return perr(CodeUnavailable, "could not record the report; try again")
-	}
-	h.m.reports.Inc()
-	h.log.Info("report", "room", r.code, "reporter", s.id, "reported", rep.Reported, "reason", reason)
+	other := r.other(s)
+	h.reports = append(h.reports, reportJob{
+		rep: moderation.Report{
+			Room: r.code, Reporter: s.id, Reported: other.id, Reason: reason, At: h.opt.Now(),
+		},
+		ip: other.ipHash, node: other.remote, reporter: s,
+	})
 	h.endRoom(s, ReasonReported)
 	h.join(ctx, s)
 	return nil

@@ -35,9 +35,12 @@ type Queue interface {
 	Leave(ctx context.Context, session string) (bool, error)
 }
 
-// ReportSink records reports.
-type ReportSink interface {
-	Record(ctx context.Context, r moderation.Report) error
+// Moderator records reports and keeps bans (moderation.Moderator).
+type Moderator interface {
+	// Report records r; it returns the ban r completed, if any.
+	Report(ctx context.Context, r moderation.Report, reportedIP string) (*moderation.Ban, error)
+	// Check returns the ban in force on a session or an address hash.
+	Check(ctx context.Context, session, ipHash string) (moderation.Ban, bool, error)
 }
 
 // ICEProvider hands out the ICE servers for one stranger of one room; the
@@ -68,8 +71,10 @@ type Options struct {
 	// TrustedProxies may name the client in X-Forwarded-For/Forwarded.
 	TrustedProxies []netip.Prefix
 	Queue          Queue
-	Reports        ReportSink
-	ICE            ICEProvider
+	// Moderation records reports and keeps bans; nil: in memory with
+	// the default policy.
+	Moderation Moderator
+	ICE        ICEProvider
 	// RelayOnly tells video clients to use TURN candidates only, so
 	// strangers never see each other's addresses (turn.mode: always).
 	RelayOnly bool
@@ -113,6 +118,7 @@ type Hub struct {
 	deferring bool
 	joins     []joinJob
 	media     []mediaJob
+	reports   []reportJob
 	// SFU signals of strangers on other nodes, applied in order off the lock.
 	remoteMedia        []mediaJob
 	remoteMediaRunning bool
@@ -182,7 +188,7 @@ type room struct {
 func (s *session) ticket() matcher.Ticket {
 	return matcher.Ticket{
 		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
-		Lang: s.prefs.lang, JoinedAt: s.joinedAt,
+		Lang: s.prefs.lang, JoinedAt: s.joinedAt, IPHash: s.ipHash,
 	}
 }
 
@@ -222,8 +228,9 @@ func NewHub(opt Options) (*Hub, error) {
 	if opt.ICE == nil {
 		opt.ICE = StaticICE(opt.Signal.ICEServers)
 	}
-	if opt.Reports == nil {
-		opt.Reports = moderation.NewMemoryReports(10000)
+	if opt.Moderation == nil {
+		opt.Moderation = moderation.NewModerator(moderation.NewMemoryStore(10000),
+			moderation.Policy{ReportsToBan: 3, Window: time.Hour, BanDuration: 24 * time.Hour}, opt.Now, opt.Random)
 	}
 	salt := append([]byte(nil), opt.Salt...)
 	if len(salt) == 0 {

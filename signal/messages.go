@@ -222,6 +222,8 @@ type errorMsg struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Ref     string `json:"ref,omitempty"`
+	// Until: with code banned, when the ban ends (unix ms).
+	Until int64 `json:"until,omitempty"`
 }
 
 // encode marshals an outbound message; our own types cannot fail to encode.

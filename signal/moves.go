@@ -47,7 +47,7 @@ func (h *Hub) persist(s *session) {
 		}
 		rec.State = "room"
 		rec.Room = &RoomRecord{Code: r.code, Mode: r.mode, Common: r.common, Started: r.started,
-			Index: r.index(s), PeerID: peer.id, PeerNode: node}
+			Index: r.index(s), PeerID: peer.id, PeerNode: node, PeerIP: peer.ipHash}
 	case s.state == stateWaiting || s.requeue:
 		rec.State = "waiting"
 	}
@@ -191,7 +191,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 	}
 	r := &room{code: rr.Code, mode: rr.Mode, common: append([]string{}, rr.Common...), started: rr.Started}
 	r.side[rr.Index] = s
-	r.side[1-rr.Index] = &session{id: rr.PeerID, remote: rr.PeerNode, state: stateRoom, room: r}
+	r.side[1-rr.Index] = &session{id: rr.PeerID, ipHash: rr.PeerIP, remote: rr.PeerNode, state: stateRoom, room: r}
 	s.state, s.room = stateRoom, r
 	h.rooms[r.code] = r
 	h.m.roomStarted(r.mode)

@@ -95,7 +95,7 @@ func (h *Hub) join(ctx context.Context, s *session) {
 	s.state = stateWaiting
 	t := s.ticket()
 	if h.deferring {
-		h.joins = append(h.joins, joinJob{s, t})
+		h.joins = append(h.joins, joinJob{s: s, t: t})
 		return
 	}
 	h.joined(s, t, h.opt.Queue.Join(ctx, t))
@@ -104,6 +104,18 @@ func (h *Hub) join(ctx context.Context, s *session) {
 type joinJob struct {
 	s *session
 	t matcher.Ticket
+	// ref: the client asked for this join (queue or next), so the ticket
+	// goes in only if the session and its address are not banned.
+	ref string
+}
+
+// askJoin is a join the client asked for: handleFrame checks bans before
+// the ticket goes in (h.mu held, inside handleFrame).
+func (h *Hub) askJoin(ctx context.Context, s *session, ref string) {
+	h.join(ctx, s)
+	if n := len(h.joins); n > 0 && h.joins[n-1].s == s {
+		h.joins[n-1].ref = ref
+	}
 }
 
 // joined finishes a join once the store has answered (h.mu held).
@@ -139,6 +151,9 @@ func (h *Hub) confirmQueued(s *session) {
 // runJoins makes the store calls handleFrame deferred, without the lock.
 func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 	for _, j := range jobs {
+		if j.ref != "" && h.refuseBannedJoin(j) {
+			continue
+		}
 		err := h.opt.Queue.Join(ctx, j.t)
 		h.mu.Lock()
 		h.joined(j.s, j.t, err)

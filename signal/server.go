@@ -57,6 +57,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.close(websocket.CloseInternalServerErr, "internal error")
 		return
 	}
+	if h.refuseBanned(s, c) {
+		return
+	}
 	clientClosed := h.readLoop(s, c)
 	h.detach(s, c, clientClosed)
 	c.close(websocket.CloseNormalClosure, "")
