@@ -30,7 +30,7 @@ const app = {
   expectQueued: '',   // "next"/"report" sent, shown as waiting before `queued`
 };
 
-const sig = new Signaling({ onWelcome, onMessage, onDrop });
+const sig = new Signaling({ onWelcome, onMessage, onDrop, onRefused });
 const chat = new Chat({ room: () => (app.state === 'room' ? app.room : null), send: (m) => sig.send(m) });
 
 function setState(state) {
@@ -191,6 +191,16 @@ function onDrop() {
     console.warn('duet: could not resume in time');
     sessionLost();
   }, RESUME_GIVE_UP_MS);
+}
+
+// onRefused: the node closed the socket for good (a ban); the reason was
+// its last message, already shown.
+function onRefused() {
+  leaveRoom();
+  app.canNext = false;
+  app.beforeDrop = null;
+  setStatus(STATUS.refused);
+  setState('idle');
 }
 
 // sessionLost: the old session is gone for good (resume failed or timed out).

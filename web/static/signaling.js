@@ -95,6 +95,11 @@ export class Signaling {
     this.ws = null;
     if (this.closedByPage) return;
     console.info('duet: socket closed', ev.code, ev.reason || '');
+    if (ev.code === 1008) {
+      // Policy violation (a ban): retrying would only be refused again.
+      if (this.h.onRefused) this.h.onRefused(ev);
+      return;
+    }
     if (!this.dropAt) {
       this.dropAt = Date.now();
       if (this.h.onDrop) this.h.onDrop(ev);

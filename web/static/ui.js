@@ -34,6 +34,7 @@ export const STATUS = {
   peerLeft: 'Stranger has disconnected',
   reconnecting: 'Reconnecting…',
   resumeFailed: 'Disconnected. Press Start to meet someone',
+  refused: 'The server refused this connection',
 };
 
 export function setStatus(text) {
@@ -163,7 +164,10 @@ export function userErrorText(msg) {
   if (msg.ref === 'fallback') return '';
   switch (msg.code) {
     case 'rate_limited': return 'Slow down: you are sending too fast.';
-    case 'banned': return `You are banned for now. ${msg.message || ''}`.trim();
+    case 'banned': {
+      const until = Number(msg.until) > 0 ? new Date(Number(msg.until)).toLocaleString() : '';
+      return until ? `You are banned from meeting strangers until ${until}.` : 'You are banned from meeting strangers for now.';
+    }
     case 'unavailable': case 'too_large': return String(msg.message || 'Something went wrong.');
     default: return '';
   }
