@@ -112,7 +112,8 @@ type Limits struct {
 	ConnectionsPerIP   int     `yaml:"connections_per_ip"`  // concurrent sockets per IP
 	ConnectRatePerIP   float64 `yaml:"connect_rate_per_ip"` // new sockets per second per IP
 	ConnectBurstPerIP  int     `yaml:"connect_burst_per_ip"`
-	MessageRate        float64 `yaml:"message_rate"` // all messages, per session
+	SessionsPerIP      int     `yaml:"sessions_per_ip"` // live sessions per IP, dropped ones in their resume grace included
+	MessageRate        float64 `yaml:"message_rate"`    // all messages, per session
 	MessageBurst       int     `yaml:"message_burst"`
 	SignalRate         float64 `yaml:"signal_rate"` // offer/answer/candidate, per session
 	SignalBurst        int     `yaml:"signal_burst"`
@@ -120,7 +121,9 @@ type Limits struct {
 	ChatBurst          int     `yaml:"chat_burst"`
 	QueueRate          float64 `yaml:"queue_rate"` // queue/next/report, per session
 	QueueBurst         int     `yaml:"queue_burst"`
-	IPMessageRate      float64 `yaml:"ip_message_rate"` // all messages, per IP
+	JoinsPerMinute     int     `yaml:"joins_per_minute"`    // queue/next per session per minute (skip bots)
+	IPJoinsPerMinute   int     `yaml:"ip_joins_per_minute"` // the same for all sessions of one IP
+	IPMessageRate      float64 `yaml:"ip_message_rate"`     // all messages, per IP
 	IPMessageBurst     int     `yaml:"ip_message_burst"`
 	MaxInterests       int     `yaml:"max_interests"`
 	MaxInterestChars   int     `yaml:"max_interest_chars"`

@@ -50,6 +50,8 @@ func churn(cfg *configs.Config) {
 	cfg.Limits.ConnectionsPerIP, cfg.Limits.ConnectBurstPerIP = 5000, 5000
 	cfg.Limits.IPMessageRate, cfg.Limits.IPMessageBurst = 100000, 100000
 	cfg.Limits.QueueRate, cfg.Limits.QueueBurst = 1000, 1000
+	cfg.Limits.SessionsPerIP = 5000
+	cfg.Limits.JoinsPerMinute, cfg.Limits.IPJoinsPerMinute = 100000, 100000
 	cfg.Limits.MessageRate, cfg.Limits.MessageBurst = 1000, 1000
 	cfg.Matcher.AvoidRepeat = 0
 }

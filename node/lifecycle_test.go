@@ -136,6 +136,8 @@ func thousandLimits(cfg *configs.Config) {
 	cfg.Limits.ConnectBurstPerIP = 5000
 	cfg.Limits.IPMessageBurst = 100000
 	cfg.Limits.IPMessageRate = 100000
+	cfg.Limits.SessionsPerIP = 5000
+	cfg.Limits.JoinsPerMinute, cfg.Limits.IPJoinsPerMinute = 100000, 100000
 	// A pair that met may be the last two left: with a short interest
 	// timeout the avoid-repeat exception lets them meet again quickly.
 	cfg.Matcher.InterestTimeout = 500 * time.Millisecond

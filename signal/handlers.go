@@ -46,7 +46,9 @@ func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *
 	if msg != nil && (derr == nil || knownTypes[msg.Type]) {
 		ref = msg.Type
 	}
-	if !h.ips.allowMessage(s.ip, now) || !s.limits.allow(now, classOf(ref)) {
+	joining := ref == "queue" || ref == "next"
+	if !h.ips.allowMessage(s.ip, now) || !s.limits.allow(now, classOf(ref)) ||
+		joining && (!s.limits.joins.AllowN(now, 1) || !h.ips.allowJoin(s.ip, now)) {
 		h.m.rateLimited.Inc()
 		if s.limits.notice.AllowN(now, 1) {
 			h.sendErr(s, errRateLimited, ref)

@@ -36,9 +36,16 @@ func classOf(msgType string) class {
 type sessionLimits struct {
 	all     *rate.Limiter
 	byClass [4]*rate.Limiter
+	// joins: queue and next per minute, what a skip bot spends.
+	joins *rate.Limiter
 	// notice limits how often rate_limited errors are sent back, so a
 	// flood does not turn into a flood of errors.
 	notice *rate.Limiter
+}
+
+// perMinute is a bucket of n that refills n a minute.
+func perMinute(n int) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(float64(n)/60), n)
 }
 
 func newSessionLimits(l configs.Limits) *sessionLimits {
@@ -50,6 +57,7 @@ func newSessionLimits(l configs.Limits) *sessionLimits {
 			classChat:   rate.NewLimiter(rate.Limit(l.ChatRate), l.ChatBurst),
 			classQueue:  rate.NewLimiter(rate.Limit(l.QueueRate), l.QueueBurst),
 		},
+		joins:  perMinute(l.JoinsPerMinute),
 		notice: rate.NewLimiter(1, 3),
 	}
 }
@@ -69,8 +77,10 @@ type ipTable struct {
 
 type ipState struct {
 	conns    int
+	sessions int
 	connect  *rate.Limiter
 	messages *rate.Limiter
+	joins    *rate.Limiter
 	lastSeen time.Time
 }
 
@@ -84,6 +94,7 @@ func (t *ipTable) get(ip string, now time.Time) *ipState {
 		st = &ipState{
 			connect:  rate.NewLimiter(rate.Limit(t.limits.ConnectRatePerIP), t.limits.ConnectBurstPerIP),
 			messages: rate.NewLimiter(rate.Limit(t.limits.IPMessageRate), t.limits.IPMessageBurst),
+			joins:    perMinute(t.limits.IPJoinsPerMinute),
 		}
 		t.ips[ip] = st
 	}
@@ -115,6 +126,34 @@ func (t *ipTable) release(ip string, now time.Time) {
 	}
 }
 
+// addSession counts a new session from ip, unless ip has its fill.
+func (t *ipTable) addSession(ip string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.get(ip, now)
+	if st.sessions >= t.limits.SessionsPerIP {
+		return false
+	}
+	st.sessions++
+	return true
+}
+
+func (t *ipTable) dropSession(ip string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.ips[ip]; st != nil && st.sessions > 0 {
+		st.sessions--
+		st.lastSeen = now
+	}
+}
+
+// allowJoin spends one of ip's queue joins for this minute.
+func (t *ipTable) allowJoin(ip string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.get(ip, now).joins.AllowN(now, 1)
+}
+
 func (t *ipTable) allowMessage(ip string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -128,7 +167,7 @@ func (t *ipTable) sweep(now time.Time, idleFor time.Duration) int {
 	defer t.mu.Unlock()
 	n := 0
 	for ip, st := range t.ips {
-		if st.conns == 0 && now.Sub(st.lastSeen) > idleFor {
+		if st.conns == 0 && st.sessions == 0 && now.Sub(st.lastSeen) > idleFor {
 			delete(t.ips, ip)
 			n++
 		}

@@ -14,6 +14,7 @@ func testLimits() configs.Limits {
 		SignalRate: 10, SignalBurst: 50,
 		ChatRate: 1, ChatBurst: 3,
 		QueueRate: 1, QueueBurst: 2,
+		SessionsPerIP: 3, JoinsPerMinute: 60, IPJoinsPerMinute: 120,
 		IPMessageRate: 5, IPMessageBurst: 5,
 	}
 }

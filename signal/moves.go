@@ -98,8 +98,7 @@ func (h *Hub) letGo(s *session) {
 	if s.pend != nil {
 		h.dropPending(s.pend)
 	}
-	delete(h.sessions, s.id)
-	delete(h.tokens, s.token)
+	h.unregister(s)
 }
 
 func (h *Hub) onTakeover(id, node string) {
@@ -137,9 +136,9 @@ func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*sessi
 	if rec.Mode != "" {
 		s.prefs = &prefs{mode: rec.Mode, interests: append([]string{}, rec.Interests...), lang: rec.Lang}
 	}
-	h.sessions[s.id] = s
-	h.tokens[tok] = s
-	h.online++
+	if err := h.register(s); err != nil {
+		return nil, err
+	}
 	bus.Forget(rec.Token)
 	h.welcome(s, true)
 	switch {

@@ -26,9 +26,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := clientIP(r, h.opt.TrustedProxies)
 	if ok, why := h.ips.acquire(ip, h.opt.Now()); !ok {
+		// Refused before the upgrade, so a flood costs no socket; the body
+		// still speaks the protocol for clients that read it.
 		h.m.refused.WithLabelValues("ip_limit").Inc()
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, why, http.StatusTooManyRequests)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: why}))
 		return
 	}
 	defer h.ips.release(ip, h.opt.Now())
@@ -52,6 +56,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	s, err := h.attach(c, ip, r.URL.Query().Get("resume"))
+	if errors.Is(err, errTooManySessions) {
+		h.m.refused.WithLabelValues("ip_sessions").Inc()
+		c.send(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))
+		c.close(websocket.CloseTryAgainLater, "too many sessions")
+		return
+	}
 	if err != nil {
 		h.log.Error("session setup failed", "err", err)
 		c.close(websocket.CloseInternalServerErr, "internal error")

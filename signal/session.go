@@ -3,7 +3,10 @@ package signal
 // A session's connection lifecycle on this node: a new or resumed
 // socket, a drop and its resume grace, the end.
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // attach registers a new socket: a resumed session when token names one,
 // otherwise a fresh session. It sends welcome and the session's state.
@@ -32,9 +35,9 @@ func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 		id: id, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c,
 		limits: newSessionLimits(h.opt.Limits),
 	}
-	h.sessions[id] = s
-	h.tokens[tok] = s
-	h.online++
+	if err := h.register(s); err != nil {
+		return nil, err
+	}
 	h.welcome(s, false)
 	if token != "" {
 		h.sendErr(s, perr(CodeBadRequest, "resume token unknown or expired; this is a new session"), "resume")
@@ -42,6 +45,28 @@ func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 	h.persist(s)
 	h.log.Debug("session started", "session", id, "ip", s.ipHash)
 	return s, nil
+}
+
+// errTooManySessions: the address has sessions_per_ip live sessions.
+var errTooManySessions = errors.New("too many sessions from your address")
+
+// register adds a new session with its socket, within its address's
+// session budget (h.mu held).
+func (h *Hub) register(s *session) error {
+	if !h.ips.addSession(s.ip, h.opt.Now()) {
+		return errTooManySessions
+	}
+	h.sessions[s.id] = s
+	h.tokens[s.token] = s
+	h.online++
+	return nil
+}
+
+// unregister forgets a session that ended or moved away (h.mu held).
+func (h *Hub) unregister(s *session) {
+	delete(h.sessions, s.id)
+	delete(h.tokens, s.token)
+	h.ips.dropSession(s.ip, h.opt.Now())
 }
 
 // resume moves s onto c (h.mu held).
@@ -151,8 +176,7 @@ func (h *Hub) endSession(ctx context.Context, s *session, reason string) {
 		s.grace.Stop()
 		s.grace = nil
 	}
-	delete(h.sessions, s.id)
-	delete(h.tokens, s.token)
+	h.unregister(s)
 	if h.opt.Bus != nil {
 		h.opt.Bus.Forget(s.token)
 	}

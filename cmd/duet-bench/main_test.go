@@ -53,6 +53,7 @@ func benchConfig(t *testing.T) *configs.Config {
 	cfg.Matcher.AvoidRepeat = 0
 	l := &cfg.Limits
 	l.ConnectBurstPerIP, l.QueueRate, l.QueueBurst, l.ChatRate, l.ChatBurst = 1000, 1000, 1000, 1000, 1000
+	l.SessionsPerIP, l.JoinsPerMinute, l.IPJoinsPerMinute = 1000, 100000, 100000
 	return cfg
 }
 
