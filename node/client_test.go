@@ -45,7 +45,9 @@ func startNode(t *testing.T, cfg *configs.Config) *testNode {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		w := &testWriter{t: t}
+		t.Cleanup(w.close)
+		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	n, err := New(cfg, log)
 	if err != nil {
@@ -81,11 +83,27 @@ func stopNode(t *testing.T, cancel func(), done chan error) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter logs through t until the test ends; timers of the node
+// (resume graces) may still fire after that, and t.Log would panic.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
 func (w *testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
 }
 
 func waitReady(t *testing.T, base string) {
@@ -119,6 +137,14 @@ type client struct {
 
 func dial(t *testing.T, url, name string, hdr http.Header) *client {
 	t.Helper()
+	c := dialRaw(t, url, name, hdr)
+	c.welcome = c.expect("welcome")
+	return c
+}
+
+// dialRaw connects without reading the first frame.
+func dialRaw(t *testing.T, url, name string, hdr http.Header) *client {
+	t.Helper()
 	ws, resp, err := websocket.DefaultDialer.Dial(url, hdr)
 	if err != nil {
 		code := 0
@@ -129,7 +155,6 @@ func dial(t *testing.T, url, name string, hdr http.Header) *client {
 	}
 	c := &client{t: t, name: name, ws: ws}
 	t.Cleanup(func() { ws.Close() })
-	c.welcome = c.expect("welcome")
 	return c
 }
 

@@ -103,3 +103,44 @@ func TestIPTable(t *testing.T) {
 		t.Fatalf("sweep removed %d idle addresses, want 3", n)
 	}
 }
+
+// TestPerMinuteBudgets: a session's queue joins and an address's joins
+// and sessions are bounded; the minute refills them.
+func TestPerMinuteBudgets(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := newSessionLimits(testLimits()) // 60 joins a minute
+	for i := range 60 {
+		if !l.joins.AllowN(t0, 1) {
+			t.Fatalf("join %d of 60 refused", i+1)
+		}
+	}
+	if l.joins.AllowN(t0, 1) {
+		t.Fatal("61st join in one minute allowed")
+	}
+	if !l.joins.AllowN(t0.Add(time.Second), 1) {
+		t.Fatal("a second later one join is back")
+	}
+
+	ips := newIPTable(testLimits()) // 120 joins a minute, 3 sessions
+	for range 120 {
+		ips.allowJoin("192.0.2.1", t0)
+	}
+	if ips.allowJoin("192.0.2.1", t0) || !ips.allowJoin("192.0.2.2", t0) {
+		t.Fatal("the per-address join budget is wrong")
+	}
+	for i := range 3 {
+		if !ips.addSession("192.0.2.1", t0) {
+			t.Fatalf("session %d refused", i+1)
+		}
+	}
+	if ips.addSession("192.0.2.1", t0) {
+		t.Fatal("a fourth session from one address")
+	}
+	ips.dropSession("192.0.2.1", t0)
+	if !ips.addSession("192.0.2.1", t0) {
+		t.Fatal("a session ended and its place stayed taken")
+	}
+	if n := ips.sweep(t0.Add(time.Hour), time.Minute); n != 1 {
+		t.Fatalf("sweep removed %d addresses, want only the one without sessions", n)
+	}
+}
