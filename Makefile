@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test build lint deps bench fuzz
+.PHONY: run test build lint deps bench fuzz fuzz-short fuzz-run soak
 
 run:
 	$(GO) run ./cmd/duet serve
@@ -11,6 +11,7 @@ run:
 test: deps lint
 	@mkdir -p test-output
 	$(GO) test -race -count=1 -timeout 18m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
+	@$(MAKE) --no-print-directory fuzz-short
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/duet ./cmd/duet
@@ -32,9 +33,18 @@ bench:
 	scripts/bench-match.sh test-output/bench-match.md && cat test-output/bench-match.md
 	scripts/bench-sfu.sh test-output/bench-sfu.md && cat test-output/bench-sfu.md
 
-# Longer fuzzing than the seed corpus `make test` runs (FUZZTIME per target).
+# Every fuzz target. `make test` fuzzes each for FUZZ_SHORT after the
+# tests (the committed corpus in testdata/fuzz runs as plain tests too);
+# `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS := FuzzDecode:./signal/ FuzzSanitizeChat:./signal/ FuzzLoad:./configs/ FuzzParseUsername:./turn/
+FUZZ_SHORT ?= 8s
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./signal/
-	$(GO) test -run '^$$' -fuzz '^FuzzSanitizeChat$$' -fuzztime $(FUZZTIME) ./signal/
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./configs/
+	@$(MAKE) --no-print-directory fuzz-run T=$(FUZZTIME)
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz-run T=$(FUZZ_SHORT)
+fuzz-run:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t%%:*} for $(T)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(T) $${t#*:}; \
+	done
