@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/duetchat/duet/configs"
@@ -25,6 +26,9 @@ func redisConfig(t *testing.T, addr, name string) *configs.Config {
 	cfg.Store.Redis.KeyPrefix = "t:" + t.Name() + ":"
 	cfg.Store.Redis.Node = name
 	cfg.TURN.Enabled = false
+	// A stopping node waits for its sessions to move elsewhere; the test
+	// clients are gone by then, so do not wait long for them.
+	cfg.HTTP.ShutdownGrace = 500 * time.Millisecond
 	return cfg
 }
 
@@ -392,5 +396,67 @@ func TestSharedSalt(t *testing.T) {
 	}
 	if len(salts[0]) != 32 || !bytes.Equal(salts[0], salts[1]) {
 		t.Fatalf("salts %x and %x", salts[0], salts[1])
+	}
+}
+
+// TestClusterDrain: a node shutting down tells its clients to reconnect
+// and stays up to hand their rooms over: both strangers of a room on the
+// stopping node, and one whose stranger is on another node, resume on a
+// surviving node in the same room and role, and talk again.
+func TestClusterDrain(t *testing.T) {
+	addr := testtool.StartRedis(t)
+	n1 := startNodesWith(t, addr, func(cfg *configs.Config) { cfg.HTTP.ShutdownGrace = 10 * time.Second }, "n1")[0]
+	n2 := startNodes(t, addr, "n2")[0]
+	a, b, room := pair(t, dial(t, n1.ws, "a", nil), dial(t, n1.ws, "b", nil), "text")
+	c, d := dial(t, n1.ws, "c", nil), dial(t, n2.ws, "d", nil)
+	_, _, room2 := pair(t, c, d, "text")
+	stopped := make(chan struct{})
+	go func() { n1.stop(); close(stopped) }()
+	for _, x := range []*client{a, b, c} {
+		x.expectError("unavailable", "")
+		if code := x.closeCode(5 * time.Second); code != websocket.CloseServiceRestart {
+			t.Fatalf("%s: close %d, want 1012", x.name, code)
+		}
+	}
+	if m := d.expect("peer_reconnecting"); m.str("room") != room2 {
+		t.Fatalf("d got %v", m)
+	}
+	resume := func(x *client, room string) *client {
+		t.Helper()
+		y := dial(t, n2.ws+"?resume="+x.welcome.str("token"), x.name+"'", nil)
+		if y.welcome.str("session") != x.welcome.str("session") {
+			t.Fatalf("%s: resumed as a new session", x.name)
+		}
+		m := y.expect("matched")
+		if m.str("room") != room {
+			t.Fatalf("%s: matched %v, want room %s", x.name, m, room)
+		}
+		return y
+	}
+	a2, b2, c2 := resume(a, room), resume(b, room), resume(c, room2)
+	if m := d.expect("peer_resumed"); m.str("room") != room2 {
+		t.Fatalf("d got %v", m)
+	}
+	for _, p := range [][2]*client{{a2, b2}, {b2, a2}, {c2, d}, {d, c2}} {
+		r := room
+		if p[0] == c2 || p[0] == d {
+			r = room2
+		}
+		p[0].send(map[string]any{"type": "chat", "room": r, "text": "still here, " + p[0].name})
+		for {
+			m := p[1].read(5 * time.Second)
+			if m.str("type") == "peer_resumed" || m.str("type") == "peer_reconnecting" {
+				continue // the pair's own comings and goings, in order
+			}
+			if m.str("type") != "chat" || m.str("text") != "still here, "+p[0].name {
+				t.Fatalf("%s got %v", p[1].name, m)
+			}
+			break
+		}
+	}
+	select {
+	case <-stopped: // the drain ended once every session had moved
+	case <-time.After(9 * time.Second):
+		t.Fatal("n1 still draining with no session left")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/configs"
@@ -444,13 +445,18 @@ func (h *Hub) live(s *session, t matcher.Ticket) bool {
 
 // Shutdown tells every client the node is going away, closes the sockets
 // and waits (bounded by ctx) for their queues to drain.
+//
+// On a shared store the sessions are not ended: they wait, as after any
+// drop, for their clients to resume on another node, and Shutdown waits
+// (up to ctx) until every one has moved or its grace ran out, so this
+// node is still there to hand over rooms and held frames.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
 	for _, s := range h.sessions {
 		if s.c != nil {
 			h.sendErr(s, perr(CodeUnavailable, "this node is shutting down; reconnect shortly"), "")
-			s.c.close(1012, "service restart")
+			s.c.close(websocket.CloseServiceRestart, "service restart")
 		}
 	}
 	h.mu.Unlock()
@@ -458,9 +464,26 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	go func() { h.writers.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("signal: shutdown drain: %w", ctx.Err())
+	}
+	if h.opt.Bus == nil {
+		return nil
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		h.mu.Lock()
+		left := len(h.sessions)
+		h.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("signal: shutdown drain: %d sessions did not move to another node: %w", left, ctx.Err())
+		}
 	}
 }
 

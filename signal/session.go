@@ -138,7 +138,8 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	}
 	s.c = nil
 	h.online--
-	if clientClosed || h.closing {
+	if clientClosed || h.closing && h.opt.Bus == nil {
+		// Nowhere to resume once a lone node is gone.
 		h.endSession(ctx, s, ReasonDisconnected)
 		return
 	}
