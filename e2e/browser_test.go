@@ -186,7 +186,7 @@ func TestBrowserVideoChatTwoNodes(t *testing.T) {
 	redis := testtool.StartRedis(t)
 	var addrs []string
 	for _, name := range []string{"node1", "node2"} {
-		addrs = append(addrs, startDuetAs(t, name, "DUET_SIGNAL_RESUME_GRACE=4s", "DUET_STORE_BACKEND=redis",
+		addrs = append(addrs, startDuetAs(t, name, "DUET_SIGNAL_RESUME_GRACE=4s", "DUET_STORE_BACKEND=redis", "DUET_HTTP_SHUTDOWN_GRACE=1s",
 			"DUET_STORE_REDIS_ADDRS="+redis, "DUET_STORE_REDIS_NODE="+name).addr)
 	}
 	browserVideoChat(t, addrs[0], addrs[1], addrs[0])

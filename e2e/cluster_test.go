@@ -79,7 +79,7 @@ func TestClusterThreeProcesses(t *testing.T) {
 		name := fmt.Sprintf("node%d", i+1)
 		nodes = append(nodes, startDuetAs(t, name, "DUET_STORE_BACKEND=redis",
 			"DUET_STORE_REDIS_ADDRS="+redis, "DUET_STORE_REDIS_NODE="+name,
-			"DUET_STORE_REDIS_KEY_PREFIX=e2e:", "DUET_SIGNAL_RESUME_GRACE=6s"))
+			"DUET_STORE_REDIS_KEY_PREFIX=e2e:", "DUET_SIGNAL_RESUME_GRACE=6s", "DUET_HTTP_SHUTDOWN_GRACE=1s"))
 	}
 	a, b := dialPeer(t, nodes[0].addr, "", "a"), dialPeer(t, nodes[1].addr, "", "b")
 	a.send(map[string]any{"type": "queue", "mode": "video"})
