@@ -33,6 +33,11 @@ bench:
 	scripts/bench-match.sh test-output/bench-match.md && cat test-output/bench-match.md
 	scripts/bench-sfu.sh test-output/bench-sfu.md && cat test-output/bench-sfu.md
 
+# A bounded soak (SOAK_MINUTES, default 30): two nodes on Redis under
+# churn, memory/goroutines/rooms each minute, into test-output/soak.md.
+soak:
+	mkdir -p test-output && scripts/soak.sh test-output/soak.md && cat test-output/soak.md
+
 # Every fuzz target. `make test` fuzzes each for FUZZ_SHORT after the
 # tests (the committed corpus in testdata/fuzz runs as plain tests too);
 # `make fuzz` runs each for FUZZTIME.

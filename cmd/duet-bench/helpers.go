@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,8 +18,20 @@ import (
 //	duet-bench port              a free loopback TCP port
 //	duet-bench ready URL         wait (up to 15s) until URL answers 200
 //	duet-bench get FILE A.B      a number from a JSON result, e.g. register_to_notified.p99_ms
+//	duet-bench metrics URL NAME… each metric's value on a Prometheus text
+//	                             page, summed over its labels, one per line
 func helper(args []string, stdout, stderr io.Writer) int {
 	switch {
+	case len(args) >= 3 && args[0] == "metrics":
+		sums, err := scrape(args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		for _, name := range args[2:] {
+			fmt.Fprintln(stdout, strconv.FormatFloat(sums[name], 'f', -1, 64))
+		}
+		return 0
 	case len(args) == 1 && args[0] == "port":
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -67,7 +80,7 @@ func helper(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, v)
 		return 0
 	}
-	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH")
+	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH | metrics URL NAME...")
 	return 2
 }
 
@@ -81,4 +94,36 @@ func splitDots(s string) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+// scrape sums every sample of each metric on a Prometheus text page.
+func scrape(url string) (map[string]float64, error) {
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	sums := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(fields[0], "{")
+		if v, err := strconv.ParseFloat(fields[1], 64); err == nil {
+			sums[name] += v
+		}
+	}
+	return sums, nil
 }

@@ -3,9 +3,11 @@
 //
 //	duet-bench match -urls ws://127.0.0.1:8080/ws -users 1000 -duration 20s
 //
-// Mode match: every simulated user queues, and on each match the offerer
-// sends one chat carrying its send time; the answerer records the relay
-// latency and leaves, and both queue again. Reported: matches per second,
+// Mode match: every simulated user queues; on each match (video) both send
+// ready, the offerer sends an offer and two candidates, the answerer
+// answers with two of its own, and then the offerer sends one chat
+// carrying its send time (-signal=false: the chat at once); the answerer
+// records the relay latency and leaves, and both queue again. Reported: matches per second,
 // register-to-notified latency (queue sent to matched received) and relay
 // latency, split by whether the two users sat on the same node or not.
 // Progress goes to stderr; stdout gets a JSON summary (-json) or a table.
@@ -30,7 +32,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get") {
+	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get" || args[0] == "metrics") {
 		return helper(args, stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "media" {
@@ -48,13 +50,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	warmup := fs.Duration("warmup", 3*time.Second, "load before measuring starts")
 	rate := fs.Float64("rate", 0, "target matches per second; 0 = as fast as the node answers")
 	mode := fs.String("mode", "video", "queue mode: video or text")
+	sig := fs.Bool("signal", true, "video mode: exchange ready, offer, answer and candidates before the timed chat")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	cfg := matchConfig{
 		URLs: strings.Split(*urls, ","), Users: *users, Duration: *duration,
-		Warmup: *warmup, Rate: *rate, Mode: *mode,
+		Warmup: *warmup, Rate: *rate, Mode: *mode, Signal: *sig,
 	}
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(stderr, "duet-bench:", err)
@@ -86,6 +89,7 @@ type matchConfig struct {
 	Warmup   time.Duration
 	Rate     float64
 	Mode     string
+	Signal   bool
 }
 
 func (c matchConfig) validate() error {

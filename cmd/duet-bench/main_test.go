@@ -127,6 +127,16 @@ func TestCommandLine(t *testing.T) {
 	if code := helper([]string{"get", f, "users"}, &out, &errb); code != 0 || strings.TrimSpace(out.String()) != "4" {
 		t.Fatalf("get users = %q (%d)", out.String(), code)
 	}
+	// metrics reads the node's own page: the four users' sessions ended
+	// with the run, goroutines did not.
+	out.Reset()
+	metricsURL := "http" + strings.TrimSuffix(strings.TrimPrefix(url, "ws"), "/ws") + "/metrics"
+	if code := helper([]string{"metrics", metricsURL, "go_goroutines", "no_such_metric"}, &out, &errb); code != 0 {
+		t.Fatalf("metrics: %d %s", code, errb.String())
+	}
+	if got := strings.Fields(out.String()); len(got) != 2 || got[0] == "0" || got[1] != "0" {
+		t.Fatalf("metrics = %q, want goroutines and 0", out.String())
+	}
 }
 
 // TestMediaRun: the media mode streams through a real node's SFU and

@@ -60,7 +60,7 @@ func runMatch(ctx context.Context, cfg matchConfig, progress io.Writer) (Result,
 	var wg sync.WaitGroup
 	users := make([]*user, len(conns))
 	for i, ws := range conns {
-		users[i] = &user{ws: ws, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim}
+		users[i] = &user{ws: ws, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim, signal: cfg.Signal && cfg.Mode == "video"}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -119,6 +119,8 @@ type user struct {
 	mode string
 	rec  *recorder
 	lim  *rate.Limiter
+	// signal: exchange offer, answer and candidates before the chat.
+	signal bool
 }
 
 type inMsg struct {
@@ -130,6 +132,30 @@ type inMsg struct {
 }
 
 func (u *user) send(v map[string]any) error { return u.ws.WriteJSON(v) }
+
+// fakeSDP is the size of a browser's audio+video offer; the node relays
+// SDP without reading it.
+var fakeSDP = "v=0\r\n" + strings.Repeat("a=bench-line-of-a-typical-sdp-attribute\r\n", 80)
+
+// sendSignals sends an offer or answer and two trickled candidates.
+func (u *user) sendSignals(room, kind string) bool {
+	if u.send(map[string]any{"type": kind, "room": room, "sdp": fakeSDP}) != nil {
+		return false
+	}
+	for i := range 2 {
+		c := map[string]any{"candidate": fmt.Sprintf("candidate:%d 1 udp 2122260223 192.0.2.%d 5%d000 typ host", i, u.node+1, i), "sdpMid": "0", "sdpMLineIndex": 0}
+		if u.send(map[string]any{"type": "candidate", "room": room, "candidate": c}) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// sendStamp sends the chat that carries its send time, for relay latency.
+func (u *user) sendStamp(room string) bool {
+	payload := "bench " + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + strconv.Itoa(u.node)
+	return u.send(map[string]any{"type": "chat", "room": room, "text": payload}) == nil
+}
 
 func (u *user) read() (inMsg, error) {
 	u.last = "reading after " + u.last
@@ -179,11 +205,27 @@ func (u *user) oneMatch(ctx context.Context, queued time.Time) bool {
 				}
 			}
 			room = m.Room
-			if m.Role == "offerer" {
-				payload := "bench " + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + strconv.Itoa(u.node)
-				if u.send(map[string]any{"type": "chat", "room": room, "text": payload}) != nil {
+			if !u.signal {
+				if m.Role == "offerer" && !u.sendStamp(room) {
 					return false
 				}
+				break
+			}
+			// Signalling as a browser does it: ready, the offerer's offer
+			// and trickled candidates; the chat follows the answer.
+			if u.send(map[string]any{"type": "ready", "room": room}) != nil {
+				return false
+			}
+			if m.Role == "offerer" && !u.sendSignals(room, "offer") {
+				return false
+			}
+		case "offer":
+			if m.Room == room && !u.sendSignals(room, "answer") {
+				return false
+			}
+		case "answer":
+			if m.Room == room && !u.sendStamp(room) {
+				return false
 			}
 		case "chat":
 			if f := strings.Fields(m.Text); len(f) == 3 && f[0] == "bench" {
