@@ -73,6 +73,9 @@ type Signal struct {
 	// ICEServers are extra STUN/TURN URLs handed to clients in `matched`
 	// (the node's own relay is added by the turn role when enabled).
 	ICEServers []string `yaml:"ice_servers"`
+	// FaceCheck asks browsers to look for a face in their own camera
+	// before a video queue; only the yes/no reaches the node.
+	FaceCheck bool `yaml:"face_check"`
 }
 
 type TURN struct {

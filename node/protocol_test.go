@@ -541,3 +541,41 @@ func TestTrustedProxies(t *testing.T) {
 		})
 	}
 }
+
+// TestFaceCheck: with signal.face_check on, welcome says so, and a video
+// queue carries only the browser's yes/no, which the node counts.
+func TestFaceCheck(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Signal.FaceCheck = true
+	n := startNode(t, cfg)
+	a := dial(t, n.ws, "a", nil)
+	if f, _ := a.welcome["features"].(map[string]any); f["face_check"] != true {
+		t.Fatalf("welcome features = %v, want face_check", a.welcome["features"])
+	}
+	a.send(map[string]any{"type": "queue", "mode": "video", "face": "a picture"})
+	a.expectError("bad_request", "queue")
+	for _, face := range []any{true, false, nil} {
+		q := map[string]any{"type": "queue", "mode": "video"}
+		if face != nil {
+			q["face"] = face
+		}
+		a.send(q)
+		a.expect("queued")
+		a.send(map[string]any{"type": "cancel"})
+		a.expect("idle")
+	}
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`duet_face_checks_total{result="face"} 1`, `duet_face_checks_total{result="no_face"} 1`, `duet_face_checks_total{result="no_detector"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if off := dial(t, startNode(t, testConfig(t)).ws, "off", nil); off.welcome["features"].(map[string]any)["face_check"] != false {
+		t.Fatal("face_check advertised while off")
+	}
+}

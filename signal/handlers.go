@@ -171,9 +171,24 @@ func (h *Hub) onQueue(ctx context.Context, s *session, m *inbound) *protoError {
 	if len(lang) > 35 { // the longest sensible BCP 47 tag
 		return perr(CodeBadRequest, "lang is not a language tag")
 	}
+	if h.opt.Signal.FaceCheck && m.Mode == matcher.ModeVideo {
+		h.m.faceChecks.WithLabelValues(faceResult(m.Face)).Inc()
+	}
 	s.prefs = &prefs{mode: m.Mode, interests: cleanInterests(m.Interests), lang: lang}
 	h.askJoin(ctx, s, "queue")
 	return nil
+}
+
+// faceResult labels what a client's own face check said: the node never
+// sees the camera, only this answer (absent: the browser has no detector).
+func faceResult(face *bool) string {
+	switch {
+	case face == nil:
+		return "no_detector"
+	case *face:
+		return "face"
+	}
+	return "no_face"
 }
 
 // cleanInterests strips what SanitizeChat strips, then normalises.

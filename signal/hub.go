@@ -341,7 +341,7 @@ func (h *Hub) sendErr(s *session, e *protoError, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, welcomeMsg{
 		Type: "welcome", Protocol: ProtocolVersion, Session: s.id, Token: s.token,
-		Features: features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true},
+		Features: features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck},
 		Online:   h.online, Resumed: resumed,
 	})
 }

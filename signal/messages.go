@@ -47,6 +47,7 @@ type inbound struct {
 	Text      *string         `json:"text"`
 	On        *bool           `json:"on"`
 	Reason    string          `json:"reason"`
+	Face      *bool           `json:"face"`
 }
 
 // knownTypes bounds the label set of the per-type message counter.
@@ -153,6 +154,9 @@ type features struct {
 	SFU  bool `json:"sfu"`
 	TURN bool `json:"turn"`
 	Text bool `json:"text"`
+	// FaceCheck: look for a face in your own camera before a video queue
+	// and send the answer as queue.face.
+	FaceCheck bool `json:"face_check"`
 }
 
 type welcomeMsg struct {

@@ -18,6 +18,7 @@ type metrics struct {
 	resumes      prometheus.Counter
 	reports      prometheus.Counter
 	staleMatches prometheus.Counter
+	faceChecks   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
@@ -46,6 +47,9 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		reports: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_reports_total", Help: "Reports recorded.",
 		}),
+		faceChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_face_checks_total", Help: "Video queues by what the browser's own face check said (signal.face_check).",
+		}, []string{"result"}),
 		staleMatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_stale_matches_total", Help: "Matches dropped because a side had left; the other side was re-queued.",
 		}),
@@ -63,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	}, func() float64 { return float64(h.Stats().Online) })
 	for _, c := range []prometheus.Collector{
 		m.messages, m.errors, m.refused, m.rooms, m.roomsTotal, m.rateLimited,
-		m.resumes, m.reports, m.staleMatches, sessions,
+		m.resumes, m.reports, m.staleMatches, m.faceChecks, sessions,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("signal: registering metrics: %w", err)

@@ -6,6 +6,7 @@ import { Signaling } from './signaling.js';
 import { Call } from './call.js';
 import { Chat } from './chat.js';
 import { localStream, openCamera, cameraProblem, toggle, stopCamera } from './media.js';
+import { checkFace } from './face.js';
 import {
   el, STATUS, setStatus, getStatus, setControls, setMode, setCommon, setPath,
   setOnline, clearChat, addLine, showRemote, clearRemote, attention, parseInterests,
@@ -28,6 +29,7 @@ const app = {
   leaving: false,
   starting: false,    // waiting for the camera after Start video
   expectQueued: '',   // "next"/"report" sent, shown as waiting before `queued`
+  faceCheck: false,   // the node asks for a face check before video (welcome.features)
 };
 
 const sig = new Signaling({ onWelcome, onMessage, onDrop, onRefused });
@@ -160,6 +162,7 @@ function switchToSfu(msg) {
 
 function onWelcome(msg, info) {
   setOnline(Number(msg.online));
+  app.faceCheck = !!(msg.features && msg.features.face_check);
   if (msg.protocol !== 1) console.warn('duet: server speaks protocol', msg.protocol);
   clearTimeout(app.giveUp);
   app.giveUp = 0;
@@ -174,7 +177,7 @@ function onWelcome(msg, info) {
   if (app.pendingStart && app.state === 'idle') {
     const p = app.pendingStart;
     app.pendingStart = null;
-    send({ type: 'queue', mode: p.mode, interests: p.interests });
+    queue(p.mode, p.interests);
   }
 }
 
@@ -377,7 +380,36 @@ async function start(mode) {
     if (!sig.ws) sig.connect();
     return;
   }
-  send({ type: 'queue', mode, interests });
+  queue(mode, interests);
+}
+
+// queue sends `queue`; for video on a node that asks for it, after the
+// browser's own face check (only its yes/no goes to the node).
+async function queue(mode, interests) {
+  if (mode !== 'video' || !app.faceCheck) {
+    send({ type: 'queue', mode, interests });
+    return;
+  }
+  app.starting = true;
+  refresh();
+  let res;
+  try {
+    res = await checkFace(localStream());
+  } finally {
+    app.starting = false;
+    refresh();
+  }
+  if (app.state !== 'idle') return;
+  if (!res.available) {
+    addLine('system', 'This service asks for a face check, but this browser has no face detector, so it was skipped.');
+    send({ type: 'queue', mode, interests });
+    return;
+  }
+  if (!res.face) {
+    addLine('system', 'No face in view: this service asks that your face is visible before you meet someone. Check your camera and press Start again.');
+    return;
+  }
+  send({ type: 'queue', mode, interests, face: true });
 }
 
 function next() {
