@@ -24,6 +24,7 @@ type reportJob struct {
 	ip       string // the reported session's address hash
 	node     string // the reported session's node when it is not ours
 	reporter *session
+	room     *room
 }
 
 // sendBanned tells s it is banned and until when (h.mu held).
@@ -86,29 +87,43 @@ func (h *Hub) refuseBannedJoin(j joinJob) bool {
 	return true
 }
 
-// runReports records the reports handleFrame deferred and applies the
-// bans they complete.
+// runReports records the reports handleFrame deferred, then ends their
+// rooms, queues the reporters again and applies the bans the reports
+// completed, in that order and under one lock: the reported stranger hears
+// `peer_left` `reported` before any `error` `banned`. A report the store
+// could not take leaves the room as it was and tells the reporter.
 func (h *Hub) runReports(jobs []reportJob) {
 	for _, j := range jobs {
 		ctx, cancel := context.WithTimeout(context.Background(), moderationTimeout)
 		ban, err := h.opt.Moderation.Report(ctx, j.rep, j.ip)
 		cancel()
 		h.mu.Lock()
-		switch {
-		case err != nil:
+		s := j.reporter
+		if err != nil {
 			h.log.Error("recording report failed", "room", j.rep.Room, "err", err)
-			if h.sessions[j.reporter.id] == j.reporter {
-				h.sendErr(j.reporter, perr(CodeUnavailable, "your report could not be recorded; please report again if it happens again"), "report")
+			if h.sessions[s.id] == s {
+				h.sendErr(s, perr(CodeUnavailable, "could not record the report; try again"), "report")
 			}
-		default:
-			h.m.reports.Inc()
-			h.log.Info("report", "room", j.rep.Room, "reporter", j.rep.Reporter, "reported", j.rep.Reported, "reason", j.rep.Reason)
-			if ban != nil {
-				h.log.Warn("banned after reports", "session", ban.Session, "ip", ban.IPHash, "until", ban.Until, "ban", ban.ID)
-				h.banEverywhere(*ban, j.node)
-			}
+			h.mu.Unlock()
+			continue
 		}
+		h.m.reports.Inc()
+		h.log.Info("report", "room", j.rep.Room, "reporter", j.rep.Reporter, "reported", j.rep.Reported, "reason", j.rep.Reason)
+		if h.sessions[s.id] == s && s.room == j.room {
+			h.endRoom(s, ReasonReported)
+			h.deferring = true
+			h.join(context.Background(), s)
+			h.deferring = false
+		}
+		if ban != nil {
+			h.log.Warn("banned after reports", "session", ban.Session, "ip", ban.IPHash, "until", ban.Until, "ban", ban.ID)
+			h.banEverywhere(*ban, j.node)
+		}
+		joins := h.joins
+		h.joins = nil
+		h.persist(s)
 		h.mu.Unlock()
+		h.runJoins(context.Background(), joins)
 	}
 }
 

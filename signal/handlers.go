@@ -287,11 +287,9 @@ func (h *Hub) onReport(ctx context.Context, s *session, m *inbound) *protoError 
 		rep: moderation.Report{
 			Room: r.code, Reporter: s.id, Reported: other.id, Reason: reason, At: h.opt.Now(),
 		},
-		ip: other.ipHash, node: other.remote, reporter: s,
+		ip: other.ipHash, node: other.remote, reporter: s, room: r,
 	})
-	h.endRoom(s, ReasonReported)
-	h.join(ctx, s)
-	return nil
+	return nil // runReports ends the room once the report is recorded
 }
 
 func truncate(s string, n int) string {
