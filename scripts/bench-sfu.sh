@@ -44,7 +44,7 @@ get() { "$TMP/duet-bench" get "$2" "$1"; }
 			"$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
 		PID=$!
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
-		if "$TMP/duet-bench" media -url "ws://127.0.0.1:$port/ws" -rooms "$n" -duration "${SECS}s" \
+		if "$TMP/duet-bench" media -json -url "ws://127.0.0.1:$port/ws" -rooms "$n" -duration "${SECS}s" \
 			-video-kbps "$VIDEO_KBPS" -audio-kbps "$AUDIO_KBPS" -pid "$PID" >"$TMP/r.json" 2>>"$TMP/bench.log"; then
 			awk -v n="$n" -v s="$(get packets_sent "$TMP/r.json")" -v l="$(get loss "$TMP/r.json")" \
 				-v w="$(get worst_loss "$TMP/r.json")" -v c="$(get node_cpu_seconds "$TMP/r.json")" \

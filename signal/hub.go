@@ -123,7 +123,8 @@ type Hub struct {
 	// SFU signals of strangers on other nodes, applied in order off the lock.
 	remoteMedia        []mediaJob
 	remoteMediaRunning bool
-	writers            sync.WaitGroup
+	writers            sync.WaitGroup // open sockets, until each is flushed and closed
+	writeBufs          sync.Pool      // gorilla's write buffers, shared by all sockets
 }
 
 type state int

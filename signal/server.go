@@ -13,7 +13,7 @@ import (
 )
 
 // ServeHTTP upgrades GET /ws to a WebSocket session (or resumes one with
-// ?resume=TOKEN) and runs its read loop until the socket ends.
+// ?resume=TOKEN) and hands the socket to a goroutine of its own.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Closing() {
 		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)
@@ -35,27 +35,34 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: why}))
 		return
 	}
-	defer h.ips.release(ip, h.opt.Now())
-
 	up := websocket.Upgrader{
-		ReadBufferSize:  4096,
+		// Idle sockets dominate: a small read buffer of their own, and
+		// write buffers borrowed from a pool only while writing.
+		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
+		WriteBufferPool: &h.writeBufs,
 		// Origin was checked above, with a clear 403.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
+		h.ips.release(ip, h.opt.Now())
 		return // the upgrader has answered the client
 	}
-	ws.SetReadLimit(int64(h.opt.Signal.MaxMessageBytes))
-	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval)
-	h.writers.Add(1)
-	go func() {
-		defer h.writers.Done()
-		c.writeLoop()
-	}()
+	// Returning lets net/http drop this request's buffers and the deep
+	// stack of its serving goroutine: an idle session keeps only what it
+	// needs.
+	go h.serveSocket(ws, ip, r.URL.Query().Get("resume"))
+}
 
-	s, err := h.attach(c, ip, r.URL.Query().Get("resume"))
+// serveSocket runs one socket's session until the socket ends.
+func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
+	defer h.ips.release(ip, h.opt.Now())
+	ws.SetReadLimit(int64(h.opt.Signal.MaxMessageBytes))
+	h.writers.Add(1)
+	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.writers.Done)
+
+	s, err := h.attach(c, ip, resume)
 	if errors.Is(err, errTooManySessions) {
 		h.m.refused.WithLabelValues("ip_sessions").Inc()
 		c.send(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))

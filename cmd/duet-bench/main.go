@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,12 +37,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "media" {
 		return runMediaCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "idle" {
+		return runIdleCmd(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "match" {
-		fmt.Fprintln(stderr, "usage: duet-bench match|media [flags]  (duet-bench match -h for the flags)")
+		fmt.Fprintln(stderr, "usage: duet-bench match|idle|media [flags]  (duet-bench match -h for the flags)")
 		return 2
 	}
-	fs := flag.NewFlagSet("match", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("match", stderr)
 	urls := fs.String("urls", "ws://127.0.0.1:8080/ws", "comma-separated WebSocket URLs; user i connects to URL i mod n")
 	users := fs.Int("users", 1000, "simulated users")
 	duration := fs.Duration("duration", 20*time.Second, "how long to measure (after warm-up)")
@@ -63,23 +64,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	res, err := runMatch(ctx, cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 1
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return 1
-		}
-		return 0
-	}
-	res.table(stdout)
-	return 0
+	return emit(stdout, res, *asJSON, res.table)
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// signalContext ends on Ctrl-C or SIGTERM, so a run still reports.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 }
 
 type matchConfig struct {
@@ -139,14 +142,14 @@ func (r Result) table(w io.Writer) {
 }
 
 func runMediaCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("media", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("media", stderr)
 	wsURL := fs.String("url", "ws://127.0.0.1:8080/ws", "the node's WebSocket URL (run it with sfu.mode: always)")
 	rooms := fs.Int("rooms", 10, "rooms of two strangers")
 	duration := fs.Duration("duration", 10*time.Second, "how long every stranger streams")
 	video := fs.Int("video-kbps", 1500, "video bitrate each way per stranger")
 	audio := fs.Int("audio-kbps", 50, "audio bitrate each way per stranger")
 	pid := fs.Int("pid", 0, "the duet process id, for CPU per packet and memory per room (Linux)")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -154,17 +157,12 @@ func runMediaCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet-bench media: -rooms, -duration and -video-kbps must be positive")
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	res, err := runMedia(ctx, mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid}, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 1
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(res); err != nil {
-		return 1
-	}
-	return 0
+	return emit(stdout, res, *asJSON, res.table)
 }

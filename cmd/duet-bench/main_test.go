@@ -158,3 +158,23 @@ func TestMediaRun(t *testing.T) {
 		t.Fatalf("received %d of %d sent", res.Received, res.Sent)
 	}
 }
+
+// TestIdleRun: the idle mode holds sessions from several loopback
+// addresses; each got its welcome, none dropped while held, and the
+// node's memory was read.
+func TestIdleRun(t *testing.T) {
+	url := serve(t, benchConfig(t))
+	res, err := runIdle(context.Background(), idleConfig{URL: url, Sessions: 40, Addrs: 4, Rate: 1000, Hold: 300 * time.Millisecond, PID: os.Getpid()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 40 || res.Failed != 0 || res.Dropped != 0 {
+		t.Fatalf("idle run: %+v", res)
+	}
+	if res.NodeRSSAfter == 0 || res.NodeGoroutines == 0 {
+		t.Fatalf("node figures missing: %+v", res)
+	}
+	if a, b := sourceAddr(0, 300), sourceAddr(299, 300); a.IP.Equal(b.IP) || !a.IP.IsLoopback() || !b.IP.IsLoopback() {
+		t.Fatalf("source addresses %v and %v", a, b)
+	}
+}

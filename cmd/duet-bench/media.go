@@ -49,6 +49,13 @@ type MediaResult struct {
 	RSSPerRoomBytes float64 `json:"node_rss_per_room_bytes"`
 }
 
+func (r MediaResult) table(w io.Writer) {
+	fmt.Fprintf(w, "media: %d rooms through the SFU for %.0fs\n", r.Rooms, r.Seconds)
+	fmt.Fprintf(w, "  packets         %d sent, %d received, loss %.2f%% (worst direction %.2f%%)\n", r.Sent, r.Received, 100*r.Loss, 100*r.WorstRoomLoss)
+	fmt.Fprintf(w, "  node            %.0f packets forwarded, %.2f CPU s, %.1f µs CPU per packet\n", r.Forwarded, r.CPUSeconds, r.CPUPerPacketUS)
+	fmt.Fprintf(w, "  memory          %.0f KiB per room\n", r.RSSPerRoomBytes/1024)
+}
+
 // mediaSide is one stranger of a media room.
 type mediaSide struct {
 	ws   *websocket.Conn
