@@ -24,7 +24,7 @@ type testNode struct {
 	stop func()
 }
 
-func testConfig(t *testing.T) *configs.Config {
+func testConfig(t testing.TB) *configs.Config {
 	t.Helper()
 	cfg, err := configs.Default()
 	if err != nil {
@@ -41,7 +41,7 @@ func testConfig(t *testing.T) *configs.Config {
 	return cfg
 }
 
-func startNode(t *testing.T, cfg *configs.Config) *testNode {
+func startNode(t testing.TB, cfg *configs.Config) *testNode {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -69,7 +69,7 @@ func startNode(t *testing.T, cfg *configs.Config) *testNode {
 	return tn
 }
 
-func stopNode(t *testing.T, cancel func(), done chan error) {
+func stopNode(t testing.TB, cancel func(), done chan error) {
 	{
 		cancel()
 		select {
@@ -86,7 +86,7 @@ func stopNode(t *testing.T, cancel func(), done chan error) {
 // testWriter logs through t until the test ends; timers of the node
 // (resume graces) may still fire after that, and t.Log would panic.
 type testWriter struct {
-	t    *testing.T
+	t    testing.TB
 	mu   sync.Mutex
 	done bool
 }
@@ -106,7 +106,7 @@ func (w *testWriter) close() {
 	w.done = true
 }
 
-func waitReady(t *testing.T, base string) {
+func waitReady(t testing.TB, base string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
