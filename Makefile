@@ -24,14 +24,11 @@ lint:
 deps:
 	@./scripts/test-deps.sh
 
-# Benchmarks report numbers; they pass or fail nothing. Results of the
-# TURN comparison land in test-output/bench-turn.md, the matching load
-# runs in test-output/bench-match.md (see docs/benchmarks.md).
+# Benchmarks report numbers; they pass or fail nothing. `make bench`
+# runs the whole suite (about 15 minutes here) and rewrites the generated
+# part of docs/benchmarks.md; each part's Markdown lands in test-output/.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	mkdir -p test-output && scripts/bench-turn.sh test-output/bench-turn.md && cat test-output/bench-turn.md
-	scripts/bench-match.sh test-output/bench-match.md && cat test-output/bench-match.md
-	scripts/bench-sfu.sh test-output/bench-sfu.md && cat test-output/bench-sfu.md
+	scripts/bench.sh
 
 # A bounded soak (SOAK_MINUTES, default 30): two nodes on Redis under
 # churn, memory/goroutines/rooms each minute, into test-output/soak.md.

@@ -18,10 +18,23 @@ import (
 //	duet-bench port              a free loopback TCP port
 //	duet-bench ready URL         wait (up to 15s) until URL answers 200
 //	duet-bench get FILE A.B      a number from a JSON result, e.g. register_to_notified.p99_ms
+//	duet-bench gobench FILE      a Markdown table of `go test -bench` output, medians per benchmark
 //	duet-bench metrics URL NAME… each metric's value on a Prometheus text
 //	                             page, summed over its labels, one per line
 func helper(args []string, stdout, stderr io.Writer) int {
 	switch {
+	case len(args) == 2 && args[0] == "gobench":
+		f, err := os.Open(args[1])
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer f.Close()
+		if err := goBenchTable(f, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	case len(args) >= 3 && args[0] == "metrics":
 		sums, err := scrape(args[1])
 		if err != nil {
@@ -80,7 +93,7 @@ func helper(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, v)
 		return 0
 	}
-	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH | metrics URL NAME...")
+	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH | metrics URL NAME... | gobench FILE")
 	return 2
 }
 

@@ -31,7 +31,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get" || args[0] == "metrics") {
+	if len(args) > 0 && (args[0] == "port" || args[0] == "ready" || args[0] == "get" || args[0] == "metrics" || args[0] == "gobench") {
 		return helper(args, stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "media" {

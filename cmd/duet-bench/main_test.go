@@ -178,3 +178,24 @@ func TestIdleRun(t *testing.T) {
 		t.Fatalf("source addresses %v and %v", a, b)
 	}
 }
+
+func TestGoBenchTable(t *testing.T) {
+	in := `goos: linux
+pkg: github.com/duetchat/duet/sfu
+BenchmarkRelay-2   	 1000	      30 ns/op	       0 B/op	       0 allocs/op
+BenchmarkRelay-2   	 1000	      10 ns/op	       0 B/op	       0 allocs/op
+BenchmarkRelay-2   	 1000	      20 ns/op	       0 B/op	       0 allocs/op
+pkg: github.com/duetchat/duet/matcher
+BenchmarkMatchLatency/woken-2 	1	4897012 ns/op	0.075 p50-ms	0.334 p99-ms
+PASS
+`
+	var out bytes.Buffer
+	if err := goBenchTable(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| sfu Relay-2 | 3 | 20 ns/op, 0 B/op, 0 allocs/op |", "| matcher MatchLatency/woken-2 | 1 | 4.897e+06 ns/op, 0.075 p50-ms, 0.334 p99-ms |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
