@@ -6,12 +6,14 @@
 #
 #   scripts/bench-turn.sh [OUT.md]
 #
-# Knobs (env): LEVELS="25 50 100 200" (clients), MSGS=1000 (per client),
-# LEN=170 (bytes), INTERVAL=5 (ms between a client's packets), MODES="channel send".
+# Knobs (env): LEVELS="50 100 200" (clients), MSGS=1000 (per client),
+# LEN=170 (bytes), INTERVAL=5 (ms between a client's packets), MODES="channel send",
+# RUNS=3 (each cell is the median of RUNS runs, column by column).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LEVELS=${LEVELS:-"25 50 100 200"}
+LEVELS=${LEVELS:-"50 100 200"}
+RUNS=${RUNS:-3}
 MSGS=${MSGS:-1000}
 LEN=${LEN:-170}
 INTERVAL=${INTERVAL:-5}
@@ -31,7 +33,10 @@ for tool in turnutils_uclient turnutils_peer turnserver; do
 	command -v "$tool" >/dev/null || { echo "bench-turn: $tool missing (apt-get install -y coturn)" >&2; exit 1; }
 done
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+go build -o "$TMP/duet-bench" ./cmd/duet-bench
+free_port() { "$TMP/duet-bench" port; }
+# median of the numbers on stdin ("fail" sorts last)
+median() { sort -g | sed -n "$(( (RUNS + 1) / 2 ))p"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 
@@ -79,18 +84,26 @@ run() {
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(go version | cut -d' ' -f3); coturn $(turnserver --version 2>/dev/null | head -1)."
 	echo "Each client sends $MSGS messages of $LEN bytes every ${INTERVAL} ms to a turnutils_peer echo on loopback and counts what comes back (\`turnutils_uclient -c -m N -n $MSGS -l $LEN -z $INTERVAL [-s]\`). Offered rate = N x $((1000 / INTERVAL)) packets/s each way. CPU = server process user+system seconds during the run."
 	echo
+	echo "Each cell is the median of $RUNS runs."
+	echo
 	echo "| mode | clients | offered pkt/s | duet time s | duet loss % | duet CPU s | coturn time s | coturn loss % | coturn CPU s |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 
 for mode in $MODES; do
 	for m in $LEVELS; do
-		dport=$(free_port); dpid=$(start_duet "$dport"); PIDS+=("$dpid"); sleep 1
-		read -r dt dl dc < <(run "$dport" "$dpid" "$mode" "$m")
-		kill "$dpid"; wait "$dpid" 2>/dev/null || true
-		cport=$(free_port); cpid=$(start_coturn "$cport"); PIDS+=("$cpid"); sleep 1
-		read -r ct cl cc < <(run "$cport" "$cpid" "$mode" "$m")
-		kill "$cpid"; wait "$cpid" 2>/dev/null || true
+		: >"$TMP/d"; : >"$TMP/c"
+		for _ in $(seq "$RUNS"); do
+			dport=$(free_port); dpid=$(start_duet "$dport"); PIDS+=("$dpid"); sleep 1
+			run "$dport" "$dpid" "$mode" "$m" >>"$TMP/d"
+			kill "$dpid"; wait "$dpid" 2>/dev/null || true
+			cport=$(free_port); cpid=$(start_coturn "$cport"); PIDS+=("$cpid"); sleep 1
+			run "$cport" "$cpid" "$mode" "$m" >>"$TMP/c"
+			kill "$cpid"; wait "$cpid" 2>/dev/null || true
+		done
+		col() { awk -v k="$2" '{print $k}' "$1" | median; }
+		dt=$(col "$TMP/d" 1); dl=$(col "$TMP/d" 2); dc=$(col "$TMP/d" 3)
+		ct=$(col "$TMP/c" 1); cl=$(col "$TMP/c" 2); cc=$(col "$TMP/c" 3)
 		echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $dt | $dl | $dc | $ct | $cl | $cc |" >>"$OUT"
 		echo "bench-turn: $mode m=$m duet($dt s, $dl%, ${dc}s CPU) coturn($ct s, $cl%, ${cc}s CPU)" >&2
 	done
