@@ -58,5 +58,5 @@ g() { "$B" get "$R" "$1"; }
 		-v gr="$(g node_goroutines)" -v h="$(g node_heap_inuse_bytes)" \
 		'BEGIN { printf "| %d | %d | %d | %.0f → %.0f MiB | %.1f KiB | %.0f MiB | %d | %.0f MiB |\n", s, c, d, b/1048576, a/1048576, p/1024, j/1048576, gr, h/1048576 }'
 	echo
-	echo "Every run (bytes per session): $(sort -n "$TMP/runs" | awk '{printf "%s%.0f", NR>1?", ":"", $1}')."
+	echo "Every run (bytes per session): $(sort -n "$TMP/runs" | awk '{printf "%s%.0f", (NR > 1 ? ", " : ""), $1}')."
 } >"$OUT"
