@@ -90,7 +90,40 @@ func (s *RedisStore) PutBan(ctx context.Context, b Ban) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("storing ban: %w", err)
 	}
+	s.changed(ctx)
 	return nil
+}
+
+// changed tells every node's Watch that the bans changed. Best effort:
+// the caches resync on their own as well.
+func (s *RedisStore) changed(ctx context.Context) {
+	_ = s.rdb.Publish(ctx, s.bans+":changed", "1").Err()
+}
+
+// Watch calls changed whenever a node changes a ban, and after every
+// (re)subscription, since changes made while disconnected were missed;
+// it returns when ctx ends.
+func (s *RedisStore) Watch(ctx context.Context, changed func()) error {
+	ps := s.rdb.Subscribe(ctx, s.bans+":changed")
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			select { // go-redis reconnects on the next Receive
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		switch msg.(type) {
+		case *redis.Subscription, *redis.Message:
+			changed()
+		}
+	}
 }
 
 // FindBan returns the ban in force on the session or the address hash.
@@ -186,5 +219,6 @@ func (s *RedisStore) LiftBan(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("lifting ban: %w", err)
 	}
+	s.changed(ctx)
 	return n == 1, nil
 }

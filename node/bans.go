@@ -13,6 +13,14 @@ import (
 	"github.com/duetchat/duet/moderation"
 )
 
+// banAdmin is what the admin API does with bans (moderation.Moderator,
+// or its Cache on Redis).
+type banAdmin interface {
+	Add(ctx context.Context, b moderation.Ban, d time.Duration) (moderation.Ban, error)
+	List(ctx context.Context) ([]moderation.Ban, error)
+	Lift(ctx context.Context, id string) (bool, error)
+}
+
 // maxBanDuration bounds an operator's ban: a typo must not ban for ever.
 const maxBanDuration = 366 * 24 * time.Hour
 

@@ -43,8 +43,11 @@ type Node struct {
 	redis   *shared      // nil on the memory store
 	pathm   *pathMetrics
 	sfu     *sfu.SFU // nil when the SFU is off
-	// moderator keeps reports and bans (shared through Redis on a cluster)
-	moderator *moderation.Moderator
+	// moderator keeps reports and bans (shared through Redis on a cluster,
+	// where banCache answers checks from a copy kept fresh by redisBans)
+	moderator banAdmin
+	redisBans *moderation.RedisStore
+	banCache  *moderation.Cache
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -83,15 +86,23 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 			log.Warn("no shared IP salt; this node's IP hashes differ from the others'", "err", err)
 		}
 		cancel()
-		modStore = moderation.NewRedisStore(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
+		n.redisBans = moderation.NewRedisStore(sh.rdb, cfg.Store.Redis.KeyPrefix, 10000)
+		modStore = n.redisBans
 	default:
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
 	}
-	n.moderator = moderation.NewModerator(modStore, moderation.Policy{
+	moderator := moderation.NewModerator(modStore, moderation.Policy{
 		ReportsToBan: cfg.Moderation.ReportsToBan,
 		Window:       cfg.Moderation.ReportWindow,
 		BanDuration:  cfg.Moderation.BanDuration,
 	}, nil, nil)
+	var hubMod signal.Moderator = moderator
+	n.moderator = moderator
+	if n.redisBans != nil {
+		// On Redis, checks at connect and queue read a local copy of the bans.
+		n.banCache = moderation.NewCache(moderator, log.With("role", "moderation"))
+		hubMod, n.moderator = n.banCache, n.banCache
+	}
 	static := signal.StaticICE(cfg.Signal.ICEServers)
 	var ice signal.ICEProvider = static
 	if cfg.TURN.Enabled && cfg.Roles.TURN {
@@ -144,7 +155,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
 		Bus:            bus,
-		Moderation:     n.moderator,
+		Moderation:     hubMod,
 		SFU:            media,
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 	})
@@ -306,6 +317,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	run(n.pathm.sample)
 	if n.redis != nil {
 		run(n.redis.store.Run)
+		run(func(ctx context.Context) error { return n.banCache.Run(ctx, n.redisBans.Watch, 30*time.Second) })
 		run(func(ctx context.Context) error { return n.redis.bus.Run(ctx, n.hub.Deliver) })
 	}
 	n.mu.Lock()

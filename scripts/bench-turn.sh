@@ -6,7 +6,7 @@
 #
 #   scripts/bench-turn.sh [OUT.md]
 #
-# Knobs (env): LEVELS="50 100 200" (clients), MSGS=1000 (per client),
+# Knobs (env): LEVELS="50 100 200" (clients), MSGS=500 (per client),
 # LEN=170 (bytes), INTERVAL=5 (ms between a client's packets), MODES="channel send",
 # RUNS=3 (each cell is the median of RUNS runs, column by column).
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 LEVELS=${LEVELS:-"50 100 200"}
 RUNS=${RUNS:-3}
-MSGS=${MSGS:-1000}
+MSGS=${MSGS:-500}
 LEN=${LEN:-170}
 INTERVAL=${INTERVAL:-5}
 MODES=${MODES:-"channel send"}

@@ -157,6 +157,9 @@ func (h *Hub) ApplyBan(b moderation.Ban) {
 // or connect (h.mu held).
 func (h *Hub) applyBan(b moderation.Ban) {
 	ctx := context.Background()
+	if c, ok := h.opt.Moderation.(interface{ Remember(moderation.Ban) }); ok {
+		c.Remember(b) // a ban heard from another node holds here at once
+	}
 	for _, s := range h.sessions {
 		hit := b.Session != "" && s.id == b.Session ||
 			b.By == moderation.ByAdmin && b.IPHash != "" && s.ipHash == b.IPHash
