@@ -17,25 +17,14 @@ SESSIONS=${SESSIONS:-$(( LIMIT - 500 < 50000 ? LIMIT - 500 : 50000 ))}
 RUNS=${RUNS:-3}
 HOLD=${HOLD:-20s}
 OUT=${1:-/dev/stdout}
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-go build -o "$TMP/duet" ./cmd/duet
-go build -o "$TMP/duet-bench" ./cmd/duet-bench
+. scripts/bench-lib.sh
 B="$TMP/duet-bench"
+lift_limits
 
 : >"$TMP/runs"
 for r in $(seq "$RUNS"); do
 	port=$("$B" port)
-	DUET_HTTP_LISTEN=127.0.0.1:$port DUET_TURN_ENABLED=false DUET_SFU_ENABLED=false DUET_SFU_MODE=off DUET_LOG_LEVEL=warn \
-	DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 DUET_LIMITS_CONNECT_BURST_PER_IP=100000 \
-	DUET_LIMITS_SESSIONS_PER_IP=100000 "$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
+	DUET_HTTP_LISTEN=127.0.0.1:$port "$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
 	pid=$!
 	PIDS+=($pid)
 	"$B" ready "http://127.0.0.1:$port/readyz"

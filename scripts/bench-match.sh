@@ -16,33 +16,11 @@ SECS=${SECONDS_:-15}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
 OUT=${1:-/dev/stdout}
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-command -v redis-server >/dev/null || { echo "bench-match: redis-server missing (apt-get install -y redis-server)" >&2; exit 1; }
-go build -o "$TMP/duet" ./cmd/duet
-go build -o "$TMP/duet-bench" ./cmd/duet-bench
-free_port() { "$TMP/duet-bench" port; }
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. scripts/bench-lib.sh
+start_redis
 redis_cmds() { redis-cli -p "$REDIS_PORT" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
 
-# The load generator is one client address: lift the per-address and
-# per-session limits that exist to stop abuse, not load tests.
-export DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 \
-	DUET_LIMITS_CONNECT_BURST_PER_IP=100000 DUET_LIMITS_IP_MESSAGE_RATE=10000000 \
-	DUET_LIMITS_IP_MESSAGE_BURST=10000000 DUET_LIMITS_QUEUE_RATE=10000 DUET_LIMITS_QUEUE_BURST=10000 \
-	DUET_LIMITS_SESSIONS_PER_IP=1000000 DUET_LIMITS_JOINS_PER_MINUTE=1000000 DUET_LIMITS_IP_JOINS_PER_MINUTE=10000000 \
-	DUET_LIMITS_CHAT_RATE=10000 DUET_LIMITS_CHAT_BURST=10000 DUET_LIMITS_MESSAGE_RATE=10000 \
-	DUET_LIMITS_MESSAGE_BURST=10000 DUET_LIMITS_SIGNAL_RATE=10000 DUET_LIMITS_SIGNAL_BURST=10000 DUET_TURN_ENABLED=false DUET_SFU_ENABLED=false DUET_SFU_MODE=off DUET_LOG_LEVEL=warn
+lift_limits
 
 NODE_PIDS=()
 URLS=""

@@ -18,17 +18,8 @@ SECS=${SECS:-10}
 VIDEO_KBPS=${VIDEO_KBPS:-1500}
 AUDIO_KBPS=${AUDIO_KBPS:-50}
 OUT=${1:-/dev/stdout}
-TMP=$(mktemp -d)
-PID=""
-cleanup() {
-	[ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-go build -o "$TMP/duet" ./cmd/duet
-go build -o "$TMP/duet-bench" ./cmd/duet-bench
+. scripts/bench-lib.sh
+lift_limits
 get() { "$TMP/duet-bench" get "$2" "$1"; }
 
 {
@@ -43,12 +34,11 @@ get() { "$TMP/duet-bench" get "$2" "$1"; }
 		for r in $(seq "$RUNS"); do
 			port=$("$TMP/duet-bench" port)
 			sfu=$("$TMP/duet-bench" port)
-			DUET_HTTP_LISTEN=127.0.0.1:$port DUET_PUBLIC_IP=127.0.0.1 DUET_SFU_MODE=always DUET_SFU_LISTEN_IP=127.0.0.1 \
-			DUET_SFU_UDP_PORT=$sfu DUET_SFU_TCP_PORT=$sfu DUET_TURN_ENABLED=false DUET_LOG_LEVEL=warn \
-			DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 DUET_LIMITS_CONNECT_BURST_PER_IP=100000 \
-			DUET_LIMITS_IP_MESSAGE_RATE=1000000 DUET_LIMITS_IP_MESSAGE_BURST=1000000 DUET_LIMITS_SESSIONS_PER_IP=100000 \
+			DUET_HTTP_LISTEN=127.0.0.1:$port DUET_PUBLIC_IP=127.0.0.1 DUET_SFU_ENABLED=true DUET_SFU_MODE=always \
+			DUET_SFU_LISTEN_IP=127.0.0.1 DUET_SFU_UDP_PORT=$sfu DUET_SFU_TCP_PORT=$sfu \
 				"$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
 			PID=$!
+			PIDS+=($PID)
 			"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
 			if "$TMP/duet-bench" media -json -url "ws://127.0.0.1:$port/ws" -rooms "$n" -duration "${SECS}s" \
 				-video-kbps "$VIDEO_KBPS" -audio-kbps "$AUDIO_KBPS" -pid "$PID" >"$TMP/r$r.json" 2>>"$TMP/bench.log"; then
@@ -56,7 +46,6 @@ get() { "$TMP/duet-bench" get "$2" "$1"; }
 			fi
 			kill "$PID" 2>/dev/null || true
 			wait "$PID" 2>/dev/null || true
-			PID=""
 		done
 		if [ ! -s "$TMP/runs" ]; then
 			echo "| $n | every run failed: $(tail -1 "$TMP/bench.log") | | | | | |"

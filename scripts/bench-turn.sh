@@ -20,27 +20,17 @@ INTERVAL=${INTERVAL:-5}
 MODES=${MODES:-"channel send"}
 OUT=${1:-/dev/stdout}
 SECRET=bench-secret
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+. scripts/bench-lib.sh
 
 for tool in turnutils_uclient turnutils_peer turnserver; do
 	command -v "$tool" >/dev/null || { echo "bench-turn: $tool missing (apt-get install -y coturn)" >&2; exit 1; }
 done
 
-go build -o "$TMP/duet-bench" ./cmd/duet-bench
-free_port() { "$TMP/duet-bench" port; }
 # median of the numbers on stdin ("fail" sorts last)
 median() { sort -g | sed -n "$(( (RUNS + 1) / 2 ))p"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 
-go build -o "$TMP/duet" ./cmd/duet
 PEER_PORT=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 & PIDS+=($!)
 

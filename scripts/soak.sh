@@ -15,33 +15,12 @@ MINUTES=${SOAK_MINUTES:-30}
 USERS=${USERS:-2000}
 RATE=${RATE:-200}
 OUT=${1:-/dev/stdout}
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-command -v redis-server >/dev/null || { echo "soak: redis-server missing (apt-get install -y redis-server)" >&2; exit 1; }
-go build -o "$TMP/duet" ./cmd/duet
-go build -o "$TMP/duet-bench" ./cmd/duet-bench
+. scripts/bench-lib.sh
 B="$TMP/duet-bench"
+start_redis
 
-REDIS_PORT=$("$B" port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-# One load-generator address: lift the abuse limits, not the behaviour.
-export DUET_LIMITS_CONNECTIONS_PER_IP=100000 DUET_LIMITS_CONNECT_RATE_PER_IP=100000 \
-	DUET_LIMITS_CONNECT_BURST_PER_IP=100000 DUET_LIMITS_IP_MESSAGE_RATE=10000000 \
-	DUET_LIMITS_IP_MESSAGE_BURST=10000000 DUET_LIMITS_QUEUE_RATE=10000 DUET_LIMITS_QUEUE_BURST=10000 \
-	DUET_LIMITS_SESSIONS_PER_IP=1000000 DUET_LIMITS_JOINS_PER_MINUTE=1000000 DUET_LIMITS_IP_JOINS_PER_MINUTE=10000000 \
-	DUET_LIMITS_CHAT_RATE=10000 DUET_LIMITS_CHAT_BURST=10000 DUET_LIMITS_MESSAGE_RATE=10000 \
-	DUET_LIMITS_MESSAGE_BURST=10000 DUET_LIMITS_SIGNAL_RATE=10000 DUET_LIMITS_SIGNAL_BURST=10000 \
-	DUET_TURN_ENABLED=false DUET_SFU_ENABLED=false DUET_SFU_MODE=off DUET_LOG_LEVEL=warn \
-	DUET_STORE_BACKEND=redis DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX=soak:
+lift_limits
+export DUET_STORE_BACKEND=redis DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX=soak:
 
 BASES=()
 URLS=""
