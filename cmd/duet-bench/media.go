@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -291,27 +290,15 @@ func rss(pid int) int64 {
 }
 
 // forwarded reads duet_sfu_forwarded_packets_total (all kinds) from the
-// node's /metrics.
+// node's /metrics; 0 when the node cannot be read.
 func forwarded(wsURL string) float64 {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return 0
 	}
-	resp, err := http.Get("http://" + u.Host + "/metrics")
+	sums, err := scrape("http://" + u.Host + "/metrics")
 	if err != nil {
 		return 0
 	}
-	defer resp.Body.Close()
-	total := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "duet_sfu_forwarded_packets_total{") {
-			if f := strings.Fields(line); len(f) == 2 {
-				v, _ := strconv.ParseFloat(f[1], 64)
-				total += v
-			}
-		}
-	}
-	return total
+	return sums["duet_sfu_forwarded_packets_total"]
 }
