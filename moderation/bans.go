@@ -33,6 +33,18 @@ func (b Ban) covers(session, ipHash string) bool {
 	return (b.Session != "" && b.Session == session) || (b.IPHash != "" && b.IPHash == ipHash)
 }
 
+// longest picks, of the candidates, the ban in force at now that ends
+// last: a session may be banned itself and through its address.
+func longest(now time.Time, candidates ...Ban) (Ban, bool) {
+	var found Ban
+	for _, b := range candidates {
+		if b.ID != "" && b.Until.After(now) && b.Until.After(found.Until) {
+			found = b
+		}
+	}
+	return found, found.ID != ""
+}
+
 func sortBans(bs []Ban) []Ban {
 	sort.Slice(bs, func(i, j int) bool {
 		if !bs[i].Created.Equal(bs[j].Created) {

@@ -34,15 +34,9 @@ func (c *Cache) Check(ctx context.Context, session, ipHash string) (Ban, bool, e
 		c.mu.Unlock()
 		return c.Moderator.Check(ctx, session, ipHash)
 	}
-	now := c.now()
-	var found Ban
-	for _, b := range []Ban{c.bySession[session], c.byIP[ipHash]} {
-		if b.ID != "" && b.Until.After(now) && b.Until.After(found.Until) {
-			found = b
-		}
-	}
-	c.mu.Unlock()
-	return found, found.ID != "", nil
+	defer c.mu.Unlock()
+	found, ok := longest(c.now(), c.bySession[session], c.byIP[ipHash])
+	return found, ok, nil
 }
 
 // Remember puts a ban this node just learnt of into the copy.

@@ -72,13 +72,14 @@ func (m *MemoryStore) FindBan(_ context.Context, session, ipHash string, now tim
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.prune(now)
-	var found Ban
+	var hits []Ban
 	for _, b := range m.bans {
-		if b.covers(session, ipHash) && b.Until.After(found.Until) {
-			found = b
+		if b.covers(session, ipHash) {
+			hits = append(hits, b)
 		}
 	}
-	return found, found.ID != "", nil
+	found, ok := longest(now, hits...)
+	return found, ok, nil
 }
 
 // Bans lists the bans in force at now.

@@ -136,7 +136,7 @@ func (s *RedisStore) FindBan(ctx context.Context, session, ipHash string, now ti
 	if err != nil {
 		return Ban{}, false, fmt.Errorf("checking bans: %w", err)
 	}
-	var found Ban
+	var hits []Ban
 	for _, id := range ids {
 		id, ok := id.(string)
 		if !ok {
@@ -146,11 +146,12 @@ func (s *RedisStore) FindBan(ctx context.Context, session, ipHash string, now ti
 		if err != nil {
 			return Ban{}, false, err
 		}
-		if b != nil && b.Until.After(now) && b.Until.After(found.Until) {
-			found = *b
+		if b != nil {
+			hits = append(hits, *b)
 		}
 	}
-	return found, found.ID != "", nil
+	found, ok := longest(now, hits...)
+	return found, ok, nil
 }
 
 // ban reads one ban record; nil when it was lifted.
