@@ -11,14 +11,26 @@ import (
 	"time"
 
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/signal"
 )
 
-// banAdmin is what the admin API does with bans (moderation.Moderator,
+// moderator is what the node does with reports and bans: the hub checks
+// and reports, the admin API adds, lists and lifts (moderation.Moderator,
 // or its Cache on Redis).
-type banAdmin interface {
+type moderator interface {
+	signal.Moderator
 	Add(ctx context.Context, b moderation.Ban, d time.Duration) (moderation.Ban, error)
 	List(ctx context.Context) ([]moderation.Ban, error)
 	Lift(ctx context.Context, id string) (bool, error)
+}
+
+// banStoreTimeout bounds one admin call to the ban store.
+const banStoreTimeout = 3 * time.Second
+
+// banStoreDown answers an admin call the store could not serve.
+func (n *Node) banStoreDown(w http.ResponseWriter, what string, err error) {
+	n.log.Error(what, "err", err)
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the ban store is unavailable"})
 }
 
 // maxBanDuration bounds an operator's ban: a typo must not ban for ever.
@@ -42,12 +54,11 @@ func viewBan(b moderation.Ban) banView {
 }
 
 func (n *Node) listBans(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), banStoreTimeout)
 	defer cancel()
 	bans, err := n.moderator.List(ctx)
 	if err != nil {
-		n.log.Error("listing bans", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the ban store is unavailable"})
+		n.banStoreDown(w, "listing bans", err)
 		return
 	}
 	out := make([]banView, 0, len(bans))
@@ -107,7 +118,7 @@ func (n *Node) addBan(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), banStoreTimeout)
 	defer cancel()
 	ban, err := n.moderator.Add(ctx, b, d)
 	if err != nil {
@@ -115,8 +126,7 @@ func (n *Node) addBan(w http.ResponseWriter, r *http.Request) {
 			bad("%v", err)
 			return
 		}
-		n.log.Error("adding a ban", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the ban store is unavailable"})
+		n.banStoreDown(w, "adding a ban", err)
 		return
 	}
 	n.log.Warn("ban added by the operator", "ban", ban.ID, "session", ban.Session, "ip", ban.IPHash, "until", ban.Until)
@@ -125,14 +135,13 @@ func (n *Node) addBan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) liftBan(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), banStoreTimeout)
 	defer cancel()
 	id := r.PathValue("id")
 	ok, err := n.moderator.Lift(ctx, id)
 	switch {
 	case err != nil:
-		n.log.Error("lifting a ban", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "the ban store is unavailable"})
+		n.banStoreDown(w, "lifting a ban", err)
 	case !ok:
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "no such ban in force"})
 	default:

@@ -45,7 +45,7 @@ type Node struct {
 	sfu     *sfu.SFU // nil when the SFU is off
 	// moderator keeps reports and bans (shared through Redis on a cluster,
 	// where banCache answers checks from a copy kept fresh by redisBans)
-	moderator banAdmin
+	moderator moderator
 	redisBans *moderation.RedisStore
 	banCache  *moderation.Cache
 
@@ -96,12 +96,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Window:       cfg.Moderation.ReportWindow,
 		BanDuration:  cfg.Moderation.BanDuration,
 	}, nil, nil)
-	var hubMod signal.Moderator = moderator
 	n.moderator = moderator
 	if n.redisBans != nil {
 		// On Redis, checks at connect and queue read a local copy of the bans.
 		n.banCache = moderation.NewCache(moderator, log.With("role", "moderation"))
-		hubMod, n.moderator = n.banCache, n.banCache
+		n.moderator = n.banCache
 	}
 	static := signal.StaticICE(cfg.Signal.ICEServers)
 	var ice signal.ICEProvider = static
@@ -155,7 +154,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Logger:         log.With("role", "signal"),
 		Registerer:     reg,
 		Bus:            bus,
-		Moderation:     hubMod,
+		Moderation:     n.moderator,
 		SFU:            media,
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 	})
