@@ -39,7 +39,8 @@ func TestHostileCatalogue(t *testing.T) {
 	base := runtime.NumGoroutine()
 	var ipN atomic.Int32
 	attacker := func(t *testing.T, name string) *client {
-		return from(t, n.ws, name, fmt.Sprintf("10.66.%d.%d", ipN.Add(1)/250, ipN.Load()%250+1))
+		k := ipN.Add(1) // one read, so octets of two attackers never mix
+		return from(t, n.ws, name, fmt.Sprintf("10.66.%d.%d", k/250, k%250+1))
 	}
 
 	// One frame from an idle socket, one documented answer.
