@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -20,15 +18,7 @@ func TestBrowserFaceCheck(t *testing.T) {
 	a.click("#start-video")
 	a.waitTrue(15*time.Second, `[...document.querySelectorAll("#chat-log .system")].some(e => e.textContent.includes("face"))`)
 	line := evalOn[string](a, `[...document.querySelectorAll("#chat-log .system")].map(e => e.textContent).find(t => t.includes("face"))`)
-	metrics := func() string {
-		resp, err := http.Get("http://" + d.addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	metrics := func() string { return string(httpGet(t, "http://"+d.addr+"/metrics", "")) }
 	switch {
 	case strings.Contains(line, "no face detector"):
 		a.waitStatus("Looking for someone…", 10*time.Second)

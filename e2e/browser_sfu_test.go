@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -43,14 +41,7 @@ func TestBrowserSFU(t *testing.T) {
 			a.chat("over the SFU")
 			b.waitChatFromStranger("over the SFU")
 			room := evalOn[string](a, `window.duet.room`)
-			req, _ := http.NewRequest("GET", "http://"+d.addr+"/api/rooms/"+room, nil)
-			req.Header.Set("Authorization", "Bearer sfu-admin")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			body := httpGet(t, "http://"+d.addr+"/api/rooms/"+room, "sfu-admin")
 			var v struct {
 				Path string `json:"path"`
 				AToB struct {

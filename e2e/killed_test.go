@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,13 +145,8 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 
 func stats(t *testing.T, addr string) map[string]any {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+	if err := json.Unmarshal(httpGet(t, "http://"+addr+"/api/stats", ""), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
