@@ -59,11 +59,7 @@ func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *
 		h.sendErr(s, derr, ref)
 		return
 	}
-	if knownTypes[msg.Type] {
-		h.m.messages.WithLabelValues(msg.Type).Inc()
-	} else {
-		h.m.messages.WithLabelValues("unknown").Inc()
-	}
+	h.m.message(msg.Type)
 	if e := h.dispatch(ctx, s, msg); e != nil {
 		h.sendErr(s, e, msg.Type)
 	}

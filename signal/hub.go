@@ -125,6 +125,7 @@ type Hub struct {
 	remoteMediaRunning bool
 	writers            sync.WaitGroup // open sockets, until each is flushed and closed
 	writeBufs          sync.Pool      // gorilla's write buffers, shared by all sockets
+	readBufs           sync.Pool      // *bytes.Buffer for one inbound frame at a time
 }
 
 type state int

@@ -10,6 +10,7 @@ import (
 // never labels: cardinality stays bounded by message types and codes.
 type metrics struct {
 	messages     *prometheus.CounterVec
+	byType       map[string]prometheus.Counter // messages' series, resolved once: no label hashing per frame
 	errors       *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	rooms        *prometheus.GaugeVec
@@ -54,6 +55,11 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 			Name: "duet_stale_matches_total", Help: "Matches dropped because a side had left; the other side was re-queued.",
 		}),
 	}
+	m.byType = make(map[string]prometheus.Counter, len(knownTypes)+1)
+	for t := range knownTypes {
+		m.byType[t] = m.messages.WithLabelValues(t)
+	}
+	m.byType["unknown"] = m.messages.WithLabelValues("unknown")
 	// Zero series up front, so dashboards and alerts see every code.
 	for _, code := range []string{CodeBadJSON, CodeBadRequest, CodeUnknownType, CodeTooLarge,
 		CodeRateLimited, CodeWrongState, CodeNotInRoom, CodeBanned, CodeUnavailable, CodeInternal} {
@@ -74,6 +80,15 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// message counts one client message; an unknown type counts as "unknown".
+func (m *metrics) message(typ string) {
+	c, ok := m.byType[typ]
+	if !ok {
+		c = m.byType["unknown"]
+	}
+	c.Inc()
 }
 
 func (m *metrics) roomStarted(mode string) {

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/http"
@@ -92,7 +93,7 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 		return c.ws.SetReadDeadline(time.Now().Add(wait))
 	})
 	for {
-		kind, frame, err := c.ws.ReadMessage()
+		kind, frame, err := h.readFrame(c)
 		if err != nil {
 			// gorilla reports a bare TCP FIN as CloseError 1006: that is a
 			// drop (resume grace), not a close frame from the client.
@@ -101,7 +102,39 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 			return sentClose && !isClosed(c)
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(wait))
-		h.handleFrame(s, c, kind == websocket.TextMessage, frame)
+		h.handleFrame(s, c, kind == websocket.TextMessage, frame.Bytes())
+		h.putReadBuf(frame)
+	}
+}
+
+// readFrame reads one whole message into a pooled buffer (return it with
+// putReadBuf once handled): gorilla's ReadMessage allocates a fresh slice
+// per frame, which at thousands of frames a second is mostly GC work.
+// Nothing keeps the bytes: decoding copies every string it keeps.
+func (h *Hub) readFrame(c *conn) (int, *bytes.Buffer, error) {
+	kind, r, err := c.ws.NextReader()
+	if err != nil {
+		return kind, nil, err
+	}
+	buf, _ := h.readBufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		h.putReadBuf(buf)
+		return kind, nil, err
+	}
+	return kind, buf, nil
+}
+
+// maxPooledRead: a buffer grown by one rare large frame (an SDP near the
+// size limit) is left to the GC rather than kept by the pool.
+const maxPooledRead = 16 << 10
+
+func (h *Hub) putReadBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledRead {
+		h.readBufs.Put(b)
 	}
 }
 
