@@ -32,6 +32,7 @@ type RedisStore struct {
 	lag     func(d time.Duration)
 	reset   func()
 	beaten  atomic.Bool
+	adds    *batcher // joins arriving together share one pipeline
 
 	mu  sync.Mutex
 	met map[string]metView // by mode
@@ -77,7 +78,8 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 	}
 	return &RedisStore{rdb: rdb, pass: opt.PassClient, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
 		orphans: opt.Orphans, lag: opt.PubSubLag, reset: opt.OnReset,
-		met: map[string]metView{}}
+		adds: newBatcher(rdb, addScript, maxAddBatch),
+		met:  map[string]metView{}}
 }
 
 // Beat marks this node alive for one HeartbeatTTL.
@@ -239,14 +241,18 @@ for _, id in ipairs(ids) do
 end
 return {dropped, out}`)
 
-// Add implements Store.
+// maxAddBatch bounds one pipeline of joins.
+const maxAddBatch = 128
+
+// Add implements Store. Joins made at the same moment (a burst of Next
+// presses) share one pipeline; each is still its own atomic script.
 func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 	t.Node = r.node
 	b, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encoding ticket: %w", err)
 	}
-	n, err := addScript.Run(ctx, r.rdb,
+	n, err := r.adds.run(ctx,
 		[]string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode), r.key("owners"), r.key("node", r.node), r.key("wake")},
 		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds(), time.Now().UnixNano()).Int()
 	if err != nil {
@@ -345,41 +351,19 @@ func (r *RedisStore) Claim(ctx context.Context, a, b string, now, metUntil time.
 func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, metUntil time.Time) []error {
 	window := max(metUntil.Sub(now).Milliseconds(), 0)
 	keys := []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners"), r.key("met") + ":"}
-	out := make([]error, len(pairs))
-	cmds := make([]*redis.Cmd, len(pairs))
-	todo := make([]int, len(pairs))
-	for i := range todo {
-		todo[i] = i
+	calls := make([]scriptCall, len(pairs))
+	for i, p := range pairs {
+		calls[i] = scriptCall{keys: keys, args: []any{p[0], p[1], window, metUntil.UnixMilli(), now.UnixMilli()}}
 	}
-	// EVALSHA first; the pairs a server did not know the script for go
-	// again as EVAL (only those: the others have run).
-	for _, sha := range []bool{true, false} {
-		pipe := r.pass.Pipeline()
-		for _, i := range todo {
-			args := []any{pairs[i][0], pairs[i][1], window, metUntil.UnixMilli(), now.UnixMilli()}
-			if sha {
-				cmds[i] = claimScript.EvalSha(ctx, pipe, keys, args...)
-			} else {
-				cmds[i] = claimScript.Eval(ctx, pipe, keys, args...)
-			}
+	out := make([]error, len(pairs))
+	for i, cmd := range runScripts(ctx, r.pass, claimScript, calls) {
+		n, err := cmd.Int()
+		switch {
+		case err != nil:
+			out[i] = fmt.Errorf("redis claim: %w", err)
+		case n == 0:
+			out[i] = ErrNotWaiting
 		}
-		_, _ = pipe.Exec(ctx) // errors are read per command below
-		var again []int
-		for _, i := range todo {
-			n, err := cmds[i].Int()
-			switch {
-			case sha && redis.HasErrorPrefix(err, "NOSCRIPT"):
-				again = append(again, i)
-			case err != nil:
-				out[i] = fmt.Errorf("redis claim: %w", err)
-			case n == 0:
-				out[i] = ErrNotWaiting
-			}
-		}
-		if len(again) == 0 {
-			break
-		}
-		todo = again
 	}
 	return out
 }
