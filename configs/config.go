@@ -33,6 +33,9 @@ type HTTP struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// ShutdownGrace bounds how long a SIGTERM drain waits for clients.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ReusePort binds Listen with SO_REUSEPORT, so a second duet can bind
+	// the same address: a new version starts while the old one drains.
+	ReusePort bool `yaml:"reuse_port"`
 }
 
 type Store struct {

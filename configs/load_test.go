@@ -35,6 +35,7 @@ func TestDefaultsAreValid(t *testing.T) {
 		{"ping_interval", c.Signal.PingInterval == 20*time.Second},
 		{"turn.listen_udp", c.TURN.ListenUDP == ":3478"},
 		{"all roles on", c.Roles.Matcher && c.Roles.Signal && c.Roles.TURN && c.Roles.SFU},
+		{"http.reuse_port off", !c.HTTP.ReusePort},
 		{"lists are empty, not nil", c.HTTP.AllowedOrigins != nil && len(c.HTTP.AllowedOrigins) == 0},
 	}
 	for _, ch := range checks {
@@ -173,6 +174,8 @@ func TestValidation(t *testing.T) {
 		{"DUET_TURN_ENABLED=false DUET_TURN_MODE=always", "turn.mode"},
 		{"DUET_LIMITS_CHAT_RATE=0", "limits.chat_rate"},
 		{"DUET_HTTP_LISTEN=8080", "http.listen"},
+		{"DUET_HTTP_REUSE_PORT=true", "http.reuse_port"}, // on the memory store
+		{"DUET_HTTP_REUSE_PORT=yes-please", "DUET_HTTP_REUSE_PORT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {

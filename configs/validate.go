@@ -68,6 +68,11 @@ func (c *Config) Validate() error {
 	}
 
 	oneOf("store.backend", c.Store.Backend, "memory", "redis")
+	if c.HTTP.ReusePort && c.Store.Backend != "redis" {
+		// Two processes on one port with their own memory queues would
+		// split the users into two pools that never meet.
+		bad("http.reuse_port", "needs store.backend: redis (processes sharing a port must share their queues)")
+	}
 	if c.Store.Backend == "redis" && len(c.Store.Redis.Addrs) == 0 {
 		bad("store.redis.addrs", "needs at least one address when store.backend is redis")
 	}

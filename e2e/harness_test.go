@@ -156,7 +156,12 @@ func startDuet(t *testing.T, env ...string) *duet {
 // startDuetAs is startDuet with its log in name.log.
 func startDuetAs(t *testing.T, name string, env ...string) *duet {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t))
+	return startDuetOn(t, name, fmt.Sprintf("127.0.0.1:%d", testtool.FreePort(t)), env...)
+}
+
+// startDuetOn is startDuetAs on a given HTTP address.
+func startDuetOn(t *testing.T, name, addr string, env ...string) *duet {
+	t.Helper()
 	cmd := exec.Command(bin.path, "serve")
 	turnPort := testtool.FreePort(t)
 	turnAddr := fmt.Sprintf("127.0.0.1:%d", turnPort)

@@ -4,24 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/duetchat/duet/internal/reuseport"
 )
 
 // listenUDPReuse binds n UDP sockets to one address with SO_REUSEPORT, so
 // the kernel spreads clients over n read loops (pion reads one datagram at
 // a time per socket). Port 0 picks a port for the first and reuses it.
 func listenUDPReuse(addr string, n int) ([]net.PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: reuseport.Control}
 	var conns []net.PacketConn
 	for i := 0; i < n; i++ {
 		c, err := lc.ListenPacket(context.Background(), "udp4", addr)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -112,7 +111,7 @@ func serve(args, env []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := node.Listen(context.Background(), cfg.HTTP)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.HTTP.Listen, "err", err)
 		return 1
