@@ -6,13 +6,13 @@
 #
 #   scripts/bench-match.sh [OUT.md]
 #
-# Knobs (env): USERS=1000, SECONDS_=15 (measured per run), RUNS=3 (the
+# Knobs (env): USERS=1000, SECONDS_=10 (measured per run, after 2 s of warm-up), RUNS=3 (the
 # table shows the median run by matches/s), RATE=1000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=${USERS:-1000}
-SECS=${SECONDS_:-15}
+SECS=${SECONDS_:-10}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
 OUT=${1:-/dev/stdout}
@@ -24,16 +24,20 @@ lift_limits
 
 NODE_PIDS=()
 URLS=""
+PORTS=()
+export DUET_ADMIN_TOKEN=bench-token
 start_nodes() { # store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
 	local store=$1 n=$2 i port prefix="bench$RANDOM$RANDOM:"
 	NODE_PIDS=()
 	URLS=""
+	PORTS=()
 	for i in $(seq "$n"); do
 		port=$(free_port)
 		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
 		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="$prefix" \
 			"$TMP/duet" serve >>"$TMP/duet.log" 2>&1 &
 		NODE_PIDS+=($!)
+		PORTS+=("$port")
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
 		URLS+="${URLS:+,}ws://127.0.0.1:$port/ws"
 	done
@@ -49,13 +53,27 @@ lat() {
 	echo "$(field "$2.p50_ms" "$1") / $(field "$2.p99_ms" "$1")"
 }
 
+# profile_node PORT NAME: a 5 s CPU profile of the node, from 1 s after
+# warm-up, in the background (the first run of each full-speed row).
+profile_node() {
+	(sleep 3; curl -sf -H "Authorization: Bearer $DUET_ADMIN_TOKEN" \
+		"http://127.0.0.1:$1/debug/pprof/profile?seconds=5" -o "$TMP/$2.pprof") &
+}
+
+# share NAME REGEX: percent of the profile's samples under frames matching REGEX
+share() {
+	go tool pprof -top -focus="$2" "$TMP/duet" "$TMP/$1.pprof" 2>/dev/null |
+		sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of .*/\1/p' | head -1
+}
+
 row() { # label store nodes rate
 	local label=$1 store=$2 nodes=$3 rate=$4 best="" r before after
 	: >"$TMP/runs"
 	for r in $(seq "$RUNS"); do
 		start_nodes "$store" "$nodes"
+		if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store"; fi
 		before=$(redis_cmds)
-		"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup 3s -rate "$rate" \
+		"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup 2s -rate "$rate" \
 			>"$TMP/run$r.json" 2>>"$TMP/bench.log"
 		after=$(redis_cmds)
 		stop_nodes
@@ -85,4 +103,13 @@ row() { # label store nodes rate
 	echo
 	echo "Load generator and nodes share the machine. Commands per match count every"
 	echo "command Redis processed during the run (heartbeats and wake-ups included) over the matches made."
+	echo
+	echo "Where one node's CPU goes at full speed (a 5 s pprof CPU profile in the first run of each one-node full-speed row; share of the node's samples under each kind of frame, so shares overlap: JSON work allocates, and allocation is part of GC):"
+	echo
+	echo "| store | socket writes | socket reads | JSON decode | JSON encode | allocation + GC | hub lock held (handleLocked) | matcher | Redis client |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for st in memory redis; do
+		[ -s "$TMP/$st.pprof" ] || continue
+		echo "| $st | $(share $st 'internal/poll.\(\*FD\).Write') | $(share $st 'internal/poll.\(\*FD\).Read') | $(share $st 'json.Unmarshal') | $(share $st 'json.Marshal') | $(share $st 'runtime.mallocgc|runtime.gcBgMarkWorker|runtime.bgsweep|runtime.gcAssistAlloc') | $(share $st 'signal.\(\*Hub\).handleLocked') | $(share $st 'duet/matcher') | $(share $st 'go-redis') |"
+	done
 } >"$OUT"
