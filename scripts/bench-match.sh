@@ -7,7 +7,8 @@
 #   scripts/bench-match.sh [OUT.md]
 #
 # Knobs (env): USERS=1000, SECONDS_=10 (measured per run, after 2 s of warm-up), RUNS=3 (the
-# table shows the median run by matches/s), RATE=1000.
+# table shows the median run by matches/s), RATE=1000, LOW_RATE=200 (the
+# relay-latency rows: the load of the soak).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ USERS=${USERS:-1000}
 SECS=${SECONDS_:-10}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
+LOW_RATE=${LOW_RATE:-200}
 OUT=${1:-/dev/stdout}
 . scripts/bench-lib.sh
 start_redis
@@ -100,6 +102,8 @@ row() { # label store nodes rate
 	row "memory, 1 node, $RATE/s" memory 1 "$RATE"
 	row "redis, 1 node, $RATE/s" redis 1 "$RATE"
 	row "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
+	row "memory, 1 node, $LOW_RATE/s" memory 1 "$LOW_RATE"
+	row "redis, 2 nodes, $LOW_RATE/s" redis 2 "$LOW_RATE"
 	echo
 	echo "Load generator and nodes share the machine. Commands per match count every"
 	echo "command Redis processed during the run (heartbeats and wake-ups included) over the matches made."
