@@ -18,8 +18,15 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"type":"offer","room":"r","sdp":"v=0\r\na=x\"\\\/\t"}`))
+	f.Add([]byte(`{"type":"candidate","room":"r","candidate":{"a":[1,-2.5e+3,true,null,{"b":[]}]}}`))
+	f.Add([]byte(`{"type":"typing","room":"r","on":true,"interests":["a","b"],"face":false}`))
 	codes := map[string]bool{CodeBadJSON: true, CodeBadRequest: true}
 	f.Fuzz(func(t *testing.T, frame []byte) {
+		// Where the fast path answers, it answers what encoding/json would.
+		if utf8.Valid(frame) {
+			sameAsSlow(t, frame)
+		}
 		m, e := decode(frame)
 		if e != nil {
 			if !codes[e.code] || e.msg == "" {

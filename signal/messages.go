@@ -75,6 +75,9 @@ func decode(frame []byte) (*inbound, *protoError) {
 	if !utf8.Valid(frame) {
 		return nil, perr(CodeBadJSON, "frame is not valid UTF-8")
 	}
+	if m, ok := fastDecode(frame); ok {
+		return checkInbound(m)
+	}
 	var m inbound
 	if err := json.Unmarshal(frame, &m); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -88,13 +91,18 @@ func decode(frame []byte) (*inbound, *protoError) {
 		}
 		return nil, perr(CodeBadJSON, "invalid JSON: %v", err)
 	}
+	return checkInbound(&m)
+}
+
+// checkInbound is what decode asks of a well-typed message.
+func checkInbound(m *inbound) (*inbound, *protoError) {
 	if m.Type == "" {
 		return nil, perr(CodeBadRequest, "message has no \"type\"")
 	}
 	if m.Leg != "" && m.Leg != "sfu" {
-		return &m, perr(CodeBadRequest, "leg must be \"sfu\" or absent")
+		return m, perr(CodeBadRequest, "leg must be \"sfu\" or absent")
 	}
-	return &m, nil
+	return m, nil
 }
 
 func jsonKind(goKind string) string {
