@@ -21,20 +21,7 @@ func fastDecode(frame []byte) (*inbound, bool) {
 		return nil, false
 	}
 	m := &inbound{}
-	var seen uint16
-	ok := p.list('}', func() bool {
-		key, ok := p.key()
-		if !ok || !p.colon() {
-			return false
-		}
-		bit, ok := p.field(m, key)
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
-	})
-	if !ok {
+	if _, ok := p.object(func(key []byte) (uint16, bool) { return p.field(m, key) }); !ok {
 		return nil, false
 	}
 	p.space()
@@ -224,6 +211,26 @@ func (p *parser) strs() ([]string, bool) {
 	return out, true
 }
 
+// object reads an object's members (its '{' already read): field reads
+// the value of each key and names it by a bit; an unknown key (field
+// says false) or a repeated one fails. It returns the bits seen.
+func (p *parser) object(field func(key []byte) (uint16, bool)) (uint16, bool) {
+	var seen uint16
+	ok := p.list('}', func() bool {
+		key, ok := p.key()
+		if !ok || !p.colon() {
+			return false
+		}
+		bit, ok := field(key)
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
+	return seen, ok
+}
+
 // list reads comma-separated items up to close (its opener already read).
 func (p *parser) list(close byte, item func() bool) bool {
 	p.space()
@@ -347,4 +354,71 @@ func (p *parser) digits() bool {
 		p.i++
 	}
 	return p.i > start
+}
+
+// fastCandidate parses the RTCIceCandidateInit browsers send - its four
+// keys spelled exactly, each once, sdpMLineIndex a plain integer - in one
+// pass; false leaves the candidate to parseCandidate's encoding/json path
+// (FuzzDecode checks both agree wherever this one answers).
+func fastCandidate(raw []byte) (*ICECandidate, bool) {
+	p := parser{b: raw}
+	if !p.byte('{') {
+		return nil, false
+	}
+	var c ICECandidate
+	seen, ok := p.object(func(key []byte) (uint16, bool) {
+		var ok bool
+		switch string(key) {
+		case "candidate":
+			c.Candidate, ok = p.str()
+			return 1 << 0, ok
+		case "sdpMid":
+			c.SDPMid, ok = p.nullableStr()
+			return 1 << 1, ok
+		case "sdpMLineIndex":
+			c.SDPMLineIndex, ok = p.nullableUint16()
+			return 1 << 2, ok
+		case "usernameFragment":
+			c.UsernameFragment, ok = p.nullableStr()
+			return 1 << 3, ok
+		}
+		return 0, false
+	})
+	// A candidate without its "candidate" string is refused, with words
+	// only the slow path has.
+	if !ok || seen&1 == 0 || p.i != len(p.b) {
+		return nil, false
+	}
+	return &c, true
+}
+
+func (p *parser) nullableStr() (*string, bool) {
+	if p.literal("null") {
+		return nil, true
+	}
+	return p.strPtr()
+}
+
+// nullableUint16 reads null or a plain integer 0..65535 (no sign,
+// fraction or exponent: those go the slow way).
+func (p *parser) nullableUint16() (*uint16, bool) {
+	if p.literal("null") {
+		return nil, true
+	}
+	start := p.i
+	if !p.digits() || p.i-start > 5 || p.i-start > 1 && p.b[start] == '0' {
+		return nil, false
+	}
+	if c := p.peek(); c == '.' || c == 'e' || c == 'E' {
+		return nil, false
+	}
+	n := 0
+	for _, d := range p.b[start:p.i] {
+		n = n*10 + int(d-'0')
+	}
+	if n > 65535 {
+		return nil, false
+	}
+	v := uint16(n)
+	return &v, true
 }

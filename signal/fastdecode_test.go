@@ -79,3 +79,56 @@ func TestFastDecode(t *testing.T) {
 		}
 	}
 }
+
+// sameCandidateAsSlow fails t when fastCandidate took raw and answered
+// other than parseCandidate's encoding/json path.
+func sameCandidateAsSlow(t *testing.T, raw []byte) (taken bool) {
+	t.Helper()
+	fast, ok := fastCandidate(raw)
+	if !ok {
+		return false
+	}
+	var probe struct {
+		Candidate *string `json:"candidate"`
+	}
+	var slow ICECandidate
+	if err := json.Unmarshal(raw, &probe); err != nil || probe.Candidate == nil {
+		t.Fatalf("fast path took candidate %s, the slow path refuses it (%v)", raw, err)
+	}
+	if err := json.Unmarshal(raw, &slow); err != nil {
+		t.Fatalf("fast path took candidate %s, encoding/json refuses it: %v", raw, err)
+	}
+	if !reflect.DeepEqual(fast, &slow) {
+		t.Fatalf("%s:\n fast %+v\n slow %+v", raw, *fast, slow)
+	}
+	return true
+}
+
+func TestFastCandidate(t *testing.T) {
+	tests := []struct {
+		raw   string
+		taken bool
+	}{
+		{`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"r2Zb"}`, true},
+		{`{"candidate":"c","sdpMid":null,"sdpMLineIndex":null,"usernameFragment":null}`, true},
+		{`{ "candidate" : "" }`, true},
+		{`{"candidate":"c","sdpMLineIndex":65535}`, true},
+		{`{"candidate":"c","sdpMLineIndex":65536}`, false},
+		{`{"candidate":"c","sdpMLineIndex":-1}`, false},
+		{`{"candidate":"c","sdpMLineIndex":1.0}`, false},
+		{`{"candidate":"c","sdpMLineIndex":1e2}`, false},
+		{`{"candidate":"c","sdpMLineIndex":01}`, false},
+		{`{"candidate":"c","sdpMLineIndex":"0"}`, false},
+		{`{"candidate":"c","extra":1}`, false},
+		{`{"candidate":"c","candidate":"d"}`, false},
+		{`{"Candidate":"c"}`, false},
+		{`{"sdpMid":"0"}`, false},
+		{`{"candidate":null}`, false},
+		{`{"candidate":"c"} `, false},
+	}
+	for _, tt := range tests {
+		if got := sameCandidateAsSlow(t, []byte(tt.raw)); got != tt.taken {
+			t.Errorf("fast path took %s: %v, want %v", tt.raw, got, tt.taken)
+		}
+	}
+}

@@ -38,6 +38,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decode(%q) accepted a message without type", frame)
 		}
 		if m.Candidate != nil {
+			sameCandidateAsSlow(t, m.Candidate)
 			_, _ = parseCandidate(m.Candidate)
 		}
 	})

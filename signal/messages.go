@@ -137,6 +137,9 @@ func parseCandidate(raw json.RawMessage) (*ICECandidate, *protoError) {
 	if string(raw) == "null" {
 		return nil, nil
 	}
+	if c, ok := fastCandidate(raw); ok {
+		return c, nil
+	}
 	var probe struct {
 		Candidate *string `json:"candidate"`
 	}
