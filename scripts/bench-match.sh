@@ -6,14 +6,14 @@
 #
 #   scripts/bench-match.sh [OUT.md]
 #
-# Knobs (env): USERS=1000, SECONDS_=10 (measured per run, after 2 s of warm-up), RUNS=3 (the
+# Knobs (env): USERS=1000, SECONDS_=8 (measured per run, after 2 s of warm-up), RUNS=3 (the
 # table shows the median run by matches/s), RATE=1000, LOW_RATE=200 (the
 # relay-latency rows: the load of the soak).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=${USERS:-1000}
-SECS=${SECONDS_:-10}
+SECS=${SECONDS_:-8}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
 LOW_RATE=${LOW_RATE:-200}

@@ -199,3 +199,23 @@ PASS
 		}
 	}
 }
+
+func TestSDPHead(t *testing.T) {
+	tests := []struct {
+		frame, typ, room string
+		ok               bool
+	}{
+		{`{"type":"offer","room":"Br7e-_x","sdp":"v=0\r\n"}`, "offer", "Br7e-_x", true},
+		{`{"type":"answer","room":"r1","sdp":"v=0"}`, "answer", "r1", true},
+		{`{"room":"r1","type":"offer","sdp":"v=0"}`, "", "", false}, // another order: encoding/json's turn
+		{`{"type":"offer","room":"a\"b","sdp":""}`, "", "", false},  // escaped room
+		{`{"type":"chat","room":"r1","text":"hi"}`, "", "", false},
+		{`{"type":"offer","room":"r1`, "", "", false},
+	}
+	for _, tt := range tests {
+		typ, room, ok := sdpHead([]byte(tt.frame))
+		if typ != tt.typ || room != tt.room || ok != tt.ok {
+			t.Errorf("sdpHead(%s) = %q, %q, %v; want %q, %q, %v", tt.frame, typ, room, ok, tt.typ, tt.room, tt.ok)
+		}
+	}
+}
