@@ -110,10 +110,10 @@ row() { # label store nodes rate
 	echo
 	echo "Where one node's CPU goes at full speed (a 5 s pprof CPU profile in the first run of each one-node full-speed row; share of the node's samples under each kind of frame, so shares overlap: JSON work allocates, and allocation is part of GC):"
 	echo
-	echo "| store | socket writes | socket reads | JSON decode | JSON encode | allocation + GC | hub lock held (handleLocked) | matcher | Redis client |"
+	echo "| store | socket writes | socket reads | frame decode | JSON encode | allocation + GC | hub lock held (handleLocked) | matcher | Redis client |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for st in memory redis; do
 		[ -s "$TMP/$st.pprof" ] || continue
-		echo "| $st | $(share $st 'internal/poll.\(\*FD\).Write') | $(share $st 'internal/poll.\(\*FD\).Read') | $(share $st 'json.Unmarshal') | $(share $st 'json.Marshal') | $(share $st 'runtime.mallocgc|runtime.gcBgMarkWorker|runtime.bgsweep|runtime.gcAssistAlloc') | $(share $st 'signal.\(\*Hub\).handleLocked') | $(share $st 'duet/matcher') | $(share $st 'go-redis') |"
+		echo "| $st | $(share $st 'internal/poll.\(\*FD\).Write') | $(share $st 'internal/poll.\(\*FD\).Read') | $(share $st 'signal\.decode|signal\.parseCandidate') | $(share $st 'json.Marshal') | $(share $st 'runtime.mallocgc|runtime.gcBgMarkWorker|runtime.bgsweep|runtime.gcAssistAlloc') | $(share $st 'signal.\(\*Hub\).handleLocked') | $(share $st 'duet/matcher') | $(share $st 'go-redis') |"
 	done
 } >"$OUT"

@@ -7,12 +7,12 @@
 #
 #   scripts/bench-sfu.sh [OUT.md]
 #
-# Knobs (env): LEVELS="10 20 40", SECS=10, VIDEO_KBPS=1500, AUDIO_KBPS=50,
+# Knobs (env): LEVELS="20 40", SECS=10, VIDEO_KBPS=1500, AUDIO_KBPS=50,
 # RUNS=3 (each row is the median run by loss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LEVELS=${LEVELS:-"10 20 40"}
+LEVELS=${LEVELS:-"20 40"}
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 VIDEO_KBPS=${VIDEO_KBPS:-1500}
