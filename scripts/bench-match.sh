@@ -55,8 +55,10 @@ lat() {
 	echo "$(field "$2.p50_ms" "$1") / $(field "$2.p99_ms" "$1")"
 }
 
-# profile_node PORT NAME: a 5 s CPU profile of the node, from 1 s after
-# warm-up, in the background (the first run of each full-speed row).
+# profile_node PORT NAME: a 5 s CPU profile of the node, in the background,
+# starting 3 s after the node does (about when the generator's warm-up
+# ends) and so inside the measured 8 s (the first run of each one-node
+# full-speed row).
 profile_node() {
 	(sleep 3; curl -sf -H "Authorization: Bearer $DUET_ADMIN_TOKEN" \
 		"http://127.0.0.1:$1/debug/pprof/profile?seconds=5" -o "$TMP/$2.pprof") &
