@@ -51,8 +51,12 @@ const rateWindow = 5 * time.Second
 
 // leg is one stranger's PeerConnection.
 type leg struct {
-	pc  *webrtc.PeerConnection
-	out [2]*webrtc.TrackLocalStaticRTP // what this client receives, by kind
+	pc *webrtc.PeerConnection
+	// offered is closed once the node's offer is this leg's local
+	// description (or failed to become it). The offer reaches the client
+	// before that (see offer), and a quick client's answer must wait.
+	offered chan struct{}
+	out     [2]*webrtc.TrackLocalStaticRTP // what this client receives, by kind
 	// in is the SSRC of this client's own track per kind (0 until it
 	// arrives), where keyframe requests for it are addressed.
 	in [2]atomic.Uint32
@@ -123,6 +127,9 @@ func (r *Room) Start(signal Signaller) error {
 	}
 	for i, l := range r.legs {
 		if err := r.offer(i, l, signal); err != nil {
+			for _, rest := range r.legs[i+1:] {
+				close(rest.offered) // no offer is coming: answers need not wait
+			}
 			return err
 		}
 	}
@@ -134,7 +141,7 @@ func (r *Room) newLeg(i int) (*leg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sfu: peer connection: %w", err)
 	}
-	l := &leg{pc: pc}
+	l := &leg{pc: pc, offered: make(chan struct{})}
 	caps := [2]webrtc.RTPCodecCapability{
 		{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2},
 		{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
@@ -165,6 +172,7 @@ func (r *Room) newLeg(i int) (*leg, error) {
 }
 
 func (r *Room) offer(i int, l *leg, signal Signaller) error {
+	defer close(l.offered)
 	offer, err := l.pc.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("sfu: offer: %w", err)
@@ -178,12 +186,23 @@ func (r *Room) offer(i int, l *leg, signal Signaller) error {
 	return nil
 }
 
-// Answer applies side's answer to the node's offer.
+// answerWait bounds how long an answer waits for the node's own offer to
+// be set (milliseconds in practice; an answer with no offer at all gives up).
+const answerWait = 5 * time.Second
+
+// Answer applies side's answer to the node's offer. The client may answer
+// before the offer it saw is the node's local description (it goes out
+// first, ahead of the candidates): then the answer waits for it.
 func (r *Room) Answer(side int, sdp string) error {
 	if side < 0 || side > 1 || r.legs[side] == nil {
 		return errors.New("sfu: no such side")
 	}
 	l := r.legs[side]
+	select {
+	case <-l.offered:
+	case <-time.After(answerWait):
+		return errors.New("sfu: answer before the node made its offer")
+	}
 	l.candMu.Lock()
 	defer l.candMu.Unlock()
 	if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {

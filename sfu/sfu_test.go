@@ -166,16 +166,7 @@ func TestNTPMiddle(t *testing.T) {
 // TestCandidateBeforeAnswer: a client's candidate that overtakes its
 // answer is kept and applied with the answer, not refused.
 func TestCandidateBeforeAnswer(t *testing.T) {
-	s, err := New(Options{ListenIP: "127.0.0.1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	room, err := s.Open("early")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer room.Close()
+	room := openRoom(t, "early")
 	var offer string
 	var mu sync.Mutex
 	if err := room.Start(func(side int, sig Signal) {
@@ -199,6 +190,59 @@ func TestCandidateBeforeAnswer(t *testing.T) {
 	if err := room.Answer(0, answer); err != nil {
 		t.Fatalf("answer with a held candidate: %v", err)
 	}
+}
+
+// TestAnswerBeforeOfferIsSet: the offer reaches the client before it is
+// the node's local description (so no candidate can overtake it); a client
+// that answers inside that window has its answer wait, not refused.
+func TestAnswerBeforeOfferIsSet(t *testing.T) {
+	room := openRoom(t, "quick")
+	peer := testtool.NewPionPeer(t)
+	defer peer.Close()
+	answered := make(chan error, 1)
+	if err := room.Start(func(side int, sig Signal) {
+		if side != 0 || sig.SDP == "" {
+			return
+		}
+		// Still inside Start, before SetLocalDescription: answer now.
+		answer := peer.Answer(sig.SDP)
+		go func() { answered <- room.Answer(0, answer) }()
+		select {
+		case err := <-answered:
+			t.Errorf("the answer returned before the offer was set: %v", err)
+			answered <- err
+		case <-time.After(200 * time.Millisecond): // it waits, as it should
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		return
+	}
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("answer: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer still waits after the offer was set")
+	}
+}
+
+// openRoom opens a room on a fresh SFU; both close at cleanup.
+func openRoom(t *testing.T, code string) *Room {
+	t.Helper()
+	s, err := New(Options{ListenIP: "127.0.0.1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	room, err := s.Open(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(room.Close)
+	return room
 }
 
 func ptr[T any](v T) *T { return &v }
