@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,7 +255,7 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 	}
 	n, err := r.adds.run(ctx,
 		[]string{r.key("tickets"), r.key("modes"), r.key("mode", t.Mode), r.key("owners"), r.key("node", r.node), r.key("wake")},
-		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds(), time.Now().UnixNano()).Int()
+		t.Session, t.Mode, b, r.node, r.ttl.Milliseconds(), wakePayload(r.node, time.Now())).Int()
 	if err != nil {
 		return fmt.Errorf("redis add: %w", err)
 	}
@@ -402,6 +403,25 @@ func (r *RedisStore) Counts(ctx context.Context) (map[string]int, error) {
 	return map[string]int{ModeVideo: int(v.Val()), ModeText: int(t.Val())}, nil
 }
 
+// wakePayload names the joining node and the publish time.
+func wakePayload(node string, now time.Time) string {
+	return node + " " + strconv.FormatInt(now.UnixNano(), 10)
+}
+
+// parseWake reads a wake payload: the node that published it and when.
+// A payload of one number (a node of an older version) names no node.
+func parseWake(payload string) (node string, sent time.Time, ok bool) {
+	at := payload
+	if i := strings.LastIndexByte(payload, ' '); i >= 0 {
+		node, at = payload[:i], payload[i+1:]
+	}
+	ns, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return node, time.Time{}, false
+	}
+	return node, time.Unix(0, ns), true
+}
+
 func (r *RedisStore) removeKeys() []string {
 	return []string{r.key("tickets"), r.key("modes"), r.key("mode") + ":", r.key("owners")}
 }
@@ -423,8 +443,15 @@ func (r *RedisStore) Wakes(ctx context.Context) <-chan struct{} {
 				if !ok {
 					return
 				}
-				if sent, err := strconv.ParseInt(msg.Payload, 10, 64); err == nil {
-					r.lag(time.Since(time.Unix(0, sent)))
+				from, sent, ok := parseWake(msg.Payload)
+				if from == r.node {
+					// This node's own join: its matcher was poked locally
+					// when the add returned, so a second pass would find
+					// nothing the first did not.
+					continue
+				}
+				if ok {
+					r.lag(time.Since(sent))
 				}
 				select {
 				case out <- struct{}{}:

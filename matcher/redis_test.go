@@ -224,3 +224,25 @@ func TestRedisWaitingAnswersMet(t *testing.T) {
 		t.Fatalf("Waiting plus four Met sent %d commands, want one script call", n)
 	}
 }
+
+// Wakes skips a node's own joins (its matcher was poked locally) by the
+// name in the payload; a payload without one still wakes.
+func TestParseWake(t *testing.T) {
+	at := time.Unix(0, 1764500000123456789)
+	tests := []struct {
+		payload, node string
+		ok            bool
+	}{
+		{wakePayload("vm-1a2b", at), "vm-1a2b", true},
+		{wakePayload("", at), "", true},
+		{"1764500000123456789", "", true}, // a node of the previous version: no name, still a wake
+		{"vm-1a2b soon", "vm-1a2b", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		node, sent, ok := parseWake(tt.payload)
+		if node != tt.node || ok != tt.ok || ok && !sent.Equal(at) {
+			t.Errorf("parseWake(%q) = %q, %v, %v; want %q, %v, %v", tt.payload, node, sent, ok, tt.node, at, tt.ok)
+		}
+	}
+}
