@@ -3,6 +3,7 @@ package moderation
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -16,15 +17,57 @@ type Cache struct {
 	*Moderator
 	log *slog.Logger
 
-	mu        sync.Mutex
-	loaded    bool
-	bySession map[string]Ban
-	byIP      map[string]Ban
+	mu     sync.Mutex
+	loaded bool
+	bans   banIndex
+}
+
+// banIndex files every ban in force under its session and its address
+// hash. One key can carry several bans (an operator's and one from
+// reports, say), and a check must see the one that ends last, as the
+// stores' FindBan does.
+type banIndex struct {
+	bySession, byIP map[string][]Ban
+}
+
+func newBanIndex() banIndex {
+	return banIndex{bySession: map[string][]Ban{}, byIP: map[string][]Ban{}}
+}
+
+// put files b, replacing an earlier copy of the same ban.
+func (x banIndex) put(b Ban) {
+	file := func(m map[string][]Ban, key string) {
+		if key != "" {
+			m[key] = append(slices.DeleteFunc(m[key], sameID(b.ID)), b)
+		}
+	}
+	file(x.bySession, b.Session)
+	file(x.byIP, b.IPHash)
+}
+
+// drop forgets the ban with id wherever it is filed.
+func (x banIndex) drop(id string) {
+	for _, m := range []map[string][]Ban{x.bySession, x.byIP} {
+		for key, list := range m {
+			if list = slices.DeleteFunc(list, sameID(id)); len(list) == 0 {
+				delete(m, key)
+			} else {
+				m[key] = list
+			}
+		}
+	}
+}
+
+func sameID(id string) func(Ban) bool { return func(b Ban) bool { return b.ID == id } }
+
+// find is the ban in force at now on session or ipHash that ends last.
+func (x banIndex) find(now time.Time, session, ipHash string) (Ban, bool) {
+	return longest(now, append(slices.Clone(x.bySession[session]), x.byIP[ipHash]...)...)
 }
 
 // NewCache caches m's bans.
 func NewCache(m *Moderator, log *slog.Logger) *Cache {
-	return &Cache{Moderator: m, log: log, bySession: map[string]Ban{}, byIP: map[string]Ban{}}
+	return &Cache{Moderator: m, log: log, bans: newBanIndex()}
 }
 
 // Check returns the ban in force on a session or address hash.
@@ -35,7 +78,7 @@ func (c *Cache) Check(ctx context.Context, session, ipHash string) (Ban, bool, e
 		return c.Moderator.Check(ctx, session, ipHash)
 	}
 	defer c.mu.Unlock()
-	found, ok := longest(c.now(), c.bySession[session], c.byIP[ipHash])
+	found, ok := c.bans.find(c.now(), session, ipHash)
 	return found, ok, nil
 }
 
@@ -43,12 +86,7 @@ func (c *Cache) Check(ctx context.Context, session, ipHash string) (Ban, bool, e
 func (c *Cache) Remember(b Ban) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b.Session != "" {
-		c.bySession[b.Session] = b
-	}
-	if b.IPHash != "" {
-		c.byIP[b.IPHash] = b
-	}
+	c.bans.put(b)
 }
 
 // Report records r and remembers the ban it completes.
@@ -74,16 +112,7 @@ func (c *Cache) Lift(ctx context.Context, id string) (bool, error) {
 	ok, err := c.Moderator.Lift(ctx, id)
 	if err == nil {
 		c.mu.Lock()
-		for k, b := range c.bySession {
-			if b.ID == id {
-				delete(c.bySession, k)
-			}
-		}
-		for k, b := range c.byIP {
-			if b.ID == id {
-				delete(c.byIP, k)
-			}
-		}
+		c.bans.drop(id)
 		c.mu.Unlock()
 	}
 	return ok, err
@@ -95,17 +124,12 @@ func (c *Cache) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bySession, byIP := map[string]Ban{}, map[string]Ban{}
+	index := newBanIndex()
 	for _, b := range bans {
-		if b.Session != "" {
-			bySession[b.Session] = b
-		}
-		if b.IPHash != "" {
-			byIP[b.IPHash] = b
-		}
+		index.put(b)
 	}
 	c.mu.Lock()
-	c.bySession, c.byIP, c.loaded = bySession, byIP, true
+	c.bans, c.loaded = index, true
 	c.mu.Unlock()
 	return nil
 }

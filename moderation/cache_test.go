@@ -87,3 +87,42 @@ func TestCacheFollowsOtherNodes(t *testing.T) {
 		t.Fatal("a remembered ban is not checked")
 	}
 }
+
+// TestCacheKeepsEveryBanOnAKey: an address can carry an operator's long
+// ban and a shorter one from reports. The copy answers the one that ends
+// last, as the stores do, keeps the other when one is lifted, and a
+// reload finds the same answer whatever order the store lists them in.
+func TestCacheKeepsEveryBanOnAKey(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := NewModerator(NewMemoryStore(100), Policy{ReportsToBan: 3, Window: time.Hour, BanDuration: time.Hour}, nil, nil)
+	c := NewCache(m, quiet)
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	long, err := c.Add(ctx, Ban{IPHash: "h"}, 365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := c.Add(ctx, Ban{IPHash: "h", Session: "s"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cache := range []*Cache{c, NewCache(m, quiet)} {
+		if err := cache.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if b, ok, _ := cache.Check(ctx, "any", "h"); !ok || b.ID != long.ID {
+			t.Fatalf("address check = %v %v, want the year-long ban %s", b.ID, ok, long.ID)
+		}
+	}
+	if ok, err := c.Lift(ctx, long.ID); !ok || err != nil {
+		t.Fatalf("lift: %v %v", ok, err)
+	}
+	if b, ok, _ := c.Check(ctx, "any", "h"); !ok || b.ID != short.ID {
+		t.Fatalf("after lifting the long ban: %v %v, want %s still", b.ID, ok, short.ID)
+	}
+	if b, ok, _ := c.Check(ctx, "s", ""); !ok || b.ID != short.ID {
+		t.Fatalf("session check: %v %v, want %s", b.ID, ok, short.ID)
+	}
+}
