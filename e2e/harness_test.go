@@ -277,17 +277,7 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 // token is not empty.
 func httpGet(t *testing.T, url, token string) []byte {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := testtool.AdminRequest(t, "GET", url, token, nil)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {

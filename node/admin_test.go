@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 func adminGet(t *testing.T, url, token string) (int, map[string]any) {
@@ -18,7 +20,7 @@ func adminGet(t *testing.T, url, token string) (int, map[string]any) {
 // authGet is a GET with the admin bearer token ("" sends none).
 func authGet(t *testing.T, url, token string) *http.Response {
 	t.Helper()
-	return adminRequest(t, "GET", url, token, nil)
+	return testtool.AdminRequest(t, "GET", url, token, nil)
 }
 
 func TestAdminRooms(t *testing.T) {

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,35 +18,9 @@ func from(t *testing.T, ws, name, ip string) *client {
 	return dial(t, ws, name, http.Header{"X-Forwarded-For": {ip}})
 }
 
-// adminRequest sends body (a string as is, anything else as JSON) with
-// the admin bearer token ("" sends none).
-func adminRequest(t *testing.T, method, url, token string, body any) *http.Response {
-	t.Helper()
-	var raw []byte
-	switch b := body.(type) {
-	case nil:
-	case string:
-		raw = []byte(b)
-	default:
-		raw, _ = json.Marshal(b)
-	}
-	req, err := http.NewRequest(method, url, bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
-}
-
 func adminDo(t *testing.T, method, url, token string, body any) (int, map[string]any) {
 	t.Helper()
-	resp := adminRequest(t, method, url, token, body)
+	resp := testtool.AdminRequest(t, method, url, token, body)
 	defer resp.Body.Close()
 	var out map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&out)
