@@ -141,15 +141,25 @@ type inMsg struct {
 func (u *user) sendRaw(b []byte) error { return u.ws.WriteMessage(websocket.TextMessage, b) }
 
 // fakeSDP is the size of a browser's audio+video offer; the node relays
-// SDP without reading it. sdpJSON is it as a JSON string, encoded once.
+// SDP without reading it. sdpField is the frame's "sdp" member, encoded
+// once.
 var (
-	fakeSDP    = "v=0\r\n" + strings.Repeat("a=bench-line-of-a-typical-sdp-attribute\r\n", 80)
-	sdpJSON, _ = json.Marshal(fakeSDP)
+	fakeSDP  = "v=0\r\n" + strings.Repeat("a=bench-line-of-a-typical-sdp-attribute\r\n", 80)
+	sdpField = `"sdp":` + jsonString(fakeSDP)
 )
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s) // a string always encodes
+	return string(b)
+}
 
 // frame builds {"type":T,"room":ROOM,<rest>} with rest already JSON.
 func frame(typ string, room []byte, rest ...string) []byte {
-	b := make([]byte, 0, 64+len(room)+len(sdpJSON))
+	n := 32 + len(typ) + len(room)
+	for _, r := range rest {
+		n += 1 + len(r)
+	}
+	b := make([]byte, 0, n)
 	b = append(b, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","room":`...)
@@ -163,7 +173,7 @@ func frame(typ string, room []byte, rest ...string) []byte {
 
 // sendSignals sends an offer or answer and two trickled candidates.
 func (u *user) sendSignals(room []byte, kind string) bool {
-	if u.sendRaw(frame(kind, room, `"sdp":`+string(sdpJSON))) != nil {
+	if u.sendRaw(frame(kind, room, sdpField)) != nil {
 		return false
 	}
 	for i := range 2 {
