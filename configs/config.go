@@ -98,6 +98,9 @@ type TURN struct {
 	DeniedPeerCIDRs       []string      `yaml:"denied_peer_cidrs"`
 	MaxAllocationsPerUser int           `yaml:"max_allocations_per_user"`
 	MaxAllocations        int           `yaml:"max_allocations"` // whole node; 0 = no cap
+	// MaxAllocationsPerIP caps live allocations from one client address
+	// (an IPv6 /limits.ipv6_prefix), whatever sessions it holds; 0 = no cap.
+	MaxAllocationsPerIP int `yaml:"max_allocations_per_ip"`
 	// TLSCertFile/TLSKeyFile serve turns:; empty = use http's pair.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
@@ -137,6 +140,10 @@ type Limits struct {
 	MaxBufferedSignals int     `yaml:"max_buffered_signals"` // per side of a room, until `ready`
 	MaxBufferedBytes   int     `yaml:"max_buffered_bytes"`
 	SendQueue          int     `yaml:"send_queue"` // frames queued per socket before it is cut
+	// IPv6Prefix is the IPv6 prefix length one client is counted as:
+	// every per-address limit, quota and ban keys an IPv6 address by
+	// its /IPv6Prefix (a subscriber is routinely handed a whole /64).
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 type Moderation struct {

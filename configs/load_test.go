@@ -173,6 +173,8 @@ func TestValidation(t *testing.T) {
 		{"DUET_TURN_MAX_ALLOCATIONS=-1", "turn.max_allocations"},
 		{"DUET_TURN_ENABLED=false DUET_TURN_MODE=always", "turn.mode"},
 		{"DUET_LIMITS_CHAT_RATE=0", "limits.chat_rate"},
+		{"DUET_LIMITS_IPV6_PREFIX=0", "limits.ipv6_prefix"},
+		{"DUET_LIMITS_IPV6_PREFIX=129", "limits.ipv6_prefix"},
 		{"DUET_HTTP_LISTEN=8080", "http.listen"},
 		{"DUET_HTTP_REUSE_PORT=true", "http.reuse_port"}, // on the memory store
 		{"DUET_HTTP_REUSE_PORT=yes-please", "DUET_HTTP_REUSE_PORT"},

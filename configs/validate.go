@@ -125,6 +125,9 @@ func (c *Config) Validate() error {
 	if c.TURN.MaxAllocations < 0 {
 		bad("turn.max_allocations", "must be 0 (no cap) or more")
 	}
+	if c.TURN.MaxAllocationsPerIP < 0 {
+		bad("turn.max_allocations_per_ip", "must be 0 (no cap) or more")
+	}
 	if c.TURN.Enabled {
 		if c.TURN.ListenUDP == "" && c.TURN.ListenTCP == "" && c.TURN.ListenTLS == "" {
 			bad("turn.listen_udp", "turn.enabled is true but listen_udp, listen_tcp and listen_tls are all empty")
@@ -168,6 +171,9 @@ func (c *Config) Validate() error {
 		if (f.CanInt() && f.Int() <= 0) || (f.CanFloat() && f.Float() <= 0) {
 			bad("limits."+yamlName(lv.Type().Field(i)), "must be greater than 0")
 		}
+	}
+	if c.Limits.IPv6Prefix > 128 {
+		bad("limits.ipv6_prefix", "%d is not an IPv6 prefix length (1..128)", c.Limits.IPv6Prefix)
 	}
 	if c.Moderation.ReportsToBan < 1 {
 		bad("moderation.reports_to_ban", "must be at least 1")
