@@ -2,6 +2,7 @@ package turn
 
 import (
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ func (f *flow) load() Totals { return Totals{f.bytes.Load(), f.packets.Load()} }
 type alloc struct {
 	key       string // relay address
 	user      Username
+	ipKey     string // the client's address key, for the per-address quota
 	transport string
 	created   time.Time
 	toPeer    flow // client -> peer (relay socket writes)
@@ -83,14 +85,19 @@ func (s *sessionAcc) window() (old, cur sample, ok bool) {
 type accounting struct {
 	now     func() time.Time
 	perUser int
+	perIP   int // 0 = no cap
 	total   int
 	onClose func(a *alloc, to, from Totals)
+	// refuse drops a relayed datagram before it leaves (the node's own
+	// addresses outside the relay ports); dropped counts them.
+	refuse  func(net.Addr) bool
+	dropped atomic.Uint64
 
 	mu       sync.Mutex
 	pending  map[string]*countingConn          // relay address -> conn, until attributed
 	rooms    map[string]map[string]*sessionAcc // room -> session -> figures
-	live     map[string]int                    // quota key -> live allocations
-	reserved map[string][]time.Time            // quota key -> admitted, not yet created
+	live     map[string]int                    // quota key or address key -> live allocations
+	reserved map[string][]time.Time            // quota key or address key -> admitted, not yet created
 	nlive    int
 	closed   map[string][2]Totals // transport -> closed allocations' totals, to and from peers
 	allocs   map[*alloc]struct{}
@@ -101,32 +108,41 @@ type accounting struct {
 // matters when creation fails.
 const reservationTTL = 5 * time.Second
 
-func newAccounting(now func() time.Time, perUser, total int) *accounting {
+func newAccounting(now func() time.Time, perUser, perIP, total int) *accounting {
 	return &accounting{
-		now: now, perUser: perUser, total: total,
+		now: now, perUser: perUser, perIP: perIP, total: total,
 		pending: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
 		live: map[string]int{}, reserved: map[string][]time.Time{}, allocs: map[*alloc]struct{}{},
 		closed: map[string][2]Totals{},
 	}
 }
 
-// admit is the quota check. It reserves a slot so concurrent requests on
+// admit is the quota check: per session (or whole username), per client
+// address and per node. Sessions are cheap, so the per-session quota alone
+// would let one address hold the node's capacity; the address key (an
+// IPv6 /64) closes that. It reserves a slot so concurrent requests on
 // different sockets cannot all pass.
-func (ac *accounting) admit(u Username) (ok bool, reason string) {
+func (ac *accounting) admit(u Username, ipKey string) (ok bool, reason string) {
 	ac.mu.Lock()
 	defer ac.mu.Unlock()
 	now := ac.now()
 	pending := ac.pruneReservations(now)
-	key := u.QuotaKey()
+	key, addr := u.QuotaKey(), addrQuotaKey(ipKey)
 	switch {
 	case ac.live[key]+len(ac.reserved[key]) >= ac.perUser:
 		return false, "user"
+	case ac.perIP > 0 && ac.live[addr]+len(ac.reserved[addr]) >= ac.perIP:
+		return false, "address"
 	case ac.total > 0 && ac.nlive+pending >= ac.total:
 		return false, "total"
 	}
 	ac.reserved[key] = append(ac.reserved[key], now)
+	ac.reserved[addr] = append(ac.reserved[addr], now)
 	return true, ""
 }
+
+// addrQuotaKey files an address apart from session and username keys.
+func addrQuotaKey(ipKey string) string { return "a:" + ipKey }
 
 // pruneReservations forgets admissions that never became allocations and
 // returns how many are still pending. Under ac.mu.
@@ -144,7 +160,9 @@ func (ac *accounting) pruneReservations(now time.Time) int {
 			continue
 		}
 		ac.reserved[key] = kept
-		pending += len(kept)
+		if !strings.HasPrefix(key, "a:") { // each admission is filed twice
+			pending += len(kept)
+		}
 	}
 	return pending
 }
@@ -158,8 +176,9 @@ func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 	return c
 }
 
-// created attributes the allocation at relay to its username.
-func (ac *accounting) created(relay net.Addr, u Username, transport string) {
+// created attributes the allocation at relay to its username and the
+// client address it was requested from.
+func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport string) {
 	ac.mu.Lock()
 	c := ac.pending[relay.String()]
 	delete(ac.pending, relay.String())
@@ -168,15 +187,16 @@ func (ac *accounting) created(relay net.Addr, u Username, transport string) {
 		return
 	}
 	a := c.a
-	a.user, a.transport, a.created = u, transport, ac.now()
-	key := u.QuotaKey()
-	if r := ac.reserved[key]; len(r) > 0 {
-		ac.reserved[key] = r[1:]
+	a.user, a.ipKey, a.transport, a.created = u, ipKey, transport, ac.now()
+	for _, key := range []string{u.QuotaKey(), addrQuotaKey(ipKey)} {
+		if r := ac.reserved[key]; len(r) > 0 {
+			ac.reserved[key] = r[1:]
+		}
+		if len(ac.reserved[key]) == 0 {
+			delete(ac.reserved, key)
+		}
+		ac.live[key]++
 	}
-	if len(ac.reserved[key]) == 0 {
-		delete(ac.reserved, key)
-	}
-	ac.live[key]++
 	ac.nlive++
 	ac.allocs[a] = struct{}{}
 	if u.Room != "" {
@@ -209,9 +229,10 @@ func (ac *accounting) closedConn(c *countingConn) {
 		return
 	}
 	delete(ac.allocs, a)
-	key := a.user.QuotaKey()
-	if ac.live[key]--; ac.live[key] <= 0 {
-		delete(ac.live, key)
+	for _, key := range []string{a.user.QuotaKey(), addrQuotaKey(a.ipKey)} {
+		if ac.live[key]--; ac.live[key] <= 0 {
+			delete(ac.live, key)
+		}
 	}
 	ac.nlive--
 	c2 := ac.closed[a.transport]
@@ -282,6 +303,12 @@ func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.ac.refuse != nil && c.ac.refuse(addr) {
+		// Dropped as a firewall would: the client learns nothing it
+		// could probe with.
+		c.ac.dropped.Add(1)
+		return len(p), nil
+	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if n > 0 {
 		c.a.toPeer.add(n)

@@ -1,6 +1,9 @@
 package turn
 
 import (
+	"net"
+	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -9,7 +12,7 @@ import (
 // either quota once its reservation lapses, and is forgotten.
 func TestAdmitForgetsLapsedReservations(t *testing.T) {
 	now := time.Unix(1800000000, 0)
-	ac := newAccounting(func() time.Time { return now }, 1, 1)
+	ac := newAccounting(func() time.Time { return now }, 1, 0, 1)
 	a := Username{Expiry: now.Add(time.Hour), User: "a"}
 	b := Username{Expiry: now.Add(time.Hour), User: "b"}
 	tests := []struct {
@@ -27,7 +30,7 @@ func TestAdmitForgetsLapsedReservations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		now = now.Add(tt.advance)
-		ok, reason := ac.admit(tt.u)
+		ok, reason := ac.admit(tt.u, "192.0.2.1/32")
 		if ok != tt.ok || reason != tt.reason {
 			t.Fatalf("%s: admit = %v %q, want %v %q", tt.name, ok, reason, tt.ok, tt.reason)
 		}
@@ -36,3 +39,77 @@ func TestAdmitForgetsLapsedReservations(t *testing.T) {
 		t.Error("the lapsed reservation is still held")
 	}
 }
+
+// One address holds at most perIP allocations whatever sessions it uses;
+// another address is not held back by it, and closing frees the slot.
+func TestAdmitCapsOneAddress(t *testing.T) {
+	now := time.Unix(1800000000, 0)
+	ac := newAccounting(func() time.Time { return now }, 8, 3, 0)
+	session := func(i int) Username {
+		return Username{Expiry: now.Add(time.Hour), Room: "r" + strconv.Itoa(i), Session: "s" + strconv.Itoa(i)}
+	}
+	const attacker, other = "2001:db8:1:2::/64", "192.0.2.9/32"
+	var conns []*countingConn
+	for i := 0; i < 3; i++ {
+		ok, reason := ac.admit(session(i), attacker)
+		if !ok {
+			t.Fatalf("session %d refused (%s) under the address quota", i, reason)
+		}
+		relay := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 50000 + i}
+		c := ac.wrap(nopPacketConn{}, relay)
+		ac.created(relay, session(i), attacker, "udp")
+		conns = append(conns, c)
+	}
+	for _, tt := range []struct {
+		name   string
+		u      Username
+		key    string
+		ok     bool
+		reason string
+	}{
+		{"a fourth session of the same address", session(3), attacker, false, "address"},
+		{"a session of another address", session(4), other, true, ""},
+	} {
+		if ok, reason := ac.admit(tt.u, tt.key); ok != tt.ok || reason != tt.reason {
+			t.Errorf("%s: admit = %v %q, want %v %q", tt.name, ok, reason, tt.ok, tt.reason)
+		}
+	}
+	_ = conns[0].Close()
+	if ok, reason := ac.admit(session(5), attacker); !ok {
+		t.Errorf("after one allocation closed the address is still refused (%s)", reason)
+	}
+}
+
+// The node's own addresses are reachable only inside the relay ports,
+// unless the operator allowed the address on purpose.
+func TestOwnAddressesRefusedOutsideRelayPorts(t *testing.T) {
+	relay := net.IPv4(203, 0, 113, 7)
+	allowed, err := parsePrefixes("test", []string{"198.51.100.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOwnAddrs(relay, 49152, 65535, allowed)
+	o.addrs[netip.MustParseAddr("198.51.100.3")] = struct{}{} // an interface the operator opened
+	for _, tt := range []struct {
+		addr    string
+		refused bool
+	}{
+		{"203.0.113.7:8443", true},        // the SFU's port on the public address
+		{"203.0.113.7:3478", true},        // the TURN port itself
+		{"[::ffff:203.0.113.7]:53", true}, // mapped form of the same
+		{"203.0.113.7:49152", false},      // a relay port: two strangers relaying through one node
+		{"203.0.113.7:65535", false},      // top of the range
+		{"0.0.0.0:8443", true},            // the unspecified address reaches the node too
+		{"203.0.113.8:8443", false},       // someone else's address
+		{"198.51.100.3:7000", false},      // own, but allowed by the operator
+	} {
+		ap := netip.MustParseAddrPort(tt.addr)
+		if got := o.refused(net.UDPAddrFromAddrPort(ap)); got != tt.refused {
+			t.Errorf("refused(%s) = %v, want %v", tt.addr, got, tt.refused)
+		}
+	}
+}
+
+type nopPacketConn struct{ net.PacketConn }
+
+func (nopPacketConn) Close() error { return nil }

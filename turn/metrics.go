@@ -18,11 +18,11 @@ func newMetrics(reg prometheus.Registerer, acc *accounting) (*metrics, error) {
 	m := &metrics{
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_turn_auth_failures_total",
-			Help: "TURN requests refused at authentication, by reason (malformed, expired, bad_password).",
+			Help: "TURN requests refused at authentication, by reason (malformed, expired, bad_password, revoked: the room ended, banned).",
 		}, []string{"reason"}),
 		quotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_turn_quota_refusals_total",
-			Help: "TURN allocations refused by quota, by scope (user, total).",
+			Help: "TURN allocations refused by quota, by scope (user: one session, address: one client address, total: the node).",
 		}, []string{"scope"}),
 		deniedPeers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_turn_denied_peers_total",
@@ -33,15 +33,19 @@ func newMetrics(reg prometheus.Registerer, acc *accounting) (*metrics, error) {
 			Help: "TURN allocations created.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}} {
+	ownDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "duet_turn_own_address_drops_total",
+		Help: "Relayed datagrams dropped because they were addressed to the node itself outside the relay ports.",
+	}, func() float64 { return float64(acc.dropped.Load()) })
+	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}, ownDrops} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering TURN metrics: %w", err)
 		}
 	}
-	for _, r := range []string{"malformed", "expired", "bad_password"} {
+	for _, r := range []string{"malformed", "expired", "bad_password", "revoked", "banned"} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, s := range []string{"user", "total"} {
+	for _, s := range []string{"user", "address", "total"} {
 		m.quotaRefusals.WithLabelValues(s)
 	}
 	return m, nil

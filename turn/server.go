@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/addrkey"
 )
 
 // Options configure a Server.
@@ -36,6 +38,12 @@ type Options struct {
 	// Sockets is how many SO_REUSEPORT UDP sockets share the UDP port
 	// (one read loop each); 0 means one per CPU.
 	Sockets int
+	// Keys keys client addresses for the per-address quota (IPv6 by
+	// prefix); the zero value keys IPv6 by /64.
+	Keys addrkey.Keyer
+	// Gate refuses credentials of banned sessions and addresses; nil
+	// refuses none.
+	Gate Gate
 }
 
 // Server is the running relay.
@@ -46,6 +54,7 @@ type Server struct {
 	policy  *PeerPolicy
 	keys    *keyChooser
 	acc     *accounting
+	revoked *revocations
 	metrics *metrics
 	srv     *pturn.Server
 	udpPort int
@@ -79,18 +88,23 @@ func New(opt Options) (*Server, error) {
 	if opt.Sockets <= 0 {
 		opt.Sockets = runtime.NumCPU()
 	}
+	if opt.Gate == nil {
+		opt.Gate = openGate{}
+	}
 	policy, err := NewPeerPolicy(opt.TURN.AllowedPeerCIDRs, opt.TURN.DeniedPeerCIDRs)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		opt: opt, log: opt.Logger, policy: policy,
-		creds: Credentials{Secrets: opt.Secrets, TTL: opt.TURN.CredentialTTL, Now: opt.Now},
-		keys:  newKeyChooser(opt.Secrets),
-		acc:   newAccounting(opt.Now, opt.TURN.MaxAllocationsPerUser, opt.TURN.MaxAllocations),
-		stop:  make(chan struct{}), done: make(chan struct{}),
+		creds:   Credentials{Secrets: opt.Secrets, TTL: opt.TURN.CredentialTTL, Now: opt.Now},
+		keys:    newKeyChooser(opt.Secrets),
+		acc:     newAccounting(opt.Now, opt.TURN.MaxAllocationsPerUser, opt.TURN.MaxAllocationsPerIP, opt.TURN.MaxAllocations),
+		revoked: newRevocations(opt.Now, opt.TURN.CredentialTTL),
+		stop:    make(chan struct{}), done: make(chan struct{}),
 	}
 	s.acc.onClose = s.logAllocation
+	s.acc.refuse = newOwnAddrs(opt.RelayIP, opt.TURN.RelayPortMin, opt.TURN.RelayPortMax, policy.allowed).refused
 	if s.metrics, err = newMetrics(opt.Registerer, s.acc); err != nil {
 		return nil, err
 	}
@@ -221,24 +235,37 @@ func (s *Server) sampleLoop() {
 	defer close(s.done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 			s.acc.tick()
+			if i%60 == 0 {
+				s.revoked.prune()
+			}
 		}
 	}
 }
 
 func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
-	if _, err := s.creds.Check(username); err != nil {
-		reason := "malformed"
-		if errors.Is(err, ErrExpired) {
-			reason = "expired"
-		}
+	u, err := s.creds.Check(username)
+	reason := ""
+	switch {
+	case errors.Is(err, ErrExpired):
+		reason = "expired"
+	case err != nil:
+		reason = "malformed"
+	case s.revoked.revoked(u.Room):
+		// Its room has ended: allocations and refreshes stop here, so a
+		// credential only has to outlast a call, not its TTL.
+		reason = "revoked"
+	case s.opt.Gate.Refused(u.Session, src):
+		reason = "banned"
+	}
+	if reason != "" {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
-		s.log.Debug("TURN credential refused", "reason", reason)
+		s.log.Debug("TURN credential refused", "reason", reason, "room", u.Room, "session", u.Session)
 		return nil, false
 	}
 	return pturn.GenerateAuthKey(username, realm, Password(s.keys.secret(username, src), username)), true
@@ -250,12 +277,12 @@ func (s *Server) onAuth(_, _ net.Addr, _, _, _, _ string, verdict bool) {
 	}
 }
 
-func (s *Server) quota(username, _ string, _ net.Addr) bool {
+func (s *Server) quota(username, _ string, src net.Addr) bool {
 	u, err := ParseUsername(username)
 	if err != nil {
 		return false
 	}
-	ok, scope := s.acc.admit(u)
+	ok, scope := s.acc.admit(u, s.addrKey(src))
 	if !ok {
 		s.metrics.quotaRefusals.WithLabelValues(scope).Inc()
 		s.log.Info("TURN allocation over quota", "scope", scope, "room", u.Room, "session", u.Session)
@@ -271,11 +298,26 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 	return false
 }
 
-func (s *Server) onCreated(_, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
+func (s *Server) onCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 	u, _ := ParseUsername(username) // already checked by auth
-	s.acc.created(relay, u, s.transportOf(dst))
+	s.acc.created(relay, u, s.addrKey(src), s.transportOf(dst))
 	s.metrics.allocationsTotal.Inc()
 }
+
+// addrKey is what the per-address quota counts src under.
+func (s *Server) addrKey(src net.Addr) string {
+	ap, err := netip.ParseAddrPort(src.String())
+	if err != nil {
+		return src.String()
+	}
+	p := s.opt.Keys.Prefix(ap.Addr())
+	return p.String()
+}
+
+// Revoke refuses every credential minted for room from now on (new
+// allocations and refreshes): the room has ended. Allocations already
+// made run out at their lifetime, since a refresh is refused.
+func (s *Server) Revoke(room string) { s.revoked.revoke(room) }
 
 func (s *Server) transportOf(dst net.Addr) string {
 	a, ok := dst.(*net.TCPAddr)

@@ -1,0 +1,195 @@
+package turn
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// stunClient speaks raw TURN over one UDP socket: enough to allocate and
+// refresh with a credential and see what the relay answers.
+type stunClient struct {
+	t           *testing.T
+	conn        *net.UDPConn
+	user, pass  string
+	realm       stun.Realm
+	nonce       stun.Nonce
+	gotNonce    bool
+	lastErrCode stun.ErrorCode
+}
+
+func newSTUNClient(t *testing.T, r *relay, user, pass string) *stunClient {
+	t.Helper()
+	udp, _, _ := r.Ports()
+	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: udp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &stunClient{t: t, conn: conn, user: user, pass: pass}
+}
+
+func (c *stunClient) roundTrip(setters ...stun.Setter) *stun.Message {
+	c.t.Helper()
+	req := stun.MustBuild(setters...)
+	if _, err := c.conn.Write(req.Raw); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := c.conn.Read(buf)
+	if err != nil {
+		c.t.Fatalf("no answer: %v", err)
+	}
+	res := &stun.Message{Raw: append([]byte{}, buf[:n]...)}
+	if err := res.Decode(); err != nil {
+		c.t.Fatal(err)
+	}
+	return res
+}
+
+// request sends an authenticated request of method, fetching a nonce
+// first when it has none (or the old one went stale), and reports whether
+// it succeeded.
+func (c *stunClient) request(method stun.Method, attrs ...stun.Setter) bool {
+	c.t.Helper()
+	for try := 0; try < 2; try++ {
+		if !c.gotNonce {
+			res := c.roundTrip(append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, append(attrs, stun.Fingerprint)...)...)
+			if err := c.realm.GetFrom(res); err != nil {
+				c.t.Fatalf("no realm in the challenge: %v", err)
+			}
+			if err := c.nonce.GetFrom(res); err != nil {
+				c.t.Fatalf("no nonce in the challenge: %v", err)
+			}
+			c.gotNonce = true
+		}
+		set := append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, attrs...)
+		set = append(set, stun.NewUsername(c.user), c.realm, c.nonce,
+			stun.NewLongTermIntegrity(c.user, c.realm.String(), c.pass), stun.Fingerprint)
+		res := c.roundTrip(set...)
+		if res.Type.Class == stun.ClassSuccessResponse {
+			return true
+		}
+		var code stun.ErrorCodeAttribute
+		_ = code.GetFrom(res)
+		c.lastErrCode = code.Code
+		if code.Code != stun.CodeStaleNonce {
+			return false
+		}
+		c.gotNonce = false
+	}
+	return false
+}
+
+func (c *stunClient) allocate() bool {
+	life := make([]byte, 4)
+	binary.BigEndian.PutUint32(life, 600)
+	return c.request(stun.MethodAllocate,
+		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}},
+		stun.RawAttribute{Type: stun.AttrLifetime, Value: life})
+}
+
+func (c *stunClient) refresh() bool {
+	life := make([]byte, 4)
+	binary.BigEndian.PutUint32(life, 600)
+	return c.request(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: life})
+}
+
+// bannedSessions is a Gate with a set of banned sessions.
+type bannedSessions struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (b *bannedSessions) ban(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ids[id] = true
+}
+
+func (b *bannedSessions) Refused(session string, _ net.Addr) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ids[session]
+}
+
+// A credential minted for a room works while the room lives; once the
+// room has ended (Revoke) or its session is banned (the Gate), the relay
+// refuses it for refreshes and new allocations alike, long before its TTL.
+func TestCredentialStopsWithItsRoomOrBan(t *testing.T) {
+	gate := &bannedSessions{ids: map[string]bool{}}
+	r := startRelay(t, func(o *Options) { o.Gate = gate })
+	for _, tt := range []struct {
+		name, room, session string
+		end                 func()
+		reason              string
+	}{
+		{"room ended", "roomA", "alice", func() { r.Revoke("roomA") }, "revoked"},
+		{"session banned", "roomB", "bob", func() { gate.ban("bob") }, "banned"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cred, err := r.creds.Mint(tt.room, tt.session)
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := newSTUNClient(t, r, cred.Username, cred.Password)
+			if !live.allocate() {
+				t.Fatalf("allocate with a fresh credential refused (%d)", live.lastErrCode)
+			}
+			if !live.refresh() {
+				t.Fatalf("refresh while the room lives refused (%d)", live.lastErrCode)
+			}
+			before := r.gauge(t, "duet_turn_auth_failures_total", tt.reason)
+			tt.end()
+			if live.refresh() {
+				t.Error("refresh accepted after the credential was revoked")
+			}
+			fresh := newSTUNClient(t, r, cred.Username, cred.Password)
+			if fresh.allocate() {
+				t.Error("a new allocation accepted after the credential was revoked")
+			}
+			if got := r.gauge(t, "duet_turn_auth_failures_total", tt.reason); got < before+2 {
+				t.Errorf("auth failures{%s} went %v -> %v, want two more", tt.reason, before, got)
+			}
+			// Another room's credential is untouched.
+			other, _ := r.creds.Mint("roomC", "carol")
+			if c := newSTUNClient(t, r, other.Username, other.Password); !c.allocate() {
+				t.Errorf("an unrelated room's credential refused (%d)", c.lastErrCode)
+			}
+		})
+	}
+}
+
+// Revocations last as long as a credential minted before them could, and
+// no longer.
+func TestRevocationsLapseWithTheTTL(t *testing.T) {
+	now := time.Unix(1800000000, 0)
+	rv := newRevocations(func() time.Time { return now }, time.Hour)
+	rv.revoke("r1")
+	for _, tt := range []struct {
+		advance time.Duration
+		room    string
+		want    bool
+		left    int
+	}{
+		{0, "r1", true, 1},
+		{0, "r2", false, 1},
+		{0, "", false, 1},
+		{59 * time.Minute, "r1", true, 1},
+		{time.Minute, "r1", false, 0},
+	} {
+		now = now.Add(tt.advance)
+		if got := rv.revoked(tt.room); got != tt.want {
+			t.Errorf("at +%v revoked(%q) = %v, want %v", tt.advance, tt.room, got, tt.want)
+		}
+		rv.prune()
+		if got := rv.len(); got != tt.left {
+			t.Errorf("after prune %d entries, want %d", got, tt.left)
+		}
+	}
+}
