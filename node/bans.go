@@ -69,7 +69,9 @@ func (n *Node) listBans(w http.ResponseWriter, r *http.Request) {
 }
 
 // banRequest is what an operator posts: a session, an address (hashed
-// here, never stored) or an address hash read from logs or the list.
+// here, never stored) or an address hash read from logs or the list. An
+// IPv6 address is hashed by its limits.ipv6_prefix block, as the hub
+// hashes its clients: a ban on one address of a /64 covers the /64.
 type banRequest struct {
 	Session  string `json:"session"`
 	IP       string `json:"ip"`

@@ -175,5 +175,6 @@ func (h *Hub) applyBan(b moderation.Ban) {
 	}
 }
 
-// HashIP is the salted hash bans and logs key an address on.
+// HashIP is the salted hash bans and logs key an address on: that of the
+// address's key, so one IPv6 address stands for its whole /64.
 func (h *Hub) HashIP(ip string) string { return h.hashIP(ip) }

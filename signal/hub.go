@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
 )
@@ -96,7 +97,18 @@ type Options struct {
 	// Salt keys the IP hashes; nodes sharing a store share it, so one
 	// address hashes alike on all of them. Empty: a random one.
 	Salt []byte
+	// Rooms hears of every room this node ends (the TURN role revokes
+	// the room's credentials); nil: nobody listens.
+	Rooms RoomListener
 }
+
+// RoomListener hears that a room has ended. It is called with the hub's
+// lock held and must not block.
+type RoomListener interface{ RoomEnded(code string) }
+
+type noListener struct{}
+
+func (noListener) RoomEnded(string) {}
 
 // Hub owns every session and room of this node.
 type Hub struct {
@@ -105,6 +117,9 @@ type Hub struct {
 	m    *metrics
 	ips  *ipTable
 	salt []byte
+	// keys turns a client address into what limits and bans count:
+	// the address for IPv4, its limits.ipv6_prefix block for IPv6.
+	keys addrkey.Keyer
 
 	mu       sync.Mutex
 	sessions map[string]*session // by id
@@ -144,7 +159,7 @@ type prefs struct {
 
 type session struct {
 	id, token string
-	ip        string // raw, only for per-IP limits; never logged
+	ip        string // address key (IPv6: its /64), only for per-IP limits; never logged
 	ipHash    string
 	state     state
 	prefs     *prefs
@@ -228,6 +243,9 @@ func NewHub(opt Options) (*Hub, error) {
 	if opt.Random == nil {
 		opt.Random = rand.Reader
 	}
+	if opt.Rooms == nil {
+		opt.Rooms = noListener{}
+	}
 	if opt.ICE == nil {
 		opt.ICE = StaticICE(opt.Signal.ICEServers)
 	}
@@ -242,8 +260,13 @@ func NewHub(opt Options) (*Hub, error) {
 			return nil, fmt.Errorf("signal: reading salt: %w", err)
 		}
 	}
+	keys, err := addrkey.New(opt.Limits.IPv6Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("signal: limits.ipv6_prefix: %w", err)
+	}
 	h := &Hub{
 		opt:      opt,
+		keys:     keys,
 		log:      opt.Logger,
 		ips:      newIPTable(opt.Limits),
 		salt:     salt,
@@ -308,9 +331,12 @@ func (h *Hub) randomID(n int) (string, error) {
 }
 
 // hashIP keys logs and bans without ever writing the address itself.
+// It hashes the address's key, so an IPv6 address hashes like every other
+// address of its /64 (a ban on one covers them all); an IPv4 address
+// hashes as itself. ip may be an address or a key already.
 func (h *Hub) hashIP(ip string) string {
 	mac := hmac.New(sha256.New, h.salt)
-	mac.Write([]byte(ip))
+	mac.Write([]byte(h.keys.Key(ip)))
 	return hex.EncodeToString(mac.Sum(nil)[:8])
 }
 
@@ -397,6 +423,7 @@ func (h *Hub) endRoom(s *session, reason string) {
 		h.persist(other)
 	}
 	h.m.roomEnded(r.mode)
+	h.opt.Rooms.RoomEnded(r.code)
 	h.log.Info("room ended", "room", r.code, "mode", r.mode, "reason", reason,
 		"duration_ms", now.Sub(r.started).Milliseconds())
 }

@@ -25,7 +25,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	ip := clientIP(r, h.opt.TrustedProxies)
+	// From here on the client is its address key: per-address limits,
+	// sessions and the ban hash all count an IPv6 client's whole /64.
+	ip := h.keys.Key(clientIP(r, h.opt.TrustedProxies))
 	if ok, why := h.ips.acquire(ip, h.opt.Now()); !ok {
 		// Refused before the upgrade, so a flood costs no socket; the body
 		// still speaks the protocol for clients that read it.
