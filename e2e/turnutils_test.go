@@ -74,7 +74,7 @@ func TestTurnutilsAgainstTheBinary(t *testing.T) {
 	stunclient := testtool.Require(t, "turnutils_stunclient")
 	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	d := startDuet(t, "DUET_TURN_SECRET="+testerSecret, "DUET_TURN_ALLOWED_PEER_CIDRS=127.0.0.1/32",
-		"DUET_TURN_MAX_ALLOCATIONS_PER_USER=64")
+		"DUET_TURN_MAX_ALLOCATIONS_PER_USER=64", "DUET_TURN_MAX_ALLOCATIONS_PER_IP=256")
 	port := strconv.Itoa(d.turnPort)
 	user, pass := credentials(t, "--secret", testerSecret, "--user", "tester")
 

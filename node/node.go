@@ -20,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
 	"github.com/duetchat/duet/sfu"
@@ -48,6 +51,8 @@ type Node struct {
 	moderator moderator
 	redisBans *moderation.RedisStore
 	banCache  *moderation.Cache
+	// revoker ends the TURN credentials of every room that ends
+	revoker *revoker
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -104,13 +109,21 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	static := signal.StaticICE(cfg.Signal.ICEServers)
 	var ice signal.ICEProvider = static
+	keys, err := addrkey.New(cfg.Limits.IPv6Prefix)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("limits.ipv6_prefix: %w", err)
+	}
+	gate := &turnGate{mod: n.moderator, keys: keys}
+	revoke := func(string) {}
 	if cfg.TURN.Enabled && cfg.Roles.TURN {
-		srv, err := startTURN(cfg, log.With("role", "turn"), reg)
+		srv, err := startTURN(cfg, log.With("role", "turn"), reg, gate)
 		if err != nil {
 			n.Close()
 			return nil, err
 		}
 		n.turn = srv
+		revoke = srv.Revoke
 		n.paths = append(n.paths, turnPaths{srv})
 		ice = relayICE{turn: srv, extra: static, log: log.With("role", "turn")}
 	}
@@ -134,6 +147,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	// The hub is the matcher's notifier and the matcher is the hub's queue;
 	// notify through a small forwarder to break the construction cycle.
+	var rdb redis.UniversalClient
+	if n.redis != nil {
+		rdb = n.redis.rdb
+	}
+	n.revoker = newRevoker(revoke, rdb, cfg.Store.Redis.KeyPrefix, log.With("role", "turn"))
 	fwd := &notifier{}
 	n.matcher = matcher.New(n.store, fwd, matcher.Options{
 		InterestTimeout: cfg.Matcher.InterestTimeout,
@@ -157,6 +175,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Moderation:     n.moderator,
 		SFU:            media,
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
+		Rooms:          n.revoker,
 	})
 	if err != nil {
 		n.Close()
@@ -164,6 +183,8 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	fwd.hub = hub
 	n.hub = hub
+	hash := hub.HashIP
+	gate.hash.Store(&hash)
 	if err := n.registerWaiting(); err != nil {
 		n.Close()
 		return nil, err
@@ -318,6 +339,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		run(n.redis.store.Run)
 		run(func(ctx context.Context) error { return n.banCache.Run(ctx, n.redisBans.Watch, 30*time.Second) })
 		run(func(ctx context.Context) error { return n.redis.bus.Run(ctx, n.hub.Deliver) })
+		run(n.revoker.run)
 	}
 	n.mu.Lock()
 	n.running = true

@@ -15,7 +15,7 @@ import (
 )
 
 // startTURN starts the integrated relay from the turn section.
-func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*turn.Server, error) {
+func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, gate *turnGate) (*turn.Server, error) {
 	secrets := append([]string{cfg.TURN.Secret}, cfg.TURN.PreviousSecrets...)
 	if cfg.TURN.Secret == "" {
 		// A relay must never run without credentials; a random secret
@@ -47,7 +47,7 @@ func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer)
 	}
 	srv, err := turn.New(turn.Options{
 		TURN: cfg.TURN, RelayIP: ip, Secrets: secrets, TLS: tlsCfg,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Keys: gate.keys, Gate: gate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the TURN relay: %w", err)

@@ -180,7 +180,22 @@ type relayClient struct {
 // relayFor allocates on the node's relay with a TURN entry from matched.
 func relayFor(t *testing.T, s iceServer) *relayClient {
 	t.Helper()
-	addr := strings.TrimSuffix(strings.TrimPrefix(s.urls[0], "turn:"), "?transport=udp")
+	rc, err := allocateAt(t, udpURLAddr(s), s)
+	if err != nil {
+		t.Fatalf("allocating with the matched credential: %v", err)
+	}
+	return rc
+}
+
+// udpURLAddr is the host:port of the entry's UDP TURN URL.
+func udpURLAddr(s iceServer) string {
+	return strings.TrimSuffix(strings.TrimPrefix(s.urls[0], "turn:"), "?transport=udp")
+}
+
+// allocateAt asks the relay at addr for an allocation with s's credential,
+// as a pion TURN client over UDP.
+func allocateAt(t *testing.T, addr string, s iceServer) (*relayClient, error) {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -197,8 +212,10 @@ func relayFor(t *testing.T, s iceServer) *relayClient {
 	}
 	relay, err := c.Allocate()
 	if err != nil {
-		t.Fatalf("allocating with the matched credential: %v", err)
+		c.Close()
+		_ = conn.Close()
+		return nil, err
 	}
 	t.Cleanup(func() { _ = relay.Close(); c.Close(); _ = conn.Close() })
-	return &relayClient{c: c, conn: relay}
+	return &relayClient{c: c, conn: relay}, nil
 }

@@ -71,7 +71,7 @@ func mustAllocate(t *testing.T, r *relay, room, session string) *pionClient {
 // an IPv4 relay for an IPv6 peer).
 func TestPeerPolicyOverTURN(t *testing.T) {
 	peers := []string{"127.0.0.1", "0.0.0.0", "10.0.0.1", "100.64.0.1", "169.254.1.1", "224.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"}
-	byDefault := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerUser = 100 })
+	byDefault := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerUser, o.TURN.MaxAllocationsPerIP = 100, 1000 })
 	for _, p := range peers {
 		ip := net.ParseIP(p)
 		peer := &net.UDPAddr{IP: ip, Port: 9}

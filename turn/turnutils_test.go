@@ -49,6 +49,7 @@ func TestTurnutilsRelaysWithoutLoss(t *testing.T) {
 		o.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"}
 		o.TURN.ListenTLS = "127.0.0.1:0"
 		o.TURN.MaxAllocationsPerUser = 100 // parallel runs share a REST username
+		o.TURN.MaxAllocationsPerIP = 1000  // ...and the loopback address
 		o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	})
 	peer := strconv.Itoa(testtool.StartTURNPeer(t))
@@ -162,7 +163,7 @@ func TestTurnutilsPeerPolicy(t *testing.T) {
 	peer := strconv.Itoa(testtool.StartTURNPeer(t))
 	// Each refused run leaves its allocations behind (uclient does not
 	// deallocate on error), so room for them all.
-	byDefault := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerUser = 100 })
+	byDefault := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerUser, o.TURN.MaxAllocationsPerIP = 100, 1000 })
 	for _, ip := range []string{"127.0.0.1", "0.0.0.0", "10.0.0.1", "100.64.0.1", "169.254.1.1", "224.0.0.1"} {
 		t.Run(ip+" refused by default", func(t *testing.T) {
 			before := counterValue(t, byDefault.metrics.deniedPeers)

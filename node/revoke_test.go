@@ -1,0 +1,80 @@
+package node
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/testtool"
+)
+
+// A TURN credential from matched works while its room lives and is
+// refused once the room has ended or the session is banned, long before
+// its TTL: on the node that minted it and, on Redis, on every other node.
+func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
+	t.Run("room ended", func(t *testing.T) {
+		n := startNode(t, testConfig(t))
+		a, _, ma, _ := matchedPair(t, n)
+		cred := iceServers(t, ma)[1]
+		relayFor(t, cred)
+		a.send(map[string]any{"type": "leave"})
+		a.expect("idle")
+		if _, err := allocateAt(t, udpURLAddr(cred), cred); err == nil {
+			t.Fatal("the credential of an ended room still allocates")
+		}
+	})
+
+	t.Run("session banned", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Admin.Token = "op"
+		n := startNode(t, cfg)
+		a, b, ma, mb := matchedPair(t, n)
+		credA, credB := iceServers(t, ma)[1], iceServers(t, mb)[1]
+		relayFor(t, credA)
+		code, body := adminDo(t, "POST", n.url+"/api/bans", "op",
+			map[string]any{"session": a.welcome.str("session"), "duration": "1h", "reason": "abuse"})
+		if code != http.StatusCreated {
+			t.Fatalf("POST /api/bans = %d %v", code, body)
+		}
+		b.expect("peer_left")
+		if _, err := allocateAt(t, udpURLAddr(credA), credA); err == nil {
+			t.Fatal("a banned session's credential still allocates")
+		}
+		// The room is over for b too, so its credential goes as well; a
+		// fresh room's credentials are untouched.
+		if _, err := allocateAt(t, udpURLAddr(credB), credB); err == nil {
+			t.Fatal("the stranger's credential outlived the banned room")
+		}
+		_, _, mc, _ := matchedPair(t, n)
+		relayFor(t, iceServers(t, mc)[1])
+	})
+
+	t.Run("every node on Redis", func(t *testing.T) {
+		addr := testtool.StartRedis(t)
+		withTURN := func(c *configs.Config) { c.TURN.Enabled = true }
+		nodes := startNodesWith(t, addr, withTURN, "n1", "n2")
+		// Learn node 2's relay address from a room of its own.
+		_, _, m2, _ := matchedPair(t, nodes[1])
+		relay2 := udpURLAddr(iceServers(t, m2)[1])
+		a, _, ma, _ := matchedPair(t, nodes[0])
+		cred := iceServers(t, ma)[1]
+		// One secret on every node: node 1's credential works on node 2.
+		if _, err := allocateAt(t, relay2, cred); err != nil {
+			t.Fatalf("node 1's live credential refused by node 2: %v", err)
+		}
+		a.send(map[string]any{"type": "leave"})
+		a.expect("idle")
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := allocateAt(t, relay2, cred)
+			if err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("node 2 still takes the credential of a room that ended on node 1")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
