@@ -92,22 +92,19 @@ func (r *revoker) run(ctx context.Context) error {
 	published := make(chan struct{})
 	go func() { defer close(published); r.publish(ctx) }()
 	defer func() { <-published }() // ctx has ended: publish is returning
+	// Channel, not Receive: Receive does not return when ctx ends, and
+	// the channel's own goroutine subscribes again after Redis restarts.
 	ps := r.rdb.Subscribe(ctx, r.ch)
 	defer ps.Close()
+	msgs := ps.Channel()
 	for {
-		msg, err := ps.Receive(ctx)
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return nil
-		}
-		if err != nil {
-			select { // go-redis reconnects on the next Receive
-			case <-ctx.Done():
+		case m, ok := <-msgs:
+			if !ok {
 				return nil
-			case <-time.After(time.Second):
 			}
-			continue
-		}
-		if m, ok := msg.(*redis.Message); ok {
 			r.revoke(m.Payload)
 		}
 	}
