@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +34,14 @@ type Options struct {
 	// past it they are dropped and counted (default 65536).
 	Queue int
 	// Lag, if set, gets each envelope's publish-to-receive delay.
-	Lag    func(d time.Duration)
+	Lag func(d time.Duration)
+	// Hold bounds how long an envelope that cannot be delivered (Redis
+	// away, or no subscriber on the destination's inbox yet) is kept and
+	// retried; default 10s. Then it is given to Lost.
+	Hold time.Duration
+	// Lost, if set, hears of every envelope given up on, so the hub can
+	// tell its sender rather than lose it silently.
+	Lost   func(signal.Envelope)
 	Logger *slog.Logger
 }
 
@@ -44,6 +52,9 @@ type RedisBus struct {
 	out     chan item
 	dropped atomic.Int64
 	failed  atomic.Int64
+	// src names this process on the wire (node plus a start-time epoch, so
+	// a restarted node with a configured name starts a fresh sequence).
+	src string
 }
 
 // item is one queued write: an envelope, a record, or a token to forget.
@@ -54,9 +65,13 @@ type item struct {
 	forget string
 }
 
-// wire is an envelope on the wire, with its send time for the lag figure.
+// wire is an envelope on the wire, with its send time for the lag figure
+// and its sender's sequence number, which lets a retried envelope be
+// recognised and dropped.
 type wire struct {
 	Sent int64           `json:"s"`
+	Src  string          `json:"o,omitempty"`
+	Seq  uint64          `json:"q,omitempty"`
 	Env  signal.Envelope `json:"e"`
 }
 
@@ -74,7 +89,14 @@ func New(rdb redis.UniversalClient, opt Options) *RedisBus {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	return &RedisBus{rdb: rdb, opt: opt, out: make(chan item, opt.Queue)}
+	if opt.Hold <= 0 {
+		opt.Hold = 10 * time.Second
+	}
+	if opt.Lost == nil {
+		opt.Lost = func(signal.Envelope) {}
+	}
+	src := opt.Node + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	return &RedisBus{rdb: rdb, opt: opt, out: make(chan item, opt.Queue), src: src}
 }
 
 // Node implements signal.Bus.
@@ -156,6 +178,7 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 		b.writeLoop(ctx)
 	}()
 	msgs := sub.Channel()
+	dups := newSeen()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,6 +194,9 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 				b.opt.Logger.Warn("undecodable envelope", "err", err)
 				continue
 			}
+			if !dups.first(w.Src, w.Seq) {
+				continue // a retry of what already arrived
+			}
 			b.opt.Lag(time.Since(time.Unix(0, w.Sent)))
 			deliver(w.Env)
 		}
@@ -180,64 +206,115 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 // maxBatch bounds one pipeline.
 const maxBatch = 256
 
+// retryEvery paces retries of held envelopes while Redis is away or a
+// destination has not subscribed again.
+const retryEvery = 200 * time.Millisecond
+
 func (b *RedisBus) writeLoop(ctx context.Context) {
-	batch := make([]item, 0, maxBatch)
+	box := newOutbox(b.opt.Hold)
+	var seq uint64
 	var lastWarn time.Time
+	retry := time.NewTicker(retryEvery)
+	defer retry.Stop()
 	for {
-		batch = batch[:0]
+		var fresh []item
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-b.out:
-			batch = append(batch, it)
+			fresh = append(fresh, it)
+		case <-retry.C:
+			if box.empty() {
+				continue
+			}
 		}
 	fill:
-		for len(batch) < maxBatch {
+		for len(fresh) < maxBatch {
 			select {
 			case it := <-b.out:
-				batch = append(batch, it)
+				fresh = append(fresh, it)
 			default:
 				break fill
 			}
 		}
-		if err := b.write(ctx, batch); err != nil && ctx.Err() == nil {
-			b.failed.Add(int64(len(batch)))
+		now := time.Now()
+		batch := box.take()
+		for _, it := range fresh {
+			h := held{it: it, since: now}
+			if it.rec == nil && it.forget == "" {
+				seq++
+				h.seq = seq
+			}
+			batch = append(batch, h)
+		}
+		failed, err := b.write(ctx, batch)
+		if ctx.Err() != nil {
+			return
+		}
+		for _, h := range failed {
+			box.keep(h)
+		}
+		if n := box.expire(now, b.opt.Lost); n > 0 {
+			b.failed.Add(int64(n))
 			if time.Since(lastWarn) > 5*time.Second {
 				lastWarn = time.Now()
-				b.opt.Logger.Warn("writing to Redis failed; envelopes and records lost", "n", len(batch), "err", err)
+				b.opt.Logger.Warn("envelopes and records undelivered after the hold; given up", "n", n, "hold", b.opt.Hold, "err", err)
+			}
+		}
+		if len(failed) > 0 && len(fresh) == 0 {
+			// Only retries went out: wait for the next tick, not a busy loop.
+			select {
+			case <-ctx.Done():
+				return
+			case <-retry.C:
 			}
 		}
 	}
 }
 
-// write sends one batch as one pipeline. A pipeline keeps its commands'
-// order per connection, and sharded pub/sub pins a channel to one shard,
-// so envelopes for one node arrive in the order they were queued.
-func (b *RedisBus) write(ctx context.Context, batch []item) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// write sends one batch as one pipeline and returns what must be tried
+// again: everything when the pipeline failed (some commands may have
+// run: the receiver drops repeats by sequence number), else the
+// envelopes no subscriber received. A pipeline keeps its commands' order
+// per connection, and sharded pub/sub pins a channel to one shard, so
+// envelopes for one node arrive in the order they were queued.
+func (b *RedisBus) write(ctx context.Context, batch []held) ([]held, error) {
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	pipe := b.rdb.Pipeline()
 	now := time.Now().UnixNano()
-	for _, it := range batch {
-		switch {
+	pubs := make([]*redis.IntCmd, len(batch))
+	for i, h := range batch {
+		switch it := h.it; {
 		case it.rec != nil:
 			raw, err := json.Marshal(it.rec)
 			if err != nil {
-				return fmt.Errorf("encoding resume record: %w", err)
+				b.opt.Logger.Error("encoding resume record", "err", err)
+				continue
 			}
 			pipe.Set(ctx, b.recordKey(it.rec.Token), raw, b.opt.RecordTTL)
 		case it.forget != "":
 			pipe.Del(ctx, b.recordKey(it.forget))
 		default:
-			raw, err := json.Marshal(wire{Sent: now, Env: it.env})
+			raw, err := json.Marshal(wire{Sent: now, Src: b.src, Seq: h.seq, Env: it.env})
 			if err != nil {
-				return fmt.Errorf("encoding envelope: %w", err)
+				b.opt.Logger.Error("encoding envelope", "type", it.env.Type, "err", err)
+				continue
 			}
-			pipe.SPublish(ctx, b.inbox(it.node), raw)
+			pubs[i] = pipe.SPublish(ctx, b.inbox(it.node), raw)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("redis pipeline: %w", err)
+		return batch, fmt.Errorf("redis pipeline: %w", err)
 	}
-	return nil
+	var again []held
+	for i, cmd := range pubs {
+		if cmd != nil && cmd.Val() < 1 {
+			again = append(again, batch[i])
+		}
+	}
+	return again, nil
 }

@@ -80,6 +80,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 			if n.hub != nil {
 				n.hub.StoreReset()
 			}
+		}, func(env signal.Envelope) {
+			if n.hub != nil {
+				n.hub.Undelivered(env)
+			}
 		})
 		if err != nil {
 			return nil, err

@@ -19,6 +19,7 @@ import (
 	"github.com/duetchat/duet/cluster"
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/matcher"
+	"github.com/duetchat/duet/signal"
 )
 
 // shared is what a node on the Redis store adds: the client, the store's
@@ -68,7 +69,7 @@ func redisTLS(cfg configs.Redis) (*tls.Config, error) {
 
 // openRedis connects the store and the bus. An unreachable Redis is not
 // fatal: the node starts not ready and recovers when Redis answers.
-func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, reset func()) (*shared, error) {
+func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, reset func(), lost func(signal.Envelope)) (*shared, error) {
 	tc, err := redisTLS(cfg)
 	if err != nil {
 		return nil, err
@@ -109,7 +110,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 	store := matcher.NewRedisStore(rdb, cfg.KeyPrefix, metrics.Options(matcher.RedisOptions{Node: name, OnReset: reset, PassClient: passRdb}))
 	bus := cluster.New(busRdb, cluster.Options{
 		Node: name, KeyPrefix: cfg.KeyPrefix, Alive: store.NodeAlive,
-		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Logger: log.With("role", "cluster"),
+		Lag: metrics.Options(matcher.RedisOptions{}).PubSubLag, Lost: lost, Logger: log.With("role", "cluster"),
 	})
 	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "duet_cluster_dropped_total",

@@ -353,3 +353,39 @@ func (h *Hub) watchNodes(ctx context.Context) {
 		h.log.Warn("a node with strangers of our rooms stopped beating", "node", n)
 	}
 }
+
+// Undelivered is told of an envelope the bus gave up on after holding it
+// (Redis away for longer than the bus's hold, or the other node gone).
+// What a client sent its stranger is answered with `error` `unavailable`
+// (ref: the message's type), so nothing is lost silently.
+func (h *Hub) Undelivered(env Envelope) {
+	if env.Type != envFrame && env.Type != envSignal {
+		return
+	}
+	ref := env.Ref
+	if ref == "" {
+		var head struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(env.Frame, &head)
+		ref = head.Type
+	}
+	switch ref {
+	case "chat", "offer", "answer", "candidate":
+	default:
+		return // typing and the like: stale by now, nothing to resend
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[env.Room]
+	if r == nil {
+		return
+	}
+	p := r.sideByID(env.To)
+	if p == nil {
+		return
+	}
+	if s := r.other(p); s.remote == "" && s.c != nil {
+		h.sendErr(s, perr(CodeUnavailable, "%s could not reach your stranger's node; send it again", ref), ref)
+	}
+}
