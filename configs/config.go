@@ -105,6 +105,14 @@ type TURN struct {
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	Mode        string `yaml:"mode"` // auto | always
+	// TCPAuthTimeout: a TCP/TLS connection (TLS handshake included) that
+	// has not sent an authenticated request by then is cut.
+	TCPAuthTimeout time.Duration `yaml:"tcp_auth_timeout"`
+	// TCPConnectionsPerIP caps concurrent TCP/TLS connections from one
+	// address (an IPv6 /limits.ipv6_prefix); MaxTCPConnections caps the
+	// node. 0 = no cap.
+	TCPConnectionsPerIP int `yaml:"tcp_connections_per_ip"`
+	MaxTCPConnections   int `yaml:"max_tcp_connections"`
 }
 
 type SFU struct {

@@ -147,6 +147,13 @@ func (c *Config) Validate() error {
 			bad("turn.previous_secrets", "entry %d is empty", i)
 		}
 	}
+	positive("turn.tcp_auth_timeout", c.TURN.TCPAuthTimeout)
+	if c.TURN.TCPConnectionsPerIP < 0 {
+		bad("turn.tcp_connections_per_ip", "must be 0 (no cap) or more")
+	}
+	if c.TURN.MaxTCPConnections < 0 {
+		bad("turn.max_tcp_connections", "must be 0 (no cap) or more")
+	}
 
 	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")
 	// 0 picks a free port (tests); the clients learn it from candidates.

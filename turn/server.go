@@ -53,6 +53,8 @@ type Server struct {
 	creds   Credentials
 	policy  *PeerPolicy
 	keys    *keyChooser
+	streams *streamConfig
+	guard   *connGuard
 	acc     *accounting
 	revoked *revocations
 	metrics *metrics
@@ -64,8 +66,9 @@ type Server struct {
 	done    chan struct{}
 }
 
-// idleTCP cuts TCP/TLS connections that send nothing for this long; every
-// client refreshes its allocation well within it.
+// idleTCP cuts authenticated TCP/TLS connections that send nothing for
+// this long; every client refreshes its allocation well within it. Until
+// a request authenticates, turn.tcp_auth_timeout applies instead.
 const idleTCP = 15 * time.Minute
 
 // New listens on the configured addresses and starts relaying.
@@ -108,6 +111,9 @@ func New(opt Options) (*Server, error) {
 	if s.metrics, err = newMetrics(opt.Registerer, s.acc); err != nil {
 		return nil, err
 	}
+	if err := s.setupStreams(); err != nil {
+		return nil, err
+	}
 	if !policy.Allowed(opt.RelayIP) {
 		s.log.Warn("the relay address is refused as a peer, so two clients that both relay cannot reach each other; add it to turn.allowed_peer_cidrs if that is wanted",
 			"relay_ip", opt.RelayIP.String())
@@ -148,6 +154,7 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 		acc: s.acc,
 	}
 	cfg := pturn.ServerConfig{
+		InboundMTU:    streamMTU, // the stream framer's frame limit rests on it
 		Realm:         t.Realm,
 		AuthHandler:   s.auth,
 		QuotaHandler:  s.quota,
@@ -171,7 +178,7 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 			})
 		}
 	}
-	addListener := func(key, addr string, wrap func(net.Listener) net.Listener, port *int) error {
+	addListener := func(key, addr string, tlsConfig *tls.Config, port *int) error {
 		ln, err := net.Listen("tcp4", addr)
 		if err != nil {
 			closeAll(cfg)
@@ -179,15 +186,14 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 		}
 		*port = ln.Addr().(*net.TCPAddr).Port
 		cfg.ListenerConfigs = append(cfg.ListenerConfigs, pturn.ListenerConfig{
-			Listener:              &observedListener{Listener: wrap(ln), keys: s.keys, idle: idleTCP},
+			Listener:              newStreamListener(ln, s.streams, s.guard, tlsConfig),
 			RelayAddressGenerator: gen,
 			PermissionHandler:     s.permit,
 		})
 		return nil
 	}
-	plain := func(l net.Listener) net.Listener { return l }
 	if t.ListenTCP != "" {
-		if err := addListener("turn.listen_tcp", t.ListenTCP, plain, &s.tcpPort); err != nil {
+		if err := addListener("turn.listen_tcp", t.ListenTCP, nil, &s.tcpPort); err != nil {
 			return cfg, err
 		}
 	}
@@ -196,8 +202,10 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 			closeAll(cfg)
 			return cfg, errors.New("turn.listen_tls is set but no certificate was loaded")
 		}
-		wrap := func(l net.Listener) net.Listener { return tls.NewListener(l, s.opt.TLS) }
-		if err := addListener("turn.listen_tls", t.ListenTLS, wrap, &s.tlsPort); err != nil {
+		// The stream listener runs TLS itself (tls.Server per
+		// connection): the caps apply before a handshake is spent, and
+		// the handshake runs under the short deadline.
+		if err := addListener("turn.listen_tls", t.ListenTLS, s.opt.TLS, &s.tlsPort); err != nil {
 			return cfg, err
 		}
 	}
