@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -28,6 +30,7 @@ type Redis struct {
 	args []string
 	mu   sync.Mutex
 	stop func()
+	proc *os.Process
 }
 
 // NewRedis starts a Redis and stops it at cleanup.
@@ -59,6 +62,7 @@ func (r *Redis) Start() {
 		cancel()
 		r.t.Fatalf("starting redis-server: %v", err)
 	}
+	r.proc = cmd.Process
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	// CommandContext kills with SIGKILL: no shutdown, no save.
@@ -93,8 +97,30 @@ func (r *Redis) Kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stop != nil {
+		_ = r.proc.Signal(syscall.SIGCONT) // a stalled server dies too
 		r.stop()
 		r.stop = nil
+	}
+}
+
+// Stall freezes the server (SIGSTOP) for d and then lets it go on
+// (SIGCONT): connections stay open and nothing is answered meanwhile, as
+// when a Redis host swaps or a VM is paused. It blocks for d.
+func (r *Redis) Stall(d time.Duration) {
+	r.t.Helper()
+	r.mu.Lock()
+	p := r.proc
+	running := r.stop != nil
+	r.mu.Unlock()
+	if !running {
+		r.t.Fatal("Stall: redis-server is not running")
+	}
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		r.t.Fatalf("SIGSTOP redis-server: %v", err)
+	}
+	time.Sleep(d) // the stall itself is the point, not a wait for a condition
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		r.t.Fatalf("SIGCONT redis-server: %v", err)
 	}
 }
 
