@@ -139,27 +139,42 @@ func (b *RedisBus) Load(ctx context.Context, token string) (signal.Record, bool,
 	return rec, true, nil
 }
 
-// Alive implements signal.Bus.
+// Alive implements signal.Bus. A node is alive while it beats or while
+// its inbox is subscribed: a Redis that restarted empty has lost every
+// heartbeat, and the subscription comes back on its own first.
 func (b *RedisBus) Alive(ctx context.Context, node string) (bool, error) {
-	return b.opt.Alive(ctx, node)
+	ok, err := b.opt.Alive(ctx, node)
+	if err != nil || ok {
+		return ok, err
+	}
+	n, err := b.subscribers(ctx, b.inbox(node))
+	return n > 0, err
 }
 
 // Ready reports whether this node's inbox subscription is live on Redis:
 // after Redis restarts, go-redis subscribes again by itself, and until it
-// has, envelopes for this node would be lost.
+// has, envelopes for this node would wait.
 func (b *RedisBus) Ready(ctx context.Context) error {
-	ch := b.inbox(b.opt.Node)
+	n, err := b.subscribers(ctx, b.inbox(b.opt.Node))
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return errors.New("not subscribed to its inbox on Redis yet")
+	}
+	return nil
+}
+
+// subscribers counts the subscriptions of a sharded channel.
+func (b *RedisBus) subscribers(ctx context.Context, ch string) (int64, error) {
 	// PUBSUB SHARDNUMSUB is keyless to go-redis; on a Cluster it must go
 	// to the shard that owns the channel's slot.
 	cmd := redis.NewMapStringIntCmd(ctx, "pubsub", "shardnumsub", ch)
 	cmd.SetFirstKeyPos(2)
 	if err := b.rdb.Process(ctx, cmd); err != nil {
-		return fmt.Errorf("checking the inbox subscription: %w", err)
+		return 0, fmt.Errorf("checking the inbox subscription: %w", err)
 	}
-	if cmd.Val()[ch] < 1 {
-		return errors.New("not subscribed to its inbox on Redis yet")
-	}
-	return nil
+	return cmd.Val()[ch], nil
 }
 
 // Dropped is how many writes were lost to a full queue or a failed write.

@@ -303,55 +303,110 @@ func (h *Hub) onRemoteSignal(env Envelope) {
 	r.bufBytes[i] += len(env.Frame)
 }
 
+// deadChecks is how many checks in a row (one a second) must find a node
+// dead before its strangers count as dropped. A Redis that restarted
+// empty has lost every heartbeat, and a node is back within a few
+// seconds (it beats again and its inbox subscription returns): one
+// missed check must not end healthy rooms.
+const deadChecks = 5
+
 // watchNodes treats the strangers on nodes that stopped beating as
 // dropped: their stranger hears peer_reconnecting, and the room ends after
-// the resume grace unless they resume somewhere.
+// the resume grace unless they resume somewhere, or unless the node turns
+// out to be alive after all (then peer_resumed). It runs on Run's
+// goroutine only, which owns h.suspect; the store calls are made without
+// the lock.
 func (h *Hub) watchNodes(ctx context.Context) {
 	h.mu.Lock()
-	nodes := map[string]bool{}
+	nodes := map[string]bool{} // node -> some stranger of ours there is marked down
 	for _, r := range h.rooms {
 		for _, p := range r.side {
-			if p.remote != "" && !p.nodeDown {
-				nodes[p.remote] = true
+			if p.remote != "" {
+				nodes[p.remote] = nodes[p.remote] || p.nodeDown
 			}
 		}
 	}
 	h.mu.Unlock()
-	var dead []string
-	for n := range nodes {
+	if h.suspect == nil {
+		h.suspect = map[string]int{}
+	}
+	var dead, back []string
+	for n, down := range nodes {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		ok, err := h.opt.Bus.Alive(cctx, n)
 		cancel()
-		if err == nil && !ok {
-			dead = append(dead, n)
+		switch {
+		case err != nil:
+			// Redis itself is away: that says nothing about the node.
+		case ok:
+			delete(h.suspect, n)
+			if down {
+				back = append(back, n)
+			}
+		default:
+			h.suspect[n]++
+			if h.suspect[n] >= deadChecks && !down {
+				dead = append(dead, n)
+			}
 		}
 	}
-	if len(dead) == 0 {
+	for n := range h.suspect {
+		if _, ok := nodes[n]; !ok {
+			delete(h.suspect, n)
+		}
+	}
+	if len(dead) == 0 && len(back) == 0 {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, n := range back {
+		h.nodeBack(n)
+	}
 	for _, n := range dead {
-		for _, r := range h.rooms {
-			p := r.sideByID("")
-			if p == nil || p.remote != n || p.nodeDown {
+		h.nodeDead(n)
+	}
+}
+
+// nodeDead marks the strangers on node as dropped (h.mu held).
+func (h *Hub) nodeDead(n string) {
+	for _, r := range h.rooms {
+		for _, p := range r.side {
+			if p.remote != n || p.nodeDown {
 				continue
 			}
 			p.nodeDown = true
 			o := r.other(p)
 			h.send(o, roomMsg{Type: "peer_reconnecting", Room: r.code})
-			node := n
 			p.grace = h.opt.AfterFunc(h.opt.Signal.ResumeGrace, func() {
 				h.mu.Lock()
 				defer h.mu.Unlock()
-				if p.room == r && p.remote == node && p.nodeDown && h.rooms[r.code] == r {
+				if p.room == r && p.remote == n && p.nodeDown && h.rooms[r.code] == r {
 					h.endRoom(p, ReasonDisconnected)
 					h.persist(o)
 				}
 			})
 		}
-		h.log.Warn("a node with strangers of our rooms stopped beating", "node", n)
 	}
+	h.log.Warn("a node with strangers of our rooms stopped beating", "node", n)
+}
+
+// nodeBack undoes nodeDead for a node found alive again (h.mu held).
+func (h *Hub) nodeBack(n string) {
+	for _, r := range h.rooms {
+		for _, p := range r.side {
+			if p.remote != n || !p.nodeDown {
+				continue
+			}
+			p.nodeDown = false
+			if p.grace != nil {
+				p.grace.Stop()
+				p.grace = nil
+			}
+			h.send(r.other(p), roomMsg{Type: "peer_resumed", Room: r.code})
+		}
+	}
+	h.log.Info("a node thought gone beats again; its rooms go on", "node", n)
 }
 
 // Undelivered is told of an envelope the bus gave up on after holding it

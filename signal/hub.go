@@ -138,9 +138,12 @@ type Hub struct {
 	// SFU signals of strangers on other nodes, applied in order off the lock.
 	remoteMedia        []mediaJob
 	remoteMediaRunning bool
-	writers            sync.WaitGroup // open sockets, until each is flushed and closed
-	writeBufs          sync.Pool      // gorilla's write buffers, shared by all sockets
-	readBufs           sync.Pool      // *bytes.Buffer for one inbound frame at a time
+	// suspect counts the checks in a row that found a node dead; only
+	// Run's goroutine (watchNodes) touches it.
+	suspect   map[string]int
+	writers   sync.WaitGroup // open sockets, until each is flushed and closed
+	writeBufs sync.Pool      // gorilla's write buffers, shared by all sockets
+	readBufs  sync.Pool      // *bytes.Buffer for one inbound frame at a time
 }
 
 type state int
