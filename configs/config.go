@@ -36,6 +36,17 @@ type HTTP struct {
 	// ReusePort binds Listen with SO_REUSEPORT, so a second duet can bind
 	// the same address: a new version starts while the old one drains.
 	ReusePort bool `yaml:"reuse_port"`
+	// IdleTimeout closes a keep-alive connection that has waited this
+	// long for its next request.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps open HTTP connections, WebSockets included;
+	// 0 = as many as the open-file limit leaves room for. At the cap a
+	// new connection closes the one idle longest, or is closed itself.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps one address's connections at the listener
+	// (WebSockets included; trusted proxies are exempt);
+	// 0 = limits.connections_per_ip + 16.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 }
 
 type Store struct {

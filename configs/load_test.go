@@ -181,6 +181,9 @@ func TestValidation(t *testing.T) {
 		{"DUET_HTTP_LISTEN=8080", "http.listen"},
 		{"DUET_HTTP_REUSE_PORT=true", "http.reuse_port"}, // on the memory store
 		{"DUET_HTTP_REUSE_PORT=yes-please", "DUET_HTTP_REUSE_PORT"},
+		{"DUET_HTTP_IDLE_TIMEOUT=0s", "http.idle_timeout"},
+		{"DUET_HTTP_MAX_CONNECTIONS=-1", "http.max_connections"},
+		{"DUET_HTTP_MAX_CONNECTIONS_PER_IP=5", "http.max_connections_per_ip"}, // below limits.connections_per_ip 20
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {

@@ -56,6 +56,13 @@ func (c *Config) Validate() error {
 		bad("http.tls_cert_file", "set both http.tls_cert_file and http.tls_key_file, or neither")
 	}
 	positive("http.shutdown_grace", c.HTTP.ShutdownGrace)
+	positive("http.idle_timeout", c.HTTP.IdleTimeout)
+	if c.HTTP.MaxConnections < 0 {
+		bad("http.max_connections", "must be 0 (as the open-file limit allows) or more")
+	}
+	if n := c.HTTP.MaxConnectionsPerIP; n < 0 || (n > 0 && n < c.Limits.ConnectionsPerIP) {
+		bad("http.max_connections_per_ip", "must be 0 (limits.connections_per_ip + 16) or at least limits.connections_per_ip (%d): every WebSocket is a connection too", c.Limits.ConnectionsPerIP)
+	}
 	for _, p := range c.HTTP.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
 			bad("http.trusted_proxies", "%q is not an IP address or CIDR", p)

@@ -349,11 +349,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	n.running = true
 	n.mu.Unlock()
 
-	srv := &http.Server{
-		Handler:           n.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	srv, ln := n.httpServer(ln)
 	errc := make(chan error, 1)
 	go func() {
 		var err error
