@@ -51,12 +51,10 @@ func (n *Node) roomView(info signal.RoomInfo) RoomView {
 // no admin.token set the admin API is closed to everyone.
 func (n *Node) adminOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		token := n.cfg.Admin.Token
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !n.isAdmin(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="duet admin"`)
 			msg := "admin token required (Authorization: Bearer TOKEN)"
-			if token == "" {
+			if n.cfg.Admin.Token == "" {
 				msg = "the admin API is off: set admin.token"
 			}
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": msg})
@@ -64,6 +62,19 @@ func (n *Node) adminOnly(next http.HandlerFunc) http.HandlerFunc {
 		}
 		next(w, r)
 	}
+}
+
+// isAdmin reports whether r carries the admin token: "Authorization:
+// Bearer TOKEN", the scheme in any case (RFC 7235), the token compared in
+// constant time. With no admin.token nobody is.
+func (n *Node) isAdmin(r *http.Request) bool {
+	token := n.cfg.Admin.Token
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if token == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got = strings.TrimLeft(got, " ")
+	return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 func (n *Node) listRooms(w http.ResponseWriter, _ *http.Request) {

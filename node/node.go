@@ -283,18 +283,27 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	n.mu.Lock()
 	running := n.running
 	n.mu.Unlock()
+	// The public body says what is wrong; the errors behind it name
+	// internal addresses (Redis's), so only the admin token reads them.
+	admin := n.isAdmin(r)
 	problems := []string{}
+	problem := func(what string, err error) {
+		if admin && err != nil {
+			what += ": " + err.Error()
+		}
+		problems = append(problems, what)
+	}
 	if !running {
-		problems = append(problems, "matcher not running")
+		problem("matcher not running", nil)
 	}
 	if n.hub.Closing() {
-		problems = append(problems, "shutting down")
+		problem("shutting down", nil)
 	}
 	if _, err := n.store.Counts(ctx); err != nil {
-		problems = append(problems, "store unreachable: "+err.Error())
+		problem("store unreachable", err)
 	} else if n.redis != nil {
 		if err := n.redis.bus.Ready(ctx); err != nil {
-			problems = append(problems, "node-to-node bus: "+err.Error())
+			problem("node-to-node bus unreachable", err)
 		}
 	}
 	if len(problems) > 0 {
