@@ -22,6 +22,7 @@ var defaultDenied = []string{
 	"240.0.0.0/4",        // reserved, includes broadcast
 	"::/128",             // unspecified
 	"::1/128",            // loopback
+	"64:ff9b::/96",       // well-known NAT64: wraps any IPv4 address (64:ff9b::7f00:1 is 127.0.0.1)
 	"64:ff9b:1::/48",     // local-use NAT64
 	"fc00::/7",           // unique local
 	"fe80::/10",          // link-local

@@ -19,6 +19,8 @@ func TestPeerPolicy(t *testing.T) {
 		{ip: "::"}, {ip: "::1"}, {ip: "fc00::1"}, {ip: "fd12:3456::1"}, {ip: "fe80::1"}, {ip: "ff02::1"},
 		{ip: "::ffff:127.0.0.1"}, {ip: "::ffff:10.0.0.1"}, {ip: "::ffff:169.254.169.254"}, {ip: "::ffff:0.0.0.0"},
 		{ip: "2002:7f00:1::"}, {ip: "::127.0.0.1"},
+		// NAT64 as a whole, whichever IPv4 address it wraps.
+		{ip: "64:ff9b::7f00:1"}, {ip: "64:ff9b::a9fe:a9fe"}, {ip: "64:ff9b::808:808"},
 		// Public addresses pass.
 		{ip: "198.51.100.7", want: true}, {ip: "203.0.113.9", want: true}, {ip: "8.8.8.8", want: true},
 		{ip: "172.32.0.1", want: true}, {ip: "100.128.0.1", want: true}, {ip: "2a00:1450::1", want: true},
