@@ -122,11 +122,15 @@ func (b *batcher) flush(batch []*batchCall) {
 	// may cut it short; the client's own timeouts bound it. It ends no
 	// later than the latest deadline among the callers.
 	ctx := context.WithoutCancel(batch[0].ctx)
-	if latest, ok := latestDeadline(batch); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, latest)
-		defer cancel()
+	latest, ok := latestDeadline(batch)
+	if !ok {
+		// A caller without a deadline must not let the round trip wait
+		// forever (go-redis's HELLO on a new connection to a stalled
+		// Redis has no timeout of its own).
+		latest = time.Now().Add(maxFlush)
 	}
+	ctx, cancel := context.WithDeadline(ctx, latest)
+	defer cancel()
 	calls := make([]scriptCall, len(batch))
 	for i, c := range batch {
 		calls[i] = c.call
@@ -136,6 +140,9 @@ func (b *batcher) flush(batch []*batchCall) {
 		close(batch[i].done)
 	}
 }
+
+// maxFlush bounds a batch whose callers set no deadline.
+const maxFlush = 5 * time.Second
 
 // latestDeadline is the last of the callers' deadlines; false when one
 // of them has none.

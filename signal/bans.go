@@ -64,7 +64,7 @@ func (h *Hub) refuseBanned(s *session, c *conn) bool {
 		h.online--
 		h.endSession(context.Background(), s, ReasonBanned)
 	}
-	h.mu.Unlock()
+	h.unlock()
 	h.m.refused.WithLabelValues("banned").Inc()
 	c.close(websocket.ClosePolicyViolation, "banned")
 	return true
@@ -78,7 +78,7 @@ func (h *Hub) refuseBannedJoin(j joinJob) bool {
 		return false
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.sessions[j.s.id] == j.s && j.s.state == stateWaiting && j.s.joinedAt.Equal(j.t.JoinedAt) {
 		j.s.state = stateIdle
 		h.sendBanned(j.s, b, j.ref)
@@ -104,7 +104,7 @@ func (h *Hub) runReports(jobs []reportJob) {
 			if h.sessions[s.id] == s {
 				h.sendErr(s, perr(CodeUnavailable, "could not record the report; try again"), "report")
 			}
-			h.mu.Unlock()
+			h.unlock()
 			continue
 		}
 		h.m.reports.Inc()
@@ -122,7 +122,7 @@ func (h *Hub) runReports(jobs []reportJob) {
 		joins := h.joins
 		h.joins = nil
 		h.persist(s)
-		h.mu.Unlock()
+		h.unlock()
 		h.runJoins(context.Background(), joins)
 	}
 }
@@ -146,7 +146,7 @@ func (h *Hub) banEverywhere(b moderation.Ban, node string) {
 // their sessions' next queue or connect.
 func (h *Hub) ApplyBan(b moderation.Ban) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.applyBan(b)
 }
 

@@ -23,14 +23,14 @@ func (h *Hub) local(node string) bool {
 // A pair whose sides live on other nodes is handed to those nodes.
 func (h *Hub) Matched(m matcher.Match) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.matched(m)
 }
 
 // MatchedAll implements matcher.BatchNotifier: one lock for a whole pass.
 func (h *Hub) MatchedAll(ms []matcher.Match) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for _, m := range ms {
 		h.matched(m)
 	}
@@ -91,7 +91,7 @@ func (h *Hub) matchSide(m matcher.Match, i int) {
 		code := r.code
 		r.timer = h.opt.AfterFunc(pendingTimeout, func() {
 			h.mu.Lock()
-			defer h.mu.Unlock()
+			defer h.unlock()
 			if h.pending[code] == r {
 				h.log.Warn("no answer from the stranger's node; back to the queue", "room", code)
 				h.abortPending(r, true)
@@ -157,12 +157,23 @@ func (h *Hub) abortPending(r *room, tell bool) {
 	if h.sessions[s.id] != s || s.state != stateWaiting || s.c == nil {
 		return
 	}
-	if err := h.opt.Queue.Join(context.Background(), r.ticket); err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
+	t := r.ticket
+	h.later(func() {
+		ctx, cancel := storeCtx()
+		err := h.opt.Queue.Join(ctx, t)
+		cancel()
+		if err == nil || errors.Is(err, matcher.ErrAlreadyWaiting) {
+			return
+		}
 		h.log.Error("re-queue after a lost match failed", "session", s.id, "err", err)
-		s.state = stateIdle
-		h.sendErr(s, perr(CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
-		h.persist(s)
-	}
+		h.mu.Lock()
+		defer h.unlock()
+		if h.sessions[s.id] == s && s.state == stateWaiting && s.pend == nil && s.joinedAt.Equal(t.JoinedAt) {
+			s.state = stateIdle
+			h.sendErr(s, perr(CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
+			h.persist(s)
+		}
+	})
 }
 
 // remember keeps an answer that overtook its match, for a while.
@@ -173,7 +184,7 @@ func (h *Hub) remember(code, what string) {
 	h.early[code] = what
 	h.opt.AfterFunc(2*pendingTimeout, func() {
 		h.mu.Lock()
-		defer h.mu.Unlock()
+		defer h.unlock()
 		delete(h.early, code)
 	})
 }
@@ -181,7 +192,7 @@ func (h *Hub) remember(code, what string) {
 // Deliver handles one envelope from another node.
 func (h *Hub) Deliver(env Envelope) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.opt.Bus == nil {
 		return
 	}
@@ -326,7 +337,7 @@ func (h *Hub) watchNodes(ctx context.Context) {
 			}
 		}
 	}
-	h.mu.Unlock()
+	h.unlock()
 	if h.suspect == nil {
 		h.suspect = map[string]int{}
 	}
@@ -359,7 +370,7 @@ func (h *Hub) watchNodes(ctx context.Context) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for _, n := range back {
 		h.nodeBack(n)
 	}
@@ -380,7 +391,7 @@ func (h *Hub) nodeDead(n string) {
 			h.send(o, roomMsg{Type: "peer_reconnecting", Room: r.code})
 			p.grace = h.opt.AfterFunc(h.opt.Signal.ResumeGrace, func() {
 				h.mu.Lock()
-				defer h.mu.Unlock()
+				defer h.unlock()
 				if p.room == r && p.remote == n && p.nodeDown && h.rooms[r.code] == r {
 					h.endRoom(p, ReasonDisconnected)
 					h.persist(o)
@@ -431,7 +442,7 @@ func (h *Hub) Undelivered(env Envelope) {
 		return // typing and the like: stale by now, nothing to resend
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	r := h.rooms[env.Room]
 	if r == nil {
 		return

@@ -26,7 +26,7 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 
 	h.mu.Lock()
 	if s.c != c {
-		h.mu.Unlock()
+		h.unlock()
 		return // a late frame from a socket a resume replaced
 	}
 	h.deferring = true
@@ -35,7 +35,7 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	jobs, media, reports := h.joins, h.media, h.reports
 	h.joins, h.media, h.reports = nil, nil, nil
 	h.persist(s)
-	h.mu.Unlock()
+	h.unlock()
 	h.runReports(reports)
 	h.runJoins(ctx, jobs)
 	h.runMedia(media)

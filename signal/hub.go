@@ -138,6 +138,9 @@ type Hub struct {
 	// SFU signals of strangers on other nodes, applied in order off the lock.
 	remoteMedia        []mediaJob
 	remoteMediaRunning bool
+	// effects are the store calls decided under mu; whoever releases mu
+	// runs them (unlock), in the order they were decided.
+	effects []func()
 	// suspect counts the checks in a row that found a node dead; only
 	// Run's goroutine (watchNodes) touches it.
 	suspect   map[string]int
@@ -321,7 +324,7 @@ type Stats struct {
 // Stats returns the node's live counts.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	return Stats{Online: h.online, Rooms: len(h.rooms)}
 }
 
@@ -341,6 +344,29 @@ func (h *Hub) hashIP(ip string) string {
 	mac := hmac.New(sha256.New, h.salt)
 	mac.Write([]byte(h.keys.Key(ip)))
 	return hex.EncodeToString(mac.Sum(nil)[:8])
+}
+
+// storeTimeout bounds every store call the hub makes on a client's
+// behalf: an answer (queued, or error unavailable) within it, whatever
+// Redis does.
+const storeTimeout = 2 * time.Second
+
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// later queues a store call decided under h.mu, to run once the lock is
+// released: no session of the node waits on Redis (h.mu held).
+func (h *Hub) later(f func()) { h.effects = append(h.effects, f) }
+
+// unlock releases h.mu and then runs the store calls decided under it.
+func (h *Hub) unlock() {
+	fx := h.effects
+	h.effects = nil
+	h.mu.Unlock()
+	for _, f := range fx {
+		f()
+	}
 }
 
 // ---- sending (h.mu held) ----
@@ -434,7 +460,6 @@ func (h *Hub) endRoom(s *session, reason string) {
 // openLocal opens the room of a pair whose sides are both on this node, or
 // puts back the live side when the other is gone (h.mu held).
 func (h *Hub) openLocal(m matcher.Match) {
-	ctx := context.Background()
 	a, b := h.sessions[m.A.Session], h.sessions[m.B.Session]
 	okA, okB := h.live(a, m.A), h.live(b, m.B)
 	if !okA || !okB {
@@ -443,9 +468,7 @@ func (h *Hub) openLocal(m matcher.Match) {
 			t  matcher.Ticket
 		}{{okA, m.A}, {okB, m.B}} {
 			if side.ok {
-				if err := h.opt.Queue.Join(ctx, side.t); err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
-					h.log.Error("re-queue after stale match failed", "session", side.t.Session, "err", err)
-				}
+				h.requeue(side.t, "re-queue after stale match failed")
 			}
 		}
 		h.m.staleMatches.Inc()
@@ -491,7 +514,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 			s.c.close(websocket.CloseServiceRestart, "service restart")
 		}
 	}
-	h.mu.Unlock()
+	h.unlock()
 	done := make(chan struct{})
 	go func() { h.writers.Wait(); close(done) }()
 	select {
@@ -507,7 +530,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	for {
 		h.mu.Lock()
 		left := len(h.sessions)
-		h.mu.Unlock()
+		h.unlock()
 		if left == 0 {
 			return nil
 		}
@@ -522,7 +545,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // Closing reports whether Shutdown has begun.
 func (h *Hub) Closing() bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	return h.closing
 }
 
@@ -537,7 +560,7 @@ type RoomInfo struct {
 // Rooms lists the live rooms.
 func (h *Hub) Rooms() []RoomInfo {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	out := make([]RoomInfo, 0, len(h.rooms))
 	for _, r := range h.rooms {
 		out = append(out, roomInfo(r))
@@ -548,7 +571,7 @@ func (h *Hub) Rooms() []RoomInfo {
 // Room describes one live room; false if there is none with that code.
 func (h *Hub) Room(code string) (RoomInfo, bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	r, ok := h.rooms[code]
 	if !ok {
 		return RoomInfo{}, false

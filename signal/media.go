@@ -80,16 +80,16 @@ func (h *Hub) openSFU(r *room) {
 				h.sendErr(s, perr(CodeUnavailable, "the node could not move this room to its SFU"), "fallback")
 			}
 		}
-		h.mu.Unlock()
+		h.unlock()
 		return
 	}
 	if h.rooms[r.code] != r || r.media != mediaSFU {
-		h.mu.Unlock()
+		h.unlock()
 		mr.Close() // the room ended meanwhile
 		return
 	}
 	r.sfu = mr
-	h.mu.Unlock()
+	h.unlock()
 	code := r.code
 	if err := mr.Start(func(side int, sig MediaSignal) { h.sfuSignal(code, side, sig) }); err != nil {
 		h.log.Error("starting the SFU room failed", "room", code, "err", err)
@@ -100,7 +100,7 @@ func (h *Hub) openSFU(r *room) {
 // like any signal.
 func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	r := h.rooms[code]
 	if r == nil || r.sfu == nil {
 		return
@@ -181,7 +181,7 @@ func (h *Hub) runMedia(jobs []mediaJob) {
 			if j.s.c != nil {
 				h.sendErr(j.s, perr(CodeBadRequest, "the SFU refused this %s: %v", j.kind, err), j.kind)
 			}
-			h.mu.Unlock()
+			h.unlock()
 		}
 	}
 }
@@ -271,12 +271,12 @@ func (h *Hub) drainRemoteMedia() {
 		h.mu.Lock()
 		if len(h.remoteMedia) == 0 {
 			h.remoteMediaRunning = false
-			h.mu.Unlock()
+			h.unlock()
 			return
 		}
 		j := h.remoteMedia[0]
 		h.remoteMedia = h.remoteMedia[1:]
-		h.mu.Unlock()
+		h.unlock()
 		if err := j.apply(); err != nil {
 			h.log.Warn("the SFU refused a signal from another node", "kind", j.kind, "err", err)
 		}

@@ -146,9 +146,7 @@ func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*sessi
 		h.adoptRoom(s, rec)
 	case rec.State == "waiting" && s.prefs != nil:
 		// A ticket left by a dead node would block the new one.
-		if _, err := h.opt.Queue.Leave(ctx, s.id); err != nil {
-			h.log.Warn("dropping the old ticket", "session", s.id, "err", err)
-		}
+		h.leave(s.id, "dropping the old ticket")
 		h.join(ctx, s)
 	default:
 		h.send(s, modeMsg{Type: "idle"})
@@ -205,7 +203,7 @@ func (h *Hub) lookup(ctx context.Context, token string) (Record, bool) {
 	}
 	h.mu.Lock()
 	_, mine := h.tokens[token]
-	h.mu.Unlock()
+	h.unlock()
 	if mine {
 		return Record{}, false
 	}

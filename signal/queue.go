@@ -12,17 +12,19 @@ import (
 )
 
 // StoreReset re-adds the tickets of every session waiting here: the store
-// came back empty (a Redis restart without persistence).
+// came back empty (a Redis restart without persistence). The tickets are
+// gathered under the lock and added after it.
 func (h *Hub) StoreReset() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	var tickets []matcher.Ticket
 	for _, s := range h.sessions {
-		if !h.rejoinable(s, time.Time{}) {
-			continue
+		if h.rejoinable(s, time.Time{}) {
+			tickets = append(tickets, s.ticket())
 		}
-		if err := h.rejoin(ctx, s); err != nil {
+	}
+	h.unlock()
+	for _, t := range tickets {
+		if err := h.rejoin(t); err != nil {
 			h.log.Warn("re-queueing after a store reset failed", "err", err)
 			return // the store is still out; its next reset tries again
 		}
@@ -41,22 +43,20 @@ const staleWait = 30 * time.Second
 func (h *Hub) requeueStale(ctx context.Context) {
 	h.mu.Lock()
 	old := h.opt.Now().Add(-staleWait)
-	var ids []string
-	for id, s := range h.sessions {
+	var tickets []matcher.Ticket
+	for _, s := range h.sessions {
 		if h.rejoinable(s, old) {
-			ids = append(ids, id)
+			tickets = append(tickets, s.ticket())
 		}
 	}
-	h.mu.Unlock()
-	for _, id := range ids {
+	h.unlock()
+	for _, t := range tickets {
 		if ctx.Err() != nil {
 			return
 		}
-		h.mu.Lock()
-		if s := h.sessions[id]; s != nil && h.rejoinable(s, old) {
-			_ = h.rejoin(ctx, s) // a failure is retried on the next round
-		}
-		h.mu.Unlock()
+		// A session that left meanwhile may get its ticket back; its match
+		// is caught as stale when it comes (openLocal's liveness check).
+		_ = h.rejoin(t) // a failure is retried on the next round
 	}
 }
 
@@ -67,17 +67,43 @@ func (h *Hub) rejoinable(s *session, before time.Time) bool {
 		(before.IsZero() || s.joinedAt.Before(before))
 }
 
-// rejoin puts s's current ticket back in the store. Add refuses a ticket
-// that is still there, so this is idempotent (h.mu held).
-func (h *Hub) rejoin(ctx context.Context, s *session) error {
-	err := h.opt.Queue.Join(ctx, s.ticket())
+// rejoin puts a waiting session's ticket back in the store. Add refuses a
+// ticket that is still there, so this is idempotent (h.mu not held).
+func (h *Hub) rejoin(t matcher.Ticket) error {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	err := h.opt.Queue.Join(ctx, t)
 	switch {
 	case err == nil:
-		h.log.Warn("a waiting session had lost its ticket; queued again", "session", s.id)
+		h.log.Warn("a waiting session had lost its ticket; queued again", "session", t.Session)
 	case errors.Is(err, matcher.ErrAlreadyWaiting):
 		return nil
 	}
 	return err
+}
+
+// requeue puts a live side's ticket back after a match fell through,
+// once the lock is released (h.mu held).
+func (h *Hub) requeue(t matcher.Ticket, failure string) {
+	h.later(func() {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		if err := h.opt.Queue.Join(ctx, t); err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
+			h.log.Error(failure, "session", t.Session, "err", err)
+		}
+	})
+}
+
+// leave takes a session's ticket out of the store once the lock is
+// released (h.mu held).
+func (h *Hub) leave(id, failure string) {
+	h.later(func() {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		if _, err := h.opt.Queue.Leave(ctx, id); err != nil {
+			h.log.Warn(failure, "session", id, "err", err)
+		}
+	})
 }
 
 // join queues s with its preferences and answers `queued`.
@@ -98,7 +124,7 @@ func (h *Hub) join(ctx context.Context, s *session) {
 		h.joins = append(h.joins, joinJob{s: s, t: t})
 		return
 	}
-	h.joined(s, t, h.opt.Queue.Join(ctx, t))
+	h.later(func() { h.runJoins(ctx, []joinJob{{s: s, t: t}}) })
 }
 
 type joinJob struct {
@@ -124,9 +150,7 @@ func (h *Hub) joined(s *session, t matcher.Ticket, err error) {
 		// It moved on meanwhile (a match, a takeover, shutdown). A ticket
 		// that landed for a session no longer waiting is withdrawn.
 		if err == nil && s.state != stateWaiting && s.state != stateRoom {
-			if _, lerr := h.opt.Queue.Leave(context.Background(), s.id); lerr != nil {
-				h.log.Warn("withdrawing a late ticket", "session", s.id, "err", lerr)
-			}
+			h.leave(s.id, "withdrawing a late ticket")
 		}
 		return
 	}
@@ -148,17 +172,20 @@ func (h *Hub) confirmQueued(s *session) {
 	h.send(s, modeMsg{Type: "queued", Mode: s.prefs.mode})
 }
 
-// runJoins makes the store calls handleFrame deferred, without the lock.
+// runJoins makes the store calls handleFrame deferred, without the lock,
+// each bounded by storeTimeout so a client always hears back.
 func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 	for _, j := range jobs {
 		if j.ref != "" && h.refuseBannedJoin(j) {
 			continue
 		}
-		err := h.opt.Queue.Join(ctx, j.t)
+		jctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		err := h.opt.Queue.Join(jctx, j.t)
+		cancel()
 		h.mu.Lock()
 		h.joined(j.s, j.t, err)
 		h.persist(j.s)
-		h.mu.Unlock()
+		h.unlock()
 	}
 }
 
@@ -172,8 +199,6 @@ func (h *Hub) unqueue(ctx context.Context, s *session) {
 		h.dropPending(r)
 		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
 	}
-	if _, err := h.opt.Queue.Leave(ctx, s.id); err != nil {
-		h.log.Error("queue leave failed", "session", s.id, "err", err)
-	}
+	h.leave(s.id, "queue leave failed")
 	s.state = stateIdle
 }

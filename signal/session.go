@@ -14,7 +14,7 @@ func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 	ctx := context.Background()
 	rec, found := h.lookup(ctx, token)
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if token != "" {
 		if s := h.tokens[token]; s != nil {
 			return s, h.resume(ctx, s, c)
@@ -132,7 +132,7 @@ func (h *Hub) flushFrames(s *session, frames [][]byte) {
 func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	ctx := context.Background()
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if s.c != c {
 		return // a resume already moved the session to another socket
 	}
@@ -162,7 +162,7 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 
 func (h *Hub) expire(s *session, gen int) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if s.c != nil || s.dropGen != gen || h.sessions[s.id] != s {
 		return
 	}
