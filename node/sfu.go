@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,19 +11,62 @@ import (
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/sfu"
 	"github.com/duetchat/duet/signal"
+	"github.com/duetchat/duet/turn"
 )
 
 func startSFU(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*sfu.SFU, error) {
-	s, err := sfu.New(sfu.Options{
-		ListenIP: cfg.SFU.ListenIP, UDPPort: cfg.SFU.UDPPort, TCPPort: cfg.SFU.TCPPort,
-		PublicIP: cfg.PublicIP, Logger: log, Registerer: reg,
-	})
+	opt, err := sfuOptions(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting the SFU: %w", err)
+	}
+	opt.Logger, opt.Registerer = log, reg
+	s, err := sfu.New(opt)
 	if err != nil {
 		return nil, fmt.Errorf("starting the SFU: %w", err)
 	}
 	udp, tcp := s.Ports()
 	log.Info("SFU listening", "udp", udp, "tcp", tcp, "mode", cfg.SFU.Mode)
 	return s, nil
+}
+
+// sfuOptions are the SFU's addresses and peer policy from the config.
+//
+// It advertises one address: public_ip, or without one the address the
+// TURN relay advertises (the default-route interface's); but a node whose
+// sfu.listen_ip names one address advertises that one when public_ip is
+// unset, as nothing else reaches its sockets. The default-route address
+// is also what it gathers from when public_ip is not local (1:1 NAT).
+//
+// A client's candidates are judged by the TURN relay's peer policy, built
+// from the same turn.allowed_peer_cidrs and turn.denied_peer_cidrs whether
+// the relay runs or not.
+func sfuOptions(cfg *configs.Config) (sfu.Options, error) {
+	peers, err := turn.NewPeerPolicy(cfg.TURN.AllowedPeerCIDRs, cfg.TURN.DeniedPeerCIDRs)
+	if err != nil {
+		return sfu.Options{}, err
+	}
+	opt := sfu.Options{
+		ListenIP: cfg.SFU.ListenIP, UDPPort: cfg.SFU.UDPPort, TCPPort: cfg.SFU.TCPPort,
+		PublicIP: cfg.PublicIP, Peers: peers,
+	}
+	if ip, err := netip.ParseAddr(opt.ListenIP); err == nil && ip.IsUnspecified() {
+		opt.ListenIP = ""
+	}
+	if opt.ListenIP == "" {
+		// The default-route address: advertised without public_ip, and
+		// the local side of a public_ip that is not local.
+		ip, _, err := turn.RelayIP("")
+		switch {
+		case err == nil:
+			opt.LocalIP = ip.String()
+		case opt.PublicIP == "":
+			return sfu.Options{}, err
+		}
+		if opt.PublicIP == "" {
+			opt.PublicIP = opt.LocalIP
+		}
+	}
+	return opt, nil
 }
 
 // sfuServer adapts the SFU to the hub's MediaServer (the hub speaks its

@@ -12,6 +12,8 @@ type metrics struct {
 	bytes   *prometheus.CounterVec
 	packets *prometheus.CounterVec
 	plis    prometheus.Counter
+	// remote candidates dropped before pion saw them, by reason
+	drops *prometheus.CounterVec
 	// by kind index: audio, video
 	b, p [2]prometheus.Counter
 }
@@ -30,12 +32,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		plis: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_sfu_keyframe_requests_total", Help: "Keyframe requests (PLI) the SFU sent upstream.",
 		}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_sfu_candidates_dropped_total",
+			Help: "Remote ICE candidates the SFU dropped before pion saw them, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range dropReasons {
+		m.drops.WithLabelValues(r)
 	}
 	for k, kind := range []string{"audio", "video"} {
 		m.b[k], m.p[k] = m.bytes.WithLabelValues(kind), m.packets.WithLabelValues(kind)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis} {
+		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis, m.drops} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -50,4 +59,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) forwarded(k, n int) {
 	m.b[k].Add(float64(n))
 	m.p[k].Inc()
+}
+
+func (m *metrics) dropped(reason string) {
+	m.drops.WithLabelValues(reason).Inc()
 }

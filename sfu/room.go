@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,9 @@ type leg struct {
 	// candidates that came before the answer, applied with it
 	candMu  sync.Mutex
 	pending []webrtc.ICECandidateInit
+	// admitted counts the remote candidates handed to pion (or pending),
+	// up to maxCandidatesPerLeg.
+	admitted int
 	// from this client: forwarded media and the feedback it sent.
 	bytes, packets, nacks, plis atomic.Uint64
 	// what this client's receiver reports say of the media we send it:
@@ -119,6 +123,12 @@ func (r *Room) Start(signal Signaller) error {
 		l.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 			if c == nil {
 				signal(i, Signal{End: true})
+				return
+			}
+			if !r.sfu.advertises(c) {
+				// The settings gather one address and rewrite it; this
+				// holds the promise should pion ever gather another.
+				r.sfu.log.Warn("SFU candidate off the one advertised address: not sent", "room", r.code, "protocol", c.Protocol.String(), "tcptype", c.TCPType)
 				return
 			}
 			init := c.ToJSON()
@@ -205,6 +215,12 @@ func (r *Room) Answer(side int, sdp string) error {
 	}
 	l.candMu.Lock()
 	defer l.candMu.Unlock()
+	if f := r.sfu.filter; f != nil {
+		var err error
+		if sdp, err = f.filterSDP(sdp, l.admit, r.sfu.m.dropped); err != nil {
+			return err
+		}
+	}
 	if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("sfu: answer: %w", err)
 	}
@@ -217,17 +233,39 @@ func (r *Room) Answer(side int, sdp string) error {
 	return nil
 }
 
-// Candidate adds one of side's candidates (nil: end of candidates).
+// admit counts one more remote candidate for pion, if the cap allows.
+// The caller holds candMu.
+func (l *leg) admit() bool {
+	if l.admitted >= maxCandidatesPerLeg {
+		return false
+	}
+	l.admitted++
+	return true
+}
+
+// Candidate adds one of side's candidates (nil: end of candidates). A
+// candidate the filter refuses is dropped silently: browsers name private
+// addresses as a matter of course.
 func (r *Room) Candidate(side int, c *webrtc.ICECandidateInit) error {
 	if side < 0 || side > 1 || r.legs[side] == nil {
 		return errors.New("sfu: no such side")
 	}
-	if c == nil {
+	if c == nil || strings.TrimPrefix(c.Candidate, "candidate:") == "" {
 		return nil // pion needs no end-of-candidates marker
 	}
 	l := r.legs[side]
 	l.candMu.Lock()
 	defer l.candMu.Unlock()
+	if f := r.sfu.filter; f != nil {
+		if reason := f.checkCandidate(c.Candidate); reason != "" {
+			r.sfu.m.dropped(reason)
+			return nil
+		}
+		if !l.admit() {
+			r.sfu.m.dropped(dropCap)
+			return nil
+		}
+	}
 	if l.pc.RemoteDescription() == nil {
 		// Trickled ahead of its answer: keep it for Answer (bounded).
 		if len(l.pending) < 64 {

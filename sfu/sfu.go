@@ -7,6 +7,14 @@
 // every offer: one sendrecv audio and one sendrecv video transceiver per
 // stranger, with the outgoing tracks created up front, so nothing needs
 // renegotiating when the other stranger's media arrives.
+//
+// The SFU never starts traffic to an address a client names. It runs
+// ICE-lite (as mediasoup does): it answers connectivity checks and never
+// starts one, the browser being the controlling agent, and it only ever
+// answers the address a check came from; it has no active ICE-TCP and no
+// mDNS. The candidates a client names are filtered all the
+// same (candidates.go), and the SFU's own candidates carry one address
+// only (addr.go).
 package sfu
 
 import (
@@ -14,10 +22,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
@@ -32,14 +42,26 @@ type Options struct {
 	// UDPPort and TCPPort carry all ICE traffic; 0 picks a free port
 	// (tests).
 	UDPPort, TCPPort int
-	// PublicIP, if set, is the address put in candidates instead of the
-	// interface addresses (a node behind 1:1 NAT).
+	// PublicIP is the one address the SFU's candidates carry. Empty means
+	// ListenIP, which must then name one address.
 	PublicIP string
-	Logger   *slog.Logger
+	// LocalIP is the interface address that traffic for PublicIP arrives
+	// on when PublicIP is no address of this host (1:1 NAT, a cloud VM):
+	// the node passes the default-route address. Unused otherwise.
+	LocalIP string
+	// Peers decides which addresses a client's candidates may name; nil
+	// allows public (global unicast, non-private) addresses only. The
+	// node's own addresses are refused whatever it says.
+	Peers  PeerFilter
+	Logger *slog.Logger
 	// Registerer receives the SFU metrics; nil means none.
 	Registerer prometheus.Registerer
 	// Now is the clock for rates and the PLI limiter; default time.Now.
 	Now func() time.Time
+
+	// For the tests that prove each guard alone: a full ICE agent instead
+	// of ICE-lite, and every remote candidate passed to pion unfiltered.
+	fullICE, noFilter bool
 }
 
 // SFU forwards the media of the rooms moved onto it.
@@ -47,6 +69,8 @@ type SFU struct {
 	api    *webrtc.API
 	udp    net.PacketConn
 	tcp    net.Listener
+	plan   addrPlan
+	filter *candidateFilter // nil: none (tests only)
 	log    *slog.Logger
 	now    func() time.Time
 	m      *metrics
@@ -63,6 +87,17 @@ func New(opt Options) (*SFU, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Peers == nil {
+		opt.Peers = publicOnly{}
+	}
+	host, err := hostAddrs()
+	if err != nil {
+		return nil, err
+	}
+	plan, err := planAddrs(opt, host)
+	if err != nil {
+		return nil, err
+	}
 	udp, err := net.ListenPacket("udp4", net.JoinHostPort(opt.ListenIP, strconv.Itoa(opt.UDPPort)))
 	if err != nil {
 		return nil, fmt.Errorf("sfu: udp port: %w", err)
@@ -72,7 +107,7 @@ func New(opt Options) (*SFU, error) {
 		_ = udp.Close()
 		return nil, fmt.Errorf("sfu: tcp port: %w", err)
 	}
-	api, err := newAPI(udp, tcp, opt.PublicIP)
+	api, err := newAPI(udp, tcp, plan, !opt.fullICE)
 	if err != nil {
 		_ = udp.Close()
 		_ = tcp.Close()
@@ -84,7 +119,15 @@ func New(opt Options) (*SFU, error) {
 		_ = tcp.Close()
 		return nil, err
 	}
-	return &SFU{api: api, udp: udp, tcp: tcp, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}, nil
+	s := &SFU{api: api, udp: udp, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
+	if !opt.noFilter {
+		s.filter = &candidateFilter{peers: opt.Peers, own: plan.own}
+	}
+	u, t := s.Ports()
+	s.log.Info("SFU addresses", "binds_udp", netip.AddrPortFrom(plan.bind, uint16(u)).String(),
+		"binds_tcp", netip.AddrPortFrom(plan.bind, uint16(t)).String(), "gathers", plan.gather.String(),
+		"advertises", plan.advertise.String(), "rewritten", plan.gather != plan.advertise, "ice_lite", !opt.fullICE)
+	return s, nil
 }
 
 // quiet silences pion's own logging: its lines carry client addresses.
@@ -94,7 +137,7 @@ func quiet() logging.LoggerFactory {
 	return f
 }
 
-func newAPI(udp net.PacketConn, tcp net.Listener, publicIP string) (*webrtc.API, error) {
+func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	// What every browser shares: VP8 and Opus (H.264 profiles differ too
 	// much between browsers to forward one stream to any other blindly).
@@ -121,15 +164,37 @@ func newAPI(udp net.PacketConn, tcp net.Listener, publicIP string) (*webrtc.API,
 	reg.Add(sr)
 	reg.Add(feedbackFactory{now: time.Now})
 	se := webrtc.SettingEngine{LoggerFactory: quiet()}
-	se.SetICEUDPMux(webrtc.NewICEUDPMux(quiet().NewLogger("ice"), udp))
-	se.SetICETCPMux(webrtc.NewICETCPMux(quiet().NewLogger("ice"), tcp, 32))
+	// ICE-lite: pion's lite agent only answers checks (its selector never
+	// pings, and it is the controlled side: a full remote that sees
+	// a=ice-lite in our offer takes the controlling role).
+	se.SetLite(lite)
+	// No mDNS: no .local candidates of ours, no multicast queries for a
+	// client's.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// Passive ICE-TCP only: the node never dials out.
+	se.DisableActiveTCP(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
-	se.SetIncludeLoopbackCandidate(true)
-	if publicIP != "" {
+	// Gather from exactly one local address (addr.go): the UDP mux lists
+	// only it, the TCP side keeps only it, and loopback only when it is
+	// that address.
+	udpAddr := udp.LocalAddr().(*net.UDPAddr)
+	if plan.bind.IsUnspecified() {
+		udpAddr = &net.UDPAddr{IP: plan.gather.AsSlice(), Port: udpAddr.Port}
+	}
+	se.SetICEUDPMux(oneAddrUDPMux{UDPMux: webrtc.NewICEUDPMux(quiet().NewLogger("ice"), udp), addr: udpAddr})
+	se.SetICETCPMux(webrtc.NewICETCPMux(quiet().NewLogger("ice"), tcp, 32))
+	gather := plan.gather
+	se.SetIPFilter(func(ip net.IP) bool {
+		a, ok := netip.AddrFromSlice(ip)
+		return ok && a.Unmap() == gather
+	})
+	se.SetIncludeLoopbackCandidate(plan.loopback)
+	if plan.gather != plan.advertise {
 		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
-			External: []string{publicIP}, AsCandidateType: webrtc.ICECandidateTypeHost,
+			External: []string{plan.advertise.String()}, Local: plan.gather.String(),
+			AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace,
 		}); err != nil {
-			return nil, fmt.Errorf("sfu: public_ip %s: %w", publicIP, err)
+			return nil, fmt.Errorf("sfu: advertising %s for %s: %w", plan.advertise, plan.gather, err)
 		}
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
@@ -161,4 +226,14 @@ func (s *SFU) Room(code string) (*Room, bool) {
 	defer s.mu.Unlock()
 	r, ok := s.open[code]
 	return r, ok
+}
+
+// advertises reports whether c may go to a client: a candidate on the
+// advertised address, UDP or passive TCP.
+func (s *SFU) advertises(c *webrtc.ICECandidate) bool {
+	a, err := netip.ParseAddr(c.Address)
+	if err != nil || a.Unmap() != s.plan.advertise {
+		return false
+	}
+	return c.Protocol == webrtc.ICEProtocolUDP || (c.Protocol == webrtc.ICEProtocolTCP && c.TCPType == ice.TCPTypePassive.String())
 }
