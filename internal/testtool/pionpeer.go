@@ -48,21 +48,31 @@ func kind(k webrtc.RTPCodecType) int {
 // pion's default interceptors (NACK, reports), as a browser would run.
 func NewPionPeer(t testing.TB) *PionPeer {
 	t.Helper()
-	return newPionPeer(t, nil)
+	return newPionPeer(t, nil, nil)
+}
+
+// NewPionPeerWith is NewPionPeer with its SettingEngine adjusted by
+// configure after the defaults (network types, interfaces, mDNS).
+func NewPionPeerWith(t testing.TB, configure func(*webrtc.SettingEngine)) *PionPeer {
+	t.Helper()
+	return newPionPeer(t, nil, configure)
 }
 
 // NewBarePionPeer is a peer without interceptors: a benchmark that counts
 // the node's allocations in one process must not count the peer's.
 func NewBarePionPeer(t testing.TB) *PionPeer {
 	t.Helper()
-	return newPionPeer(t, &interceptor.Registry{})
+	return newPionPeer(t, &interceptor.Registry{}, nil)
 }
 
-func newPionPeer(t testing.TB, reg *interceptor.Registry) *PionPeer {
+func newPionPeer(t testing.TB, reg *interceptor.Registry, configure func(*webrtc.SettingEngine)) *PionPeer {
 	t.Helper()
 	se := webrtc.SettingEngine{LoggerFactory: Quiet()}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	if configure != nil {
+		configure(&se)
+	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
