@@ -62,7 +62,22 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	defer h.ips.release(ip, h.opt.Now())
 	ws.SetReadLimit(int64(h.opt.Signal.MaxMessageBytes))
-	h.writers.Add(1)
+	// Counted under the lock Shutdown sets closing under, so no socket
+	// joins h.writers once Shutdown may be waiting on it (a WaitGroup
+	// must not grow from zero during a Wait); a socket upgraded while
+	// the node began shutting down is told so and closed.
+	h.mu.Lock()
+	closing := h.closing
+	if !closing {
+		h.writers.Add(1)
+	}
+	h.mu.Unlock()
+	if closing {
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseServiceRestart, "service restart"), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
 	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.writers.Done)
 
 	s, err := h.attach(c, ip, resume)
@@ -79,6 +94,12 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	}
 	if h.refuseBanned(s, c) {
 		return
+	}
+	if h.Closing() {
+		// Shutdown began while this socket was being attached, too early
+		// to find its session: it goes the way Shutdown sends the others.
+		c.send(encode(errorMsg{Type: "error", Code: CodeUnavailable, Message: "this node is shutting down; reconnect shortly"}))
+		c.close(websocket.CloseServiceRestart, "service restart")
 	}
 	clientClosed := h.readLoop(s, c)
 	h.detach(s, c, clientClosed)
