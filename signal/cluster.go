@@ -158,7 +158,7 @@ func (h *Hub) abortPending(r *room, tell bool) {
 		return
 	}
 	t := r.ticket
-	h.later(func() {
+	h.later(s.id, func() {
 		ctx, cancel := storeCtx()
 		err := h.opt.Queue.Join(ctx, t)
 		cancel()

@@ -36,8 +36,13 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	h.joins, h.media, h.reports = nil, nil, nil
 	h.persist(s)
 	h.unlock()
-	h.runReports(reports)
-	h.runJoins(ctx, jobs)
+	if len(reports) > 0 || len(jobs) > 0 {
+		// Off the socket's reader too: its next frame is read meanwhile.
+		h.store.do(s.id, func() {
+			h.runReports(reports)
+			h.runJoins(ctx, jobs)
+		})
+	}
 	h.runMedia(media)
 }
 

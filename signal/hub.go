@@ -139,8 +139,9 @@ type Hub struct {
 	remoteMedia        []mediaJob
 	remoteMediaRunning bool
 	// effects are the store calls decided under mu; whoever releases mu
-	// runs them (unlock), in the order they were decided.
-	effects []func()
+	// hands them to store (unlock), in the order they were decided.
+	effects []effect
+	store   *serial
 	// suspect counts the checks in a row that found a node dead; only
 	// Run's goroutine (watchNodes) touches it.
 	suspect   map[string]int
@@ -281,6 +282,7 @@ func NewHub(opt Options) (*Hub, error) {
 		rooms:    make(map[string]*room),
 		pending:  make(map[string]*room),
 		early:    make(map[string]string),
+		store:    newSerial(),
 	}
 	m, err := newMetrics(opt.Registerer, h)
 	if err != nil {
@@ -349,23 +351,32 @@ func (h *Hub) hashIP(ip string) string {
 // storeTimeout bounds every store call the hub makes on a client's
 // behalf: an answer (queued, or error unavailable) within it, whatever
 // Redis does.
-const storeTimeout = 2 * time.Second
+const storeTimeout = 1500 * time.Millisecond
 
 func storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)
 }
 
-// later queues a store call decided under h.mu, to run once the lock is
-// released: no session of the node waits on Redis (h.mu held).
-func (h *Hub) later(f func()) { h.effects = append(h.effects, f) }
+// effect is a store call for one session, decided under h.mu.
+type effect struct {
+	session string
+	f       func()
+}
 
-// unlock releases h.mu and then runs the store calls decided under it.
+// later queues a store call decided under h.mu, to run once the lock is
+// released, after the session's earlier ones: no session of the node
+// waits on Redis, and no socket stops being read (h.mu held).
+func (h *Hub) later(session string, f func()) {
+	h.effects = append(h.effects, effect{session, f})
+}
+
+// unlock releases h.mu and then starts the store calls decided under it.
 func (h *Hub) unlock() {
 	fx := h.effects
 	h.effects = nil
 	h.mu.Unlock()
-	for _, f := range fx {
-		f()
+	for _, e := range fx {
+		h.store.do(e.session, e.f)
 	}
 }
 
@@ -506,6 +517,15 @@ func (h *Hub) live(s *session, t matcher.Ticket) bool {
 // (up to ctx) until every one has moved or its grace ran out, so this
 // node is still there to hand over rooms and held frames.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	// The store calls already decided (leaves, joins) finish, within ctx.
+	defer func() {
+		stored := make(chan struct{})
+		go func() { h.store.wait(); close(stored) }()
+		select {
+		case <-stored:
+		case <-ctx.Done():
+		}
+	}()
 	h.mu.Lock()
 	h.closing = true
 	for _, s := range h.sessions {

@@ -85,7 +85,7 @@ func (h *Hub) rejoin(t matcher.Ticket) error {
 // requeue puts a live side's ticket back after a match fell through,
 // once the lock is released (h.mu held).
 func (h *Hub) requeue(t matcher.Ticket, failure string) {
-	h.later(func() {
+	h.later(t.Session, func() {
 		ctx, cancel := storeCtx()
 		defer cancel()
 		if err := h.opt.Queue.Join(ctx, t); err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
@@ -97,7 +97,7 @@ func (h *Hub) requeue(t matcher.Ticket, failure string) {
 // leave takes a session's ticket out of the store once the lock is
 // released (h.mu held).
 func (h *Hub) leave(id, failure string) {
-	h.later(func() {
+	h.later(id, func() {
 		ctx, cancel := storeCtx()
 		defer cancel()
 		if _, err := h.opt.Queue.Leave(ctx, id); err != nil {
@@ -121,15 +121,19 @@ func (h *Hub) join(ctx context.Context, s *session) {
 	s.state = stateWaiting
 	t := s.ticket()
 	if h.deferring {
-		h.joins = append(h.joins, joinJob{s: s, t: t})
+		h.joins = append(h.joins, joinJob{s: s, t: t, by: time.Now().Add(storeTimeout)})
 		return
 	}
-	h.later(func() { h.runJoins(ctx, []joinJob{{s: s, t: t}}) })
+	by := time.Now().Add(storeTimeout)
+	h.later(s.id, func() { h.runJoins(ctx, []joinJob{{s: s, t: t, by: by}}) })
 }
 
 type joinJob struct {
 	s *session
 	t matcher.Ticket
+	// by is when the client must have its answer: storeTimeout after it
+	// asked, however long the session's earlier store calls took.
+	by time.Time
 	// ref: the client asked for this join (queue or next), so the ticket
 	// goes in only if the session and its address are not banned.
 	ref string
@@ -179,7 +183,7 @@ func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 		if j.ref != "" && h.refuseBannedJoin(j) {
 			continue
 		}
-		jctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		jctx, cancel := context.WithDeadline(ctx, j.by)
 		err := h.opt.Queue.Join(jctx, j.t)
 		cancel()
 		h.mu.Lock()

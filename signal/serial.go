@@ -1,0 +1,49 @@
+package signal
+
+import "sync"
+
+// serial runs store calls one after another per session, each session's
+// on a goroutine of its own that lives only while it has work. A call
+// waiting on a stalled Redis then holds up neither the hub lock nor the
+// socket reader (the next frame is read and answered meanwhile), and a
+// session's leave still runs before its next join.
+type serial struct {
+	mu     sync.Mutex
+	queues map[string][]func() // key present: its goroutine is running
+	wg     sync.WaitGroup
+}
+
+func newSerial() *serial { return &serial{queues: map[string][]func(){}} }
+
+// do runs f after everything queued for key before it.
+func (s *serial) do(key string, f func()) {
+	s.mu.Lock()
+	q, running := s.queues[key]
+	s.queues[key] = append(q, f)
+	if !running {
+		s.wg.Add(1)
+		go s.drain(key)
+	}
+	s.mu.Unlock()
+}
+
+func (s *serial) drain(key string) {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		q := s.queues[key]
+		if len(q) == 0 {
+			delete(s.queues, key)
+			s.mu.Unlock()
+			return
+		}
+		f := q[0]
+		q[0] = nil
+		s.queues[key] = q[1:]
+		s.mu.Unlock()
+		f()
+	}
+}
+
+// wait returns once every queued call has run.
+func (s *serial) wait() { s.wg.Wait() }
