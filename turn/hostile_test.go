@@ -380,7 +380,7 @@ func attackThousands(t *testing.T, h *hostile) {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			v := float64(h.r.guard.count())
+			v := float64(h.r.guard.Count())
 			mu.Lock()
 			peak = max(peak, v)
 			mu.Unlock()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/addrkey"
+	"github.com/duetchat/duet/internal/connlimit"
 )
 
 // Options configure a Server.
@@ -54,7 +55,7 @@ type Server struct {
 	policy  *PeerPolicy
 	keys    *keyChooser
 	streams *streamConfig
-	guard   *connGuard
+	guard   *connlimit.Guard
 	acc     *accounting
 	revoked *revocations
 	metrics *metrics

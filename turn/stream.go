@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/duetchat/duet/internal/connlimit"
 )
 
 // TURN over TCP and TLS is framed here, before pion sees a byte.
@@ -144,7 +146,7 @@ type streamConfig struct {
 type streamListener struct {
 	net.Listener // the raw TCP listener
 	cfg          *streamConfig
-	guard        *connGuard
+	guard        *connlimit.Guard
 	tlsConfig    *tls.Config
 
 	mu     sync.Mutex
@@ -152,7 +154,7 @@ type streamListener struct {
 	closed bool
 }
 
-func newStreamListener(ln net.Listener, cfg *streamConfig, guard *connGuard, tlsConfig *tls.Config) *streamListener {
+func newStreamListener(ln net.Listener, cfg *streamConfig, guard *connlimit.Guard, tlsConfig *tls.Config) *streamListener {
 	return &streamListener{Listener: ln, cfg: cfg, guard: guard, tlsConfig: tlsConfig, live: map[*streamConn]struct{}{}}
 }
 
@@ -176,7 +178,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			continue
 		}
 		backoff = 0
-		key, refused := l.guard.admit(raw.RemoteAddr())
+		key, refused := l.guard.Admit(raw.RemoteAddr())
 		if refused != "" {
 			if tc, ok := raw.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0) // a reset: no TIME_WAIT kept for a flood
@@ -238,7 +240,7 @@ type streamConn struct {
 	net.Conn          // what is read and written: raw, or TLS over it
 	raw      net.Conn // the TCP connection
 	l        *streamListener
-	key      guardKey
+	key      connlimit.Key
 
 	buf      []byte      // streamBuffer bytes once reading starts
 	r, w     int         // unread bytes are buf[r:w]
@@ -370,7 +372,7 @@ func (c *streamConn) Close() error {
 	err := c.raw.Close()
 	c.once.Do(func() {
 		c.l.forget(c)
-		c.l.guard.release(c.key)
+		c.l.guard.Release(c.key)
 		reason := "ended"
 		if r := c.reason.Load(); r != nil {
 			reason = *r
@@ -391,7 +393,7 @@ func (s *Server) setupStreams() error {
 	if auth <= 0 {
 		auth = defaultTCPAuthTimeout
 	}
-	s.guard = newConnGuard(s.opt.Keys, t.TCPConnectionsPerIP, t.MaxTCPConnections)
+	s.guard = connlimit.New(s.opt.Keys, t.TCPConnectionsPerIP, t.MaxTCPConnections)
 	m, err := newStreamMetrics(s.opt.Registerer, s.guard)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/internal/addrkey"
+	"github.com/duetchat/duet/internal/connlimit"
 )
 
 // chunkConn is a net.Conn that reads a script of chunks, then end.
@@ -66,7 +67,7 @@ func split(data []byte, sizes []byte) [][]byte {
 // framed wraps a scripted conn in a streamConn outside any listener.
 func framed(t testing.TB, c net.Conn) (*streamConn, *streamMetrics) {
 	t.Helper()
-	guard := newConnGuard(addrkey.Keyer{}, 0, 0)
+	guard := connlimit.New(addrkey.Keyer{}, 0, 0)
 	m, err := newStreamMetrics(prometheus.NewRegistry(), guard)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func framed(t testing.TB, c net.Conn) (*streamConn, *streamMetrics) {
 }
 
 // framedWith is framed with shared metrics (the fuzz target's runs).
-func framedWith(c net.Conn, guard *connGuard, m *streamMetrics) *streamConn {
+func framedWith(c net.Conn, guard *connlimit.Guard, m *streamMetrics) *streamConn {
 	cfg := &streamConfig{
 		authTimeout: time.Second, idle: time.Minute, now: time.Now,
 		verify:  func([]byte, net.Addr) bool { return false },
@@ -83,7 +84,7 @@ func framedWith(c net.Conn, guard *connGuard, m *streamMetrics) *streamConn {
 		metrics: m, log: slog.New(slog.DiscardHandler),
 	}
 	l := newStreamListener(nil, cfg, guard, nil)
-	key, _ := guard.admit(c.RemoteAddr())
+	key, _ := guard.Admit(c.RemoteAddr())
 	return &streamConn{Conn: c, raw: c, l: l, key: key}
 }
 
@@ -269,7 +270,7 @@ func FuzzStreamFrames(f *testing.F) {
 	f.Add(append(chanFrame(0, true), chanFrame(0, true)...), []byte{1})
 	f.Add(header(0x4000, 0xFFFA), []byte{255})
 	f.Add(append(header(0x0001, 0xFFF0), 0x21, 0x12, 0xA4, 0x42), []byte{255})
-	guard := newConnGuard(addrkey.Keyer{}, 0, 0)
+	guard := connlimit.New(addrkey.Keyer{}, 0, 0)
 	m, err := newStreamMetrics(prometheus.NewRegistry(), guard)
 	if err != nil {
 		f.Fatal(err)
