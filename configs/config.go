@@ -132,6 +132,11 @@ type SFU struct {
 	UDPPort  int    `yaml:"udp_port"`
 	TCPPort  int    `yaml:"tcp_port"`
 	Mode     string `yaml:"mode"` // fallback | always | off
+	// TCPConnectionsPerIP and MaxTCPConnections cap the ICE-TCP port's
+	// connections per address (IPv6: per limits.ipv6_prefix) and in
+	// total; 0 = no cap.
+	TCPConnectionsPerIP int `yaml:"tcp_connections_per_ip"`
+	MaxTCPConnections   int `yaml:"max_tcp_connections"`
 }
 
 // Limits are per-IP and per-session budgets. Rates are events per second;

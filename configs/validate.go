@@ -163,6 +163,12 @@ func (c *Config) Validate() error {
 	}
 
 	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")
+	if c.SFU.TCPConnectionsPerIP < 0 {
+		bad("sfu.tcp_connections_per_ip", "must be 0 (no cap) or more")
+	}
+	if c.SFU.MaxTCPConnections < 0 {
+		bad("sfu.max_tcp_connections", "must be 0 (no cap) or more")
+	}
 	// 0 picks a free port (tests); the clients learn it from candidates.
 	for key, p := range map[string]int{"sfu.udp_port": c.SFU.UDPPort, "sfu.tcp_port": c.SFU.TCPPort} {
 		if p < 0 || p > 65535 {

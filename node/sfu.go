@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/sfu"
 	"github.com/duetchat/duet/signal"
 	"github.com/duetchat/duet/turn"
@@ -45,9 +46,14 @@ func sfuOptions(cfg *configs.Config) (sfu.Options, error) {
 	if err != nil {
 		return sfu.Options{}, err
 	}
+	keys, err := addrkey.New(cfg.Limits.IPv6Prefix)
+	if err != nil {
+		return sfu.Options{}, fmt.Errorf("limits.ipv6_prefix: %w", err)
+	}
 	opt := sfu.Options{
 		ListenIP: cfg.SFU.ListenIP, UDPPort: cfg.SFU.UDPPort, TCPPort: cfg.SFU.TCPPort,
 		PublicIP: cfg.PublicIP, Peers: peers,
+		Keys: keys, TCPPerIP: cfg.SFU.TCPConnectionsPerIP, MaxTCP: cfg.SFU.MaxTCPConnections,
 	}
 	if ip, err := netip.ParseAddr(opt.ListenIP); err == nil && ip.IsUnspecified() {
 		opt.ListenIP = ""

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duetchat/duet/internal/connlimit"
 )
 
 // metrics are node totals; rooms are never labels.
@@ -14,6 +16,8 @@ type metrics struct {
 	plis    prometheus.Counter
 	// remote candidates dropped before pion saw them, by reason
 	drops *prometheus.CounterVec
+	// ICE-TCP connections refused at accept, by cap
+	tcpRefused *prometheus.CounterVec
 	// by kind index: audio, video
 	b, p [2]prometheus.Counter
 }
@@ -37,6 +41,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Remote ICE candidates the SFU dropped before pion saw them, by reason.",
 		}, []string{"reason"}),
 	}
+	m.tcpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duet_sfu_tcp_refused_total",
+		Help: "ICE-TCP connections the SFU refused at accept, by cap (per_address_cap, total_cap).",
+	}, []string{"reason"})
+	m.tcpRefused.WithLabelValues(connlimit.PerAddress)
+	m.tcpRefused.WithLabelValues(connlimit.Total)
 	for _, r := range dropReasons {
 		m.drops.WithLabelValues(r)
 	}
@@ -44,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.b[k], m.p[k] = m.bytes.WithLabelValues(kind), m.packets.WithLabelValues(kind)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis, m.drops} {
+		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis, m.drops, m.tcpRefused} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {

@@ -33,6 +33,9 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duetchat/duet/internal/addrkey"
+	"github.com/duetchat/duet/internal/connlimit"
 )
 
 // Options configure an SFU.
@@ -59,9 +62,17 @@ type Options struct {
 	// Now is the clock for rates and the PLI limiter; default time.Now.
 	Now func() time.Time
 
+	// Keys keys client addresses for the ICE-TCP caps (IPv6 by prefix);
+	// the zero value keys IPv6 by /64. TCPPerIP and MaxTCP cap the
+	// ICE-TCP port's connections per address and in total (0 = no cap).
+	Keys             addrkey.Keyer
+	TCPPerIP, MaxTCP int
+
 	// For the tests that prove each guard alone: a full ICE agent instead
 	// of ICE-lite, and every remote candidate passed to pion unfiltered.
 	fullICE, noFilter bool
+	// firstBind replaces firstBindTimeout (tests).
+	firstBind time.Duration
 }
 
 // SFU forwards the media of the rooms moved onto it.
@@ -107,13 +118,18 @@ func New(opt Options) (*SFU, error) {
 		_ = udp.Close()
 		return nil, fmt.Errorf("sfu: tcp port: %w", err)
 	}
-	api, err := newAPI(udp, tcp, plan, !opt.fullICE)
+	m, err := newMetrics(opt.Registerer)
 	if err != nil {
 		_ = udp.Close()
 		_ = tcp.Close()
 		return nil, err
 	}
-	m, err := newMetrics(opt.Registerer)
+	if opt.firstBind <= 0 {
+		opt.firstBind = firstBindTimeout
+	}
+	guarded := &guardedListener{Listener: tcp, guard: connlimit.New(opt.Keys, opt.TCPPerIP, opt.MaxTCP),
+		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
+	api, err := newAPI(udp, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
 		_ = udp.Close()
 		_ = tcp.Close()
@@ -137,7 +153,7 @@ func quiet() logging.LoggerFactory {
 	return f
 }
 
-func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool) (*webrtc.API, error) {
+func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firstBind time.Duration) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	// What every browser shares: VP8 and Opus (H.264 profiles differ too
 	// much between browsers to forward one stream to any other blindly).
@@ -182,7 +198,11 @@ func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool) (*we
 		udpAddr = &net.UDPAddr{IP: plan.gather.AsSlice(), Port: udpAddr.Port}
 	}
 	se.SetICEUDPMux(oneAddrUDPMux{UDPMux: webrtc.NewICEUDPMux(quiet().NewLogger("ice"), udp), addr: udpAddr})
-	se.SetICETCPMux(webrtc.NewICETCPMux(quiet().NewLogger("ice"), tcp, 32))
+	se.SetICETCPMux(ice.NewTCPMuxDefault(ice.TCPMuxParams{
+		Listener: tcp, Logger: quiet().NewLogger("ice"), ReadBufferSize: 32,
+		WriteBufferSize:      4 << 20, // what pion's own constructor asks for
+		FirstStunBindTimeout: firstBind, AliveDurationForConnFromStun: firstBind,
+	}))
 	gather := plan.gather
 	se.SetIPFilter(func(ip net.IP) bool {
 		a, ok := netip.AddrFromSlice(ip)

@@ -34,6 +34,13 @@ func connectedRoom(t testing.TB, newPeer func(testing.TB) *testtool.PionPeer) (*
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	room, peers := connectedRoomOn(t, s, "room1", newPeer)
+	return s, room, peers
+}
+
+// connectedRoomOn is connectedRoom on an SFU of the caller's.
+func connectedRoomOn(t testing.TB, s *SFU, code string, newPeer func(testing.TB) *testtool.PionPeer) (*Room, [2]*testtool.PionPeer) {
+	t.Helper()
 	peers := [2]*testtool.PionPeer{newPeer(t), newPeer(t)}
 	t.Cleanup(func() {
 		for _, p := range peers {
@@ -44,7 +51,7 @@ func connectedRoom(t testing.TB, newPeer func(testing.TB) *testtool.PionPeer) (*
 	var mu sync.Mutex
 	offers := [2]string{}
 	cands := [2][]webrtc.ICECandidateInit{}
-	room, err := s.Open("room1")
+	room, err := s.Open(code)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +93,7 @@ func connectedRoom(t testing.TB, newPeer func(testing.TB) *testtool.PionPeer) (*
 	for _, p := range peers {
 		eventually(t, "connected", func() bool { return p.PC.ConnectionState() == webrtc.PeerConnectionStateConnected })
 	}
-
-	return s, room, peers
+	return room, peers
 }
 
 // TestForwardBothWays: two pion peers on one SFU room receive each

@@ -7,94 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/duetchat/duet/internal/testtool"
 )
 
 // Measuring the process around an attack, and the STUN the hostile
 // catalogue speaks over streams.
 
-// baseline is the process before an attack.
-type baseline struct {
-	heap       uint64
-	goroutines int
-}
-
-func takeBaseline() baseline {
-	return baseline{heap: heapAfterGC(), goroutines: runtime.NumGoroutine()}
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
-// requireCalm waits (bounded) for goroutines and heap to come back to the
-// baseline, then asserts the process is idle: a read loop spinning on a
-// wrapped frame shows as a whole core.
-func (h *hostile) requireCalm(t *testing.T, base baseline) {
+// requireCalm: goroutines and heap back to the baseline, the process idle.
+func (h *hostile) requireCalm(t *testing.T, base testtool.Baseline) {
 	t.Helper()
-	const (
-		goroutineSlack = 8
-		heapSlack      = 8 << 20
-	)
-	start := time.Now()
-	g := poll(t, 15*time.Second, func() (int, bool) {
-		n := runtime.NumGoroutine()
-		return n, n <= base.goroutines+goroutineSlack
-	})
-	cpu := cpuShare(time.Second)
-	heap := poll(t, 10*time.Second, func() (uint64, bool) {
-		n := heapAfterGC()
-		return n, n <= base.heap+heapSlack
-	})
-	t.Logf("after the attack: goroutines %d -> %d, heap %.1f -> %.1f MiB, CPU %.1f%% of one core over 1 s; calm after %v",
-		base.goroutines, g, mib(base.heap), mib(heap), 100*cpu, time.Since(start).Round(10*time.Millisecond))
-	if g > base.goroutines+goroutineSlack {
-		t.Fatalf("goroutines stayed at %d (baseline %d)", g, base.goroutines)
-	}
-	if heap > base.heap+heapSlack {
-		t.Fatalf("heap stayed at %.1f MiB (baseline %.1f MiB)", mib(heap), mib(base.heap))
-	}
-	if cpu > 0.20 {
-		t.Fatalf("the process used %.0f%% of a core with nothing to do: a read loop is spinning", 100*cpu)
-	}
-}
-
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }
-
-// poll re-checks cond until it holds or within passes, and returns the
-// last value either way.
-func poll[T any](t *testing.T, within time.Duration, cond func() (T, bool)) T {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		v, ok := cond()
-		if ok || time.Now().After(deadline) {
-			return v
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// cpuShare is the process's user+system CPU over window, in cores.
-func cpuShare(window time.Duration) float64 {
-	before, start := cpuTime(), time.Now()
-	time.Sleep(window)
-	return (cpuTime() - before).Seconds() / time.Since(start).Seconds()
-}
-
-// cpuTime is the user+system CPU the process has used so far.
-func cpuTime() time.Duration {
-	var u syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &u)
-	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
+	testtool.RequireCalm(t, base, testtool.Slack{Goroutines: 8, Heap: 8 << 20, Within: 15 * time.Second})
 }
 
 // allocateOver makes an authenticated Allocate over a stream connection.

@@ -74,15 +74,15 @@ func TestHostileStreams(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			base := takeBaseline()
+			base := testtool.TakeBaseline()
 			start := time.Now()
-			cpu0 := cpuTime()
+			cpu0 := testtool.CPUTime()
 			tt.attack(t, h)
 			var m runtime.MemStats
 			runtime.ReadMemStats(&m)
 			t.Logf("attack: %v, CPU %.0f%% of one core, then goroutines %d, heap %.1f MiB (before GC)",
-				time.Since(start).Round(10*time.Millisecond), 100*(cpuTime()-cpu0).Seconds()/time.Since(start).Seconds(),
-				runtime.NumGoroutine(), mib(m.HeapAlloc))
+				time.Since(start).Round(10*time.Millisecond), 100*(testtool.CPUTime()-cpu0).Seconds()/time.Since(start).Seconds(),
+				runtime.NumGoroutine(), testtool.MiB(m.HeapAlloc))
 			h.requireCalm(t, base)
 			args := append(append([]string{}, tt.legit...), "-W", testSecret, "-e", "127.0.0.1", "-r", h.peer, "-n", "50", "-l", "170", "-z", "5")
 			requireLossFree(t, h.r.uclient(t, args...))
@@ -138,7 +138,7 @@ func (h *hostile) closed(t *testing.T, reason string) float64 {
 // requireClosedFor asserts n more connections were closed for reason.
 func (h *hostile) requireClosedFor(t *testing.T, reason string, before float64, n int) {
 	t.Helper()
-	got := poll(t, 5*time.Second, func() (float64, bool) {
+	got := testtool.Poll(5*time.Second, func() (float64, bool) {
 		v := h.closed(t, reason) - before
 		return v, v >= float64(n)
 	})
