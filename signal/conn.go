@@ -20,6 +20,7 @@ type conn struct {
 	max          int // frames queued before the socket is cut
 	writeTimeout time.Duration
 	pingEvery    time.Duration
+	now          func() time.Time // the hub's clock, for deadlines
 	ping         *time.Timer
 	finished     func() // called once when the socket is closed for good
 
@@ -33,9 +34,9 @@ type conn struct {
 }
 
 // newConn starts pinging ws; finished runs once the socket is closed.
-func newConn(ws *websocket.Conn, queue int, pingEvery time.Duration, finished func()) *conn {
+func newConn(ws *websocket.Conn, queue int, pingEvery time.Duration, now func() time.Time, finished func()) *conn {
 	c := &conn{
-		ws: ws, max: queue, writeTimeout: 10 * time.Second, pingEvery: pingEvery,
+		ws: ws, max: queue, writeTimeout: 10 * time.Second, pingEvery: pingEvery, now: now,
 		finished: finished, done: make(chan struct{}),
 	}
 	c.ping = time.AfterFunc(pingEvery, c.sendPing)
@@ -82,7 +83,7 @@ func (c *conn) drain() {
 			c.mu.Unlock()
 			if closing {
 				if cf != nil {
-					_ = c.ws.WriteControl(websocket.CloseMessage, cf, time.Now().Add(time.Second))
+					_ = c.ws.WriteControl(websocket.CloseMessage, cf, c.now().Add(time.Second))
 				}
 				c.finish()
 			}
@@ -90,7 +91,7 @@ func (c *conn) drain() {
 		}
 		c.mu.Unlock()
 		for _, frame := range batch {
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+			_ = c.ws.SetWriteDeadline(c.now().Add(c.writeTimeout))
 			if c.ws.WriteMessage(websocket.TextMessage, frame) != nil {
 				c.mu.Lock()
 				c.writing = false
@@ -108,7 +109,7 @@ func (c *conn) sendPing() {
 	if isClosed(c) {
 		return
 	}
-	if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeTimeout)) != nil {
+	if c.ws.WriteControl(websocket.PingMessage, nil, c.now().Add(c.writeTimeout)) != nil {
 		c.abort()
 		return
 	}

@@ -142,6 +142,9 @@ type Hub struct {
 	// hands them to store (unlock), in the order they were decided.
 	effects []effect
 	store   *serial
+	// tasks are the hub's own goroutines (SFU opens and closes, remote
+	// SFU signals); Shutdown waits for them.
+	tasks sync.WaitGroup
 	// suspect counts the checks in a row that found a node dead; only
 	// Run's goroutine (watchNodes) touches it.
 	suspect   map[string]int
@@ -370,6 +373,15 @@ func (h *Hub) later(session string, f func()) {
 	h.effects = append(h.effects, effect{session, f})
 }
 
+// spawn runs f on a goroutine the hub owns: Shutdown waits for it.
+func (h *Hub) spawn(f func()) {
+	h.tasks.Add(1)
+	go func() {
+		defer h.tasks.Done()
+		f()
+	}()
+}
+
 // unlock releases h.mu and then starts the store calls decided under it.
 func (h *Hub) unlock() {
 	fx := h.effects
@@ -517,10 +529,11 @@ func (h *Hub) live(s *session, t matcher.Ticket) bool {
 // (up to ctx) until every one has moved or its grace ran out, so this
 // node is still there to hand over rooms and held frames.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	// The store calls already decided (leaves, joins) finish, within ctx.
+	// The store calls already decided (leaves, joins) and the hub's own
+	// goroutines finish, within ctx.
 	defer func() {
 		stored := make(chan struct{})
-		go func() { h.store.wait(); close(stored) }()
+		go func() { h.store.wait(); h.tasks.Wait(); close(stored) }()
 		select {
 		case <-stored:
 		case <-ctx.Done():

@@ -64,7 +64,7 @@ func (h *Hub) fallback(r *room) *protoError {
 		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
 	}
 	h.log.Info("room moved to the SFU", "room", r.code)
-	go h.openSFU(r)
+	h.spawn(func() { h.openSFU(r) })
 	return nil
 }
 
@@ -190,7 +190,7 @@ func (h *Hub) runMedia(jobs []mediaJob) {
 func (h *Hub) closeSFU(r *room) {
 	if mr := r.sfu; mr != nil {
 		r.sfu = nil
-		go mr.Close()
+		h.spawn(mr.Close)
 	}
 }
 
@@ -201,7 +201,7 @@ func (h *Hub) startSFUAtMatch(r *room) {
 		return
 	}
 	r.media = mediaSFU
-	go h.openSFU(r)
+	h.spawn(func() { h.openSFU(r) })
 }
 
 // restartSFU gives an SFU room fresh connections after one side resumed
@@ -217,12 +217,12 @@ func (h *Hub) restartSFU(r *room) {
 		r.buf[i], r.bufBytes[i] = nil, 0
 		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
 	}
-	go func() {
+	h.spawn(func() {
 		if old != nil {
 			old.Close() // first: the SFU knows a room code once
 		}
 		h.openSFU(r)
-	}()
+	})
 }
 
 // onRemoteSFUSignal applies the answer or candidate of a stranger on
@@ -261,7 +261,7 @@ func (h *Hub) onRemoteSFUSignal(env Envelope) {
 	h.remoteMedia = append(h.remoteMedia, job)
 	if !h.remoteMediaRunning {
 		h.remoteMediaRunning = true
-		go h.drainRemoteMedia()
+		h.spawn(h.drainRemoteMedia)
 	}
 }
 

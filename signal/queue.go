@@ -121,10 +121,10 @@ func (h *Hub) join(ctx context.Context, s *session) {
 	s.state = stateWaiting
 	t := s.ticket()
 	if h.deferring {
-		h.joins = append(h.joins, joinJob{s: s, t: t, by: time.Now().Add(storeTimeout)})
+		h.joins = append(h.joins, joinJob{s: s, t: t, by: h.opt.Now().Add(storeTimeout)})
 		return
 	}
-	by := time.Now().Add(storeTimeout)
+	by := h.opt.Now().Add(storeTimeout)
 	h.later(s.id, func() { h.runJoins(ctx, []joinJob{{s: s, t: t, by: by}}) })
 }
 

@@ -74,11 +74,11 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	h.mu.Unlock()
 	if closing {
 		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseServiceRestart, "service restart"), time.Now().Add(time.Second))
+			websocket.FormatCloseMessage(websocket.CloseServiceRestart, "service restart"), h.opt.Now().Add(time.Second))
 		_ = ws.Close()
 		return
 	}
-	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.writers.Done)
+	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.opt.Now, h.writers.Done)
 
 	s, err := h.attach(c, ip, resume)
 	if errors.Is(err, errTooManySessions) {
@@ -111,9 +111,9 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 func (h *Hub) readLoop(s *session, c *conn) bool {
 	// Two missed pongs end the connection.
 	wait := 2*h.opt.Signal.PingInterval + h.opt.Signal.PingInterval/2
-	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+	_ = c.ws.SetReadDeadline(h.opt.Now().Add(wait))
 	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(wait))
+		return c.ws.SetReadDeadline(h.opt.Now().Add(wait))
 	})
 	for {
 		kind, frame, err := h.readFrame(c)
@@ -124,7 +124,7 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 			sentClose := errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
 			return sentClose && !isClosed(c)
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+		_ = c.ws.SetReadDeadline(h.opt.Now().Add(wait))
 		h.handleFrame(s, c, kind == websocket.TextMessage, frame.Bytes())
 		h.putReadBuf(frame)
 	}
