@@ -24,8 +24,18 @@ type stunClient struct {
 
 func newSTUNClient(t *testing.T, r *relay, user, pass string) *stunClient {
 	t.Helper()
+	return newSTUNClientFrom(t, r, nil, user, pass)
+}
+
+// newSTUNClientFrom is newSTUNClient from a chosen loopback source.
+func newSTUNClientFrom(t *testing.T, r *relay, from net.IP, user, pass string) *stunClient {
+	t.Helper()
 	udp, _, _ := r.Ports()
-	conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: udp})
+	var laddr *net.UDPAddr
+	if from != nil {
+		laddr = &net.UDPAddr{IP: from}
+	}
+	conn, err := net.DialUDP("udp4", laddr, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: udp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,5 +201,36 @@ func TestRevocationsLapseWithTheTTL(t *testing.T) {
 		if got := rv.len(); got != tt.left {
 			t.Errorf("after prune %d entries, want %d", got, tt.left)
 		}
+	}
+}
+
+// Sessions are cheap: one address holding many sessions' credentials
+// still gets no more than turn.max_allocations_per_ip allocations (486),
+// while another address is not held back by it.
+func TestOneAddressCannotHoldTheRelay(t *testing.T) {
+	r := startRelay(t, func(o *Options) { o.TURN.MaxAllocationsPerIP = 3 })
+	attacker, honest := net.IPv4(127, 0, 0, 7), net.IPv4(127, 0, 0, 8)
+	for i := range 5 {
+		cred, err := r.creds.Mint("room"+string(rune('a'+i)), "sess"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newSTUNClientFrom(t, r, attacker, cred.Username, cred.Password)
+		ok := c.allocate()
+		switch {
+		case i < 3 && !ok:
+			t.Fatalf("session %d of the address refused (%d) under its quota", i, c.lastErrCode)
+		case i >= 3 && ok:
+			t.Fatalf("session %d of the address got an allocation over its quota of 3", i)
+		case i >= 3 && c.lastErrCode != stun.CodeAllocQuotaReached:
+			t.Fatalf("over quota answered %d, want 486", c.lastErrCode)
+		}
+	}
+	if got := r.gauge(t, "duet_turn_quota_refusals_total", "address"); got != 2 {
+		t.Errorf("quota refusals{address} = %v, want 2", got)
+	}
+	cred, _ := r.creds.Mint("roomz", "sessz")
+	if c := newSTUNClientFrom(t, r, honest, cred.Username, cred.Password); !c.allocate() {
+		t.Fatalf("another address refused (%d)", c.lastErrCode)
 	}
 }
