@@ -96,9 +96,11 @@ func (c *stunClient) request(method stun.Method, attrs ...stun.Setter) bool {
 	return false
 }
 
-func (c *stunClient) allocate() bool {
+func (c *stunClient) allocate() bool { return c.allocateFor(10 * time.Minute) }
+
+func (c *stunClient) allocateFor(lifetime time.Duration) bool {
 	life := make([]byte, 4)
-	binary.BigEndian.PutUint32(life, 600)
+	binary.BigEndian.PutUint32(life, uint32(lifetime/time.Second)) //nolint:gosec // test lifetimes are short
 	return c.request(stun.MethodAllocate,
 		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}},
 		stun.RawAttribute{Type: stun.AttrLifetime, Value: life})
