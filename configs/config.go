@@ -21,6 +21,11 @@ type Config struct {
 	Admin      Admin      `yaml:"admin"`
 	Metrics    Metrics    `yaml:"metrics"`
 	Log        Log        `yaml:"log"`
+
+	// Warnings are what Load noticed but accepted: deprecated keys it
+	// mapped onto their replacements. `duet serve` logs them and
+	// `duet config` prints them on stderr; never written as YAML.
+	Warnings []string `yaml:"-"`
 }
 
 type HTTP struct {
@@ -65,6 +70,9 @@ type Redis struct {
 	Node      string   `yaml:"node"`        // this node's name; default: host name + random suffix
 }
 
+// Roles are the only switches of the four roles: roles.turn runs the
+// relay and roles.sfu the SFU (turn.enabled, sfu.enabled and sfu.mode: off
+// are deprecated spellings that Load maps here).
 type Roles struct {
 	Matcher bool `yaml:"matcher"`
 	Signal  bool `yaml:"signal"`
@@ -93,7 +101,11 @@ type Signal struct {
 }
 
 type TURN struct {
-	Enabled   bool   `yaml:"enabled"`
+	// Enabled is the deprecated turn.enabled: Load folds it into
+	// Roles.TURN (false turns the relay off), warns, and leaves it nil.
+	//
+	// Deprecated: set Roles.TURN.
+	Enabled   *bool  `yaml:"enabled,omitempty"`
 	Realm     string `yaml:"realm"`
 	ListenUDP string `yaml:"listen_udp"`
 	ListenTCP string `yaml:"listen_tcp"`
@@ -127,11 +139,17 @@ type TURN struct {
 }
 
 type SFU struct {
-	Enabled  bool   `yaml:"enabled"`
+	// Enabled is the deprecated sfu.enabled: Load folds it into
+	// Roles.SFU (false turns the SFU off), warns, and leaves it nil.
+	//
+	// Deprecated: set Roles.SFU.
+	Enabled  *bool  `yaml:"enabled,omitempty"`
 	ListenIP string `yaml:"listen_ip"`
 	UDPPort  int    `yaml:"udp_port"`
 	TCPPort  int    `yaml:"tcp_port"`
-	Mode     string `yaml:"mode"` // fallback | always | off
+	// Mode is fallback or always; the deprecated "off" is mapped by
+	// Load to Roles.SFU false (and Mode fallback).
+	Mode string `yaml:"mode"`
 	// TCPConnectionsPerIP and MaxTCPConnections cap the ICE-TCP port's
 	// connections per address (IPv6: per limits.ipv6_prefix) and in
 	// total; 0 = no cap.

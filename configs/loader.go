@@ -51,7 +51,13 @@ func Load(path string, env []string) (*Config, error) {
 	if err := applyEnv(c, env); err != nil {
 		return nil, err
 	}
+	c.Warnings = c.foldDeprecated(env)
 	if err := c.Validate(); err != nil {
+		// A problem may come from a deprecated key the operator set
+		// under its old name: say what it was mapped to.
+		for _, w := range c.Warnings {
+			err = errors.Join(err, errors.New("warning: "+w))
+		}
 		return nil, err
 	}
 	return c, nil
@@ -208,6 +214,12 @@ func setFromString(v reflect.Value, s string) error {
 			return fmt.Errorf("want a %s", typeWord("bool"))
 		}
 		v.SetBool(b)
+	case v.Kind() == reflect.Pointer: // an optional scalar (the deprecated switches)
+		p := reflect.New(v.Type().Elem())
+		if err := setFromString(p.Elem(), s); err != nil {
+			return err
+		}
+		v.Set(p)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		list := []string{}
 		for _, item := range strings.Split(s, ",") {

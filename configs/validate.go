@@ -135,9 +135,9 @@ func (c *Config) Validate() error {
 	if c.TURN.MaxAllocationsPerIP < 0 {
 		bad("turn.max_allocations_per_ip", "must be 0 (no cap) or more")
 	}
-	if c.TURN.Enabled {
+	if c.Roles.TURN {
 		if c.TURN.ListenUDP == "" && c.TURN.ListenTCP == "" && c.TURN.ListenTLS == "" {
-			bad("turn.listen_udp", "turn.enabled is true but listen_udp, listen_tcp and listen_tls are all empty")
+			bad("turn.listen_udp", "roles.turn is true but listen_udp, listen_tcp and listen_tls are all empty (set roles.turn: false to run no relay)")
 		}
 		if c.TURN.ListenTLS != "" && c.TURN.TLSCertFile == "" && c.HTTP.TLSCertFile == "" {
 			bad("turn.listen_tls", "needs a certificate: set turn.tls_cert_file and turn.tls_key_file (or http's)")
@@ -146,8 +146,8 @@ func (c *Config) Validate() error {
 	if (c.TURN.TLSCertFile == "") != (c.TURN.TLSKeyFile == "") {
 		bad("turn.tls_cert_file", "turn.tls_cert_file and turn.tls_key_file must be set together")
 	}
-	if c.TURN.Mode == "always" && !c.TURN.Enabled {
-		bad("turn.mode", "always needs the integrated relay: set turn.enabled: true")
+	if c.TURN.Mode == "always" && !c.Roles.TURN {
+		bad("turn.mode", "always needs the integrated relay: set roles.turn: true (or turn.mode: auto)")
 	}
 	for i, s := range c.TURN.PreviousSecrets {
 		if s == "" {
@@ -162,7 +162,19 @@ func (c *Config) Validate() error {
 		bad("turn.max_tcp_connections", "must be 0 (no cap) or more")
 	}
 
-	oneOf("sfu.mode", c.SFU.Mode, "fallback", "always", "off")
+	// Load maps the deprecated switches onto the roles; a config built
+	// by hand may still carry them.
+	if c.TURN.Enabled != nil {
+		bad("turn.enabled", "deprecated, set roles.turn instead")
+	}
+	if c.SFU.Enabled != nil {
+		bad("sfu.enabled", "deprecated, set roles.sfu instead")
+	}
+	if c.SFU.Mode == "off" {
+		bad("sfu.mode", "off is deprecated: set roles.sfu: false (and sfu.mode: fallback)")
+	} else {
+		oneOf("sfu.mode", c.SFU.Mode, "fallback", "always")
+	}
 	if c.SFU.TCPConnectionsPerIP < 0 {
 		bad("sfu.tcp_connections_per_ip", "must be 0 (no cap) or more")
 	}
@@ -180,8 +192,8 @@ func (c *Config) Validate() error {
 			bad("sfu.listen_ip", "%q is not an IP address", c.SFU.ListenIP)
 		}
 	}
-	if c.SFU.Mode != "off" && !c.SFU.Enabled {
-		bad("sfu.mode", "%s needs the SFU: set sfu.enabled: true (or sfu.mode: off)", c.SFU.Mode)
+	if c.SFU.Mode == "always" && !c.Roles.SFU {
+		bad("sfu.mode", "always needs the SFU: set roles.sfu: true (or sfu.mode: fallback)")
 	}
 
 	// Every limit is a positive number.

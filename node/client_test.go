@@ -278,6 +278,6 @@ func getJSON(t *testing.T, url string) (int, msg) {
 // noSFU turns the SFU off (the contract's answer to fallback is then
 // unavailable).
 func noSFU(cfg *configs.Config) *configs.Config {
-	cfg.SFU.Enabled, cfg.SFU.Mode = false, "off"
+	cfg.Roles.SFU = false
 	return cfg
 }

@@ -25,7 +25,7 @@ func redisConfig(t *testing.T, addr, name string) *configs.Config {
 	cfg.Store.Redis.Addrs = []string{addr}
 	cfg.Store.Redis.KeyPrefix = "t:" + t.Name() + ":"
 	cfg.Store.Redis.Node = name
-	cfg.TURN.Enabled = false
+	cfg.Roles.TURN = false
 	// A stopping node waits for its sessions to move elsewhere; the test
 	// clients are gone by then, so do not wait long for them.
 	cfg.HTTP.ShutdownGrace = 500 * time.Millisecond

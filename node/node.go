@@ -42,10 +42,10 @@ type Node struct {
 	hub     *signal.Hub
 	mux     *http.ServeMux
 	paths   []MediaPaths // relaying roles, asked for each room's figures
-	turn    *turn.Server // nil when turn.enabled is false
+	turn    *turn.Server // nil when roles.turn is false
 	redis   *shared      // nil on the memory store
 	pathm   *pathMetrics
-	sfu     *sfu.SFU // nil when the SFU is off
+	sfu     *sfu.SFU // nil when roles.sfu is false
 	// moderator keeps reports and bans (shared through Redis on a cluster,
 	// where banCache answers checks from a copy kept fresh by redisBans)
 	moderator moderator
@@ -62,6 +62,11 @@ type Node struct {
 func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if cfg.Store.Backend == "memory" && (!cfg.Roles.Matcher || !cfg.Roles.Signal) {
 		return nil, errors.New("roles: with the memory store one node must run both the matcher and signal roles")
+	}
+	// configs.Load folds the old switches into the roles; a config built
+	// by hand that still holds one would be silently misread.
+	if cfg.TURN.Enabled != nil || cfg.SFU.Enabled != nil || cfg.SFU.Mode == "off" {
+		return nil, errors.New("turn.enabled, sfu.enabled and sfu.mode: off are deprecated: set roles.turn / roles.sfu (configs.Load maps them)")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -120,7 +125,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	gate := &turnGate{mod: n.moderator, keys: keys}
 	revoke := func(string) {}
-	if cfg.TURN.Enabled && cfg.Roles.TURN {
+	if cfg.Roles.TURN {
 		srv, err := startTURN(cfg, log.With("role", "turn"), reg, gate)
 		if err != nil {
 			n.Close()
@@ -132,7 +137,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		ice = relayICE{turn: srv, extra: static, log: log.With("role", "turn")}
 	}
 	var media signal.MediaServer
-	if cfg.SFU.Enabled && cfg.Roles.SFU && cfg.SFU.Mode != "off" {
+	if cfg.Roles.SFU {
 		s, err := startSFU(cfg, log.With("role", "sfu"), reg)
 		if err != nil {
 			n.Close()

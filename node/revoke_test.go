@@ -52,7 +52,7 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 
 	t.Run("every node on Redis", func(t *testing.T) {
 		addr := testtool.StartRedis(t)
-		withTURN := func(c *configs.Config) { c.TURN.Enabled = true }
+		withTURN := func(c *configs.Config) { c.Roles.TURN = true }
 		nodes := startNodesWith(t, addr, withTURN, "n1", "n2")
 		// Learn node 2's relay address from a room of its own.
 		_, _, m2, _ := matchedPair(t, nodes[1])

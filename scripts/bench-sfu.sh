@@ -34,7 +34,7 @@ get() { "$TMP/duet-bench" get "$2" "$1"; }
 		for r in $(seq "$RUNS"); do
 			port=$("$TMP/duet-bench" port)
 			sfu=$("$TMP/duet-bench" port)
-			DUET_HTTP_LISTEN=127.0.0.1:$port DUET_PUBLIC_IP=127.0.0.1 DUET_SFU_ENABLED=true DUET_SFU_MODE=always \
+			DUET_HTTP_LISTEN=127.0.0.1:$port DUET_PUBLIC_IP=127.0.0.1 DUET_SFU_MODE=always \
 			DUET_SFU_LISTEN_IP=127.0.0.1 DUET_SFU_UDP_PORT=$sfu DUET_SFU_TCP_PORT=$sfu \
 				"$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
 			PID=$!

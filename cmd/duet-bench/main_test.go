@@ -46,8 +46,7 @@ func benchConfig(t *testing.T) *configs.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.TURN.Enabled = false
-	cfg.SFU.Enabled, cfg.SFU.Mode = false, "off"
+	cfg.Roles.TURN, cfg.Roles.SFU = false, false
 	cfg.HTTP.ShutdownGrace = time.Second
 	// Twenty users meet everyone in a blink; let them meet again.
 	cfg.Matcher.AvoidRepeat = 0
@@ -143,7 +142,7 @@ func TestCommandLine(t *testing.T) {
 // counts what crossed it.
 func TestMediaRun(t *testing.T) {
 	cfg := benchConfig(t)
-	cfg.SFU.Enabled, cfg.SFU.Mode = true, "always"
+	cfg.Roles.SFU, cfg.SFU.Mode = true, "always"
 	cfg.SFU.ListenIP, cfg.SFU.UDPPort, cfg.SFU.TCPPort = "127.0.0.1", 0, 0
 	cfg.PublicIP = "127.0.0.1"
 	url := serve(t, cfg)

@@ -88,6 +88,10 @@ func printConfig(args, env []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
+	// Warnings go to stderr, so stdout stays a config file.
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "duet config: warning: %s\n", w)
+	}
 	out, err := cfg.Masked().YAML()
 	if err != nil {
 		fmt.Fprintf(stderr, "duet config: %v\n", err)
@@ -103,6 +107,9 @@ func serve(args, env []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "warning", w)
+	}
 	// go-redis logs every failed dial on its own; duet logs the failures
 	// that matter, so its chatter goes to debug.
 	redis.SetLogger(redisLog{log.With("component", "go-redis")})

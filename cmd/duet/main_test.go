@@ -23,6 +23,7 @@ func TestCommands(t *testing.T) {
 	typo := write("typo.yaml", "http:\n  listen: \":9000\"\n  listn: \":1\"\n")
 	badDur := write("dur.yaml", "matcher:\n  interest_timeout: soon\n")
 	good := write("good.yaml", "matcher:\n  avoid_repeat: 1m\nadmin:\n  token: s3cret\n")
+	oldKeys := write("old.yaml", "turn:\n  enabled: false\nsfu:\n  mode: off\n")
 
 	tests := []struct {
 		name     string
@@ -59,6 +60,17 @@ func TestCommands(t *testing.T) {
 		{name: "turn-credentials with a stray argument", args: []string{"turn-credentials", "x"}, code: 2, stderr: []string{`unexpected argument "x"`}},
 		{name: "turn-credentials negative ttl", args: []string{"turn-credentials", "--secret", "s", "--ttl", "-1h"}, code: 2, stderr: []string{"negative"}},
 		{name: "turn-credentials usage lists it", args: []string{"help"}, code: 0, stdout: []string{"turn-credentials"}},
+		{name: "config maps deprecated env switches, warns on stderr", args: []string{"config"},
+			env: []string{"DUET_TURN_ENABLED=false", "DUET_SFU_ENABLED=false", "DUET_SFU_MODE=off"}, code: 0,
+			stdout:   []string{"turn: false", "sfu: false", "mode: fallback"},
+			noStdout: []string{"enabled", "warning", `mode: "off"`, "mode: off"},
+			stderr: []string{"duet config: warning: turn.enabled is deprecated: set roles.turn: false",
+				"warning: sfu.enabled is deprecated: set roles.sfu: false", "warning: sfu.mode: off is deprecated: set roles.sfu: false"}},
+		{name: "config maps deprecated file switches", args: []string{"config", "--config", oldKeys}, code: 0,
+			stdout: []string{"turn: false", "sfu: false"}, noStdout: []string{"enabled"},
+			stderr: []string{"turn.enabled is deprecated: set roles.turn: false", "sfu.mode: off is deprecated: set roles.sfu: false"}},
+		{name: "validation names the role", args: []string{"config"}, env: []string{"DUET_ROLES_SFU=false", "DUET_SFU_MODE=always"}, code: 2,
+			stderr: []string{"sfu.mode: always needs the SFU: set roles.sfu: true"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
