@@ -99,6 +99,9 @@ func New(rdb redis.UniversalClient, opt Options) *RedisBus {
 	return &RedisBus{rdb: rdb, opt: opt, out: make(chan item, opt.Queue), src: src}
 }
 
+// Shared implements signal.Bus: other nodes share this Redis.
+func (b *RedisBus) Shared() bool { return true }
+
 // Node implements signal.Bus.
 func (b *RedisBus) Node() string { return b.opt.Node }
 

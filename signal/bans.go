@@ -130,7 +130,7 @@ func (h *Hub) runReports(jobs []reportJob) {
 // banEverywhere applies b here, or sends it to the node that holds the
 // banned session (h.mu held).
 func (h *Hub) banEverywhere(b moderation.Ban, node string) {
-	if node == "" || h.opt.Bus == nil || h.local(node) {
+	if h.local(node) {
 		h.applyBan(b)
 		return
 	}

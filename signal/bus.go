@@ -11,12 +11,16 @@ import (
 // Bus links the hubs of the nodes that share one Redis store. With it, a
 // room's two strangers may sit on different nodes: each node holds its
 // own stranger's socket and a proxy for the other, and what one side sends
-// the other reaches as an Envelope. Nil for a single node.
+// the other reaches as an Envelope. A node on its own runs on localBus,
+// whose methods do nothing, so the hub never checks for a missing bus.
 //
 // Publish, Save and Forget must not block: the hub calls them with its
 // lock held. Delivery must keep the order of Publish calls per destination
 // node, which is what keeps offer, answer and candidates in order.
 type Bus interface {
+	// Shared reports whether other nodes exist to publish to and resume
+	// on; false for a node on its own.
+	Shared() bool
 	// Node names this process; tickets and records carry it.
 	Node() string
 	// Publish queues env for node (best effort, ordered per node).
@@ -86,3 +90,18 @@ type RoomRecord struct {
 	PeerNode string
 	PeerIP   string `json:",omitempty"` // the stranger's address hash
 }
+
+// localBus is the Bus of a node on its own: there is nobody to publish
+// to, save for or look up, so every method does nothing, and a node's
+// name is empty, as the memory store's tickets carry no node.
+type localBus struct{}
+
+func (localBus) Shared() bool             { return false }
+func (localBus) Node() string             { return "" }
+func (localBus) Publish(string, Envelope) {}
+func (localBus) Save(Record)              {}
+func (localBus) Forget(string)            {}
+func (localBus) Load(context.Context, string) (Record, bool, error) {
+	return Record{}, false, nil
+}
+func (localBus) Alive(context.Context, string) (bool, error) { return true, nil }

@@ -15,7 +15,7 @@ import (
 const pendingTimeout = 5 * time.Second
 
 func (h *Hub) local(node string) bool {
-	return node == "" || h.opt.Bus == nil || node == h.opt.Bus.Node()
+	return node == "" || node == h.opt.Bus.Node()
 }
 
 // Matched implements matcher.Notifier: it opens the room, or puts back the
@@ -193,9 +193,6 @@ func (h *Hub) remember(code, what string) {
 func (h *Hub) Deliver(env Envelope) {
 	h.mu.Lock()
 	defer h.unlock()
-	if h.opt.Bus == nil {
-		return
-	}
 	switch env.Type {
 	case envPair:
 		if env.Match != nil {

@@ -82,8 +82,8 @@ type Options struct {
 	RelayOnly bool
 	// TURN is advertised in welcome.features.
 	TURN bool
-	// Bus links this hub to the other nodes on a shared store; nil for
-	// one node on its own.
+	// Bus links this hub to the other nodes on a shared store; nil: a
+	// node on its own (localBus).
 	Bus Bus
 	// SFU carries the rooms that fall back to it; nil: no SFU (fallback
 	// answers unavailable). SFUAlways puts every video room on it.
@@ -256,6 +256,9 @@ func NewHub(opt Options) (*Hub, error) {
 	if opt.Rooms == nil {
 		opt.Rooms = noListener{}
 	}
+	if opt.Bus == nil {
+		opt.Bus = localBus{}
+	}
 	if opt.ICE == nil {
 		opt.ICE = StaticICE(opt.Signal.ICEServers)
 	}
@@ -300,7 +303,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	var nodes <-chan time.Time
-	if h.opt.Bus != nil {
+	if h.opt.Bus.Shared() {
 		nt := time.NewTicker(time.Second)
 		defer nt.Stop()
 		nodes = nt.C
@@ -555,8 +558,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("signal: shutdown drain: %w", ctx.Err())
 	}
-	if h.opt.Bus == nil {
-		return nil
+	if !h.opt.Bus.Shared() {
+		return nil // nowhere for sessions to move to
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -19,7 +19,7 @@ type saved struct {
 // persist writes s's resume record if it changed (h.mu held).
 func (h *Hub) persist(s *session) {
 	bus := h.opt.Bus
-	if bus == nil || s.remote != "" || h.sessions[s.id] != s {
+	if !bus.Shared() || s.remote != "" || h.sessions[s.id] != s {
 		return
 	}
 	now := saved{st: s.state, token: s.token, requeue: s.requeue, queued: s.pend != nil}
@@ -198,7 +198,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 
 // lookup finds the record of a token this node does not know.
 func (h *Hub) lookup(ctx context.Context, token string) (Record, bool) {
-	if token == "" || h.opt.Bus == nil {
+	if token == "" || !h.opt.Bus.Shared() {
 		return Record{}, false
 	}
 	h.mu.Lock()

@@ -88,9 +88,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 	}
 	s.dropGen++
 	delete(h.tokens, s.token)
-	if h.opt.Bus != nil {
-		h.opt.Bus.Forget(s.token)
-	}
+	h.opt.Bus.Forget(s.token)
 	s.token = tok
 	h.tokens[tok] = s
 	s.c = c
@@ -138,7 +136,7 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	}
 	s.c = nil
 	h.online--
-	if clientClosed || h.closing && h.opt.Bus == nil {
+	if clientClosed || h.closing && !h.opt.Bus.Shared() {
 		// Nowhere to resume once a lone node is gone.
 		h.endSession(ctx, s, ReasonDisconnected)
 		return
@@ -178,8 +176,6 @@ func (h *Hub) endSession(ctx context.Context, s *session, reason string) {
 		s.grace = nil
 	}
 	h.unregister(s)
-	if h.opt.Bus != nil {
-		h.opt.Bus.Forget(s.token)
-	}
+	h.opt.Bus.Forget(s.token)
 	h.log.Debug("session ended", "session", s.id)
 }
