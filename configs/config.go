@@ -199,7 +199,8 @@ type Admin struct {
 }
 
 type Metrics struct {
-	// Listen, when set, serves /metrics on its own address as well.
+	// Listen, when set, moves /metrics and /debug/pprof/* off the public
+	// HTTP listener onto this address (plain HTTP, its own server).
 	Listen string `yaml:"listen"`
 }
 

@@ -11,14 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/redis/go-redis/v9"
 
@@ -53,6 +51,10 @@ type Node struct {
 	banCache  *moderation.Cache
 	// revoker ends the TURN credentials of every room that ends
 	revoker *revoker
+	// opsMux serves /metrics and /debug/pprof/ on metricsLn, bound at
+	// metrics.listen; both nil when that is empty (they are on mux then)
+	opsMux    *http.ServeMux
+	metricsLn net.Listener
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -202,13 +204,19 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("registering path metrics: %w", err)
 	}
+	if err := n.listenMetrics(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	n.routes()
 	return n, nil
 }
 
-// Close releases what New bound (the TURN relay's sockets). Serve calls
-// it on the way out; call it yourself for a node that never served.
+// Close releases what New bound (the TURN relay's and SFU's sockets, the
+// metrics listener). Serve calls it on the way out; call it yourself for
+// a node that never served.
 func (n *Node) Close() {
+	n.closeMetrics()
 	if n.sfu != nil {
 		if err := n.sfu.Close(); err != nil {
 			n.log.Warn("closing the SFU", "err", err)
@@ -261,17 +269,19 @@ func (n *Node) routes() {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	})
 	n.mux.HandleFunc("GET /readyz", n.readyz)
-	n.mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	n.mux.HandleFunc("GET /api/stats", n.stats)
 	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
 	n.mux.HandleFunc("GET /api/bans", n.adminOnly(n.listBans))
 	n.mux.HandleFunc("POST /api/bans", n.adminOnly(n.addBan))
 	n.mux.HandleFunc("DELETE /api/bans/{id}", n.adminOnly(n.liftBan))
-	// Profiles for operators chasing a slow node; behind the admin token.
-	n.mux.HandleFunc("GET /debug/pprof/", n.adminOnly(pprof.Index))
-	n.mux.HandleFunc("GET /debug/pprof/profile", n.adminOnly(pprof.Profile))
-	n.mux.HandleFunc("GET /debug/pprof/trace", n.adminOnly(pprof.Trace))
+	// /metrics and the profiles: on their own listener when
+	// metrics.listen is set, else here.
+	ops := n.mux
+	if n.opsMux != nil {
+		ops = n.opsMux
+	}
+	n.opsRoutes(ops)
 	// The live rooms page; its data comes from the admin API (token).
 	n.mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/admin.html", http.StatusFound)
@@ -375,6 +385,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		errc <- err
 	}()
 	n.log.Info("duet listening", "addr", ln.Addr().String(), "store", n.cfg.Store.Backend)
+	metrics := n.serveMetrics()
 
 	var serveErr error
 	select {
@@ -390,6 +401,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	if err := n.hub.Shutdown(drainCtx); err != nil {
 		n.log.Warn("drain incomplete", "err", err)
 	}
+	// /metrics stayed up through the drain, for watching it.
+	metrics.shutdown(drainCtx)
 	n.mu.Lock()
 	n.running = false
 	n.mu.Unlock()

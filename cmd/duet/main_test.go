@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,11 @@ func TestCommands(t *testing.T) {
 	badDur := write("dur.yaml", "matcher:\n  interest_timeout: soon\n")
 	good := write("good.yaml", "matcher:\n  avoid_repeat: 1m\nadmin:\n  token: s3cret\n")
 	oldKeys := write("old.yaml", "turn:\n  enabled: false\nsfu:\n  mode: off\n")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 
 	tests := []struct {
 		name     string
@@ -71,6 +77,9 @@ func TestCommands(t *testing.T) {
 			stderr: []string{"turn.enabled is deprecated: set roles.turn: false", "sfu.mode: off is deprecated: set roles.sfu: false"}},
 		{name: "validation names the role", args: []string{"config"}, env: []string{"DUET_ROLES_SFU=false", "DUET_SFU_MODE=always"}, code: 2,
 			stderr: []string{"sfu.mode: always needs the SFU: set roles.sfu: true"}},
+		{name: "serve logs the warnings, then a taken metrics.listen stops it", args: []string{"serve"},
+			env: []string{"DUET_TURN_ENABLED=false", "DUET_ROLES_SFU=false", "DUET_METRICS_LISTEN=" + taken.Addr().String(), "DUET_HTTP_LISTEN=127.0.0.1:0"}, code: 1,
+			stderr: []string{"level=WARN", "turn.enabled is deprecated: set roles.turn: false", "cannot start", "metrics.listen", taken.Addr().String(), "address already in use"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
