@@ -1,0 +1,284 @@
+package udpbatch
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func listen(t testing.TB, network, addr string, opt Options) *Conn {
+	t.Helper()
+	c, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Skipf("%s %s: %v", network, addr, err)
+	}
+	u := c.(*net.UDPConn)
+	_ = u.SetReadBuffer(4 << 20)
+	_ = u.SetWriteBuffer(4 << 20)
+	bc := New(u, opt)
+	t.Cleanup(func() { _ = bc.Close() })
+	return bc
+}
+
+func addrOf(c *Conn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// read returns the next datagram's payload, failing after a second.
+func read(t testing.TB, c *Conn) ([]byte, netip.AddrPort) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 4096)
+	n, from, err := c.ReadFromAddrPort(buf)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return buf[:n], from
+}
+
+// TestManyWritersAllArrive: four goroutines write 2,000 datagrams of
+// sizes from 2 bytes up through shared batches; every one arrives
+// intact, once, from the writer's address.
+func TestManyWritersAllArrive(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	const writers, each = 4, 500
+	size := func(w, i int) int { return 2 + (w*each+i)%1400 }
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				p := make([]byte, size(w, i))
+				binary.BigEndian.PutUint16(p, uint16(w<<12|i))
+				if _, err := a.WriteToAddrPort(p, addrOf(b)); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%20 == 19 {
+					time.Sleep(time.Millisecond) // let the reader keep up
+				}
+			}
+		}()
+	}
+	seen := map[uint16]bool{}
+	for range writers * each {
+		p, from := read(t, b)
+		if from != addrOf(a) {
+			t.Fatalf("from %v, want %v", from, addrOf(a))
+		}
+		v := binary.BigEndian.Uint16(p)
+		if w, i := int(v>>12), int(v&0xfff); len(p) != size(w, i) || seen[v] {
+			t.Fatalf("datagram %d/%d: %d bytes (want %d), seen before %v", w, i, len(p), size(w, i), seen[v])
+		}
+		seen[v] = true
+	}
+	wg.Wait()
+}
+
+// TestOneWriterInOrder: one writer's datagrams arrive in the order it
+// wrote them (one flusher sends the batches in turn).
+func TestOneWriterInOrder(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	go func() {
+		for i := range 1000 {
+			_, _ = a.WriteToAddrPort(binary.BigEndian.AppendUint16(nil, uint16(i)), addrOf(b))
+			if i%16 == 15 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for i := range 1000 {
+		if p, _ := read(t, b); binary.BigEndian.Uint16(p) != uint16(i) {
+			t.Fatalf("datagram %d arrived when %d was due", binary.BigEndian.Uint16(p), i)
+		}
+	}
+}
+
+// TestLoneDatagramIsNotHeld: one datagram with nothing after it leaves
+// once it has lingered, not when a batch fills.
+func TestLoneDatagramIsNotHeld(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 20 * time.Millisecond})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	for range 3 {
+		start := time.Now()
+		if _, err := a.WriteToAddrPort([]byte("lone"), addrOf(b)); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := read(t, b); string(p) != "lone" {
+			t.Fatalf("got %q", p)
+		}
+		if d := time.Since(start); d < 15*time.Millisecond {
+			t.Fatalf("arrived after %v, before its 20 ms linger", d)
+		}
+	}
+}
+
+// TestFullBatchLeavesAtOnce: with an hour's linger a full batch goes
+// as soon as it fills, and Close sends the partial rest.
+func TestFullBatchLeavesAtOnce(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8, Linger: time.Hour})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	for i := range 11 {
+		if _, err := a.WriteToAddrPort([]byte{byte(i)}, addrOf(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 8 {
+		if p, _ := read(t, b); !bytes.Equal(p, []byte{byte(i)}) {
+			t.Fatalf("datagram %d: %v", i, p)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 8; i < 11; i++ {
+		if p, _ := read(t, b); !bytes.Equal(p, []byte{byte(i)}) {
+			t.Fatalf("datagram %d after Close: %v", i, p)
+		}
+	}
+	if _, err := a.WriteToAddrPort([]byte("late"), addrOf(b)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %v", err)
+	}
+}
+
+// TestRefusedDatagramIsSkippedAlone: an IPv6 destination on an IPv4
+// socket and a datagram to port 0 (the kernel refuses it) are dropped
+// and counted; the datagrams around them in the batch still arrive.
+func TestRefusedDatagramIsSkippedAlone(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour, Batch: 6})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	dsts := []netip.AddrPort{addrOf(b), netip.MustParseAddrPort("[2001:db8::1]:5000"), addrOf(b),
+		netip.MustParseAddrPort("127.0.0.1:0"), addrOf(b), addrOf(b)}
+	for i, d := range dsts {
+		if _, err := a.WriteToAddrPort([]byte{byte(i)}, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []byte{0, 2, 4, 5} {
+		if p, _ := read(t, b); !bytes.Equal(p, []byte{want}) {
+			t.Fatalf("got %v, want [%d]", p, want)
+		}
+	}
+	if runtime.GOOS == "linux" && a.Dropped() != 2 {
+		t.Fatalf("dropped %d, want 2", a.Dropped())
+	}
+}
+
+// TestOversizeAndNetAddr: a datagram over the slot size goes out on its
+// own, intact; net.PacketConn's WriteTo and ReadFrom work too.
+func TestOversizeAndNetAddr(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{MTU: 512})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{MTU: 4096})
+	big := bytes.Repeat([]byte{7}, 3000)
+	if _, err := a.WriteTo(big, b.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 4096)
+	n, from, err := b.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], big) || from.String() != a.LocalAddr().String() {
+		t.Fatalf("ReadFrom: %d bytes from %v, %v", n, from, err)
+	}
+}
+
+// TestIPv6: the same on an IPv6 socket.
+func TestIPv6(t *testing.T) {
+	a := listen(t, "udp6", "[::1]:0", Options{})
+	b := listen(t, "udp6", "[::1]:0", Options{})
+	if _, err := a.WriteToAddrPort([]byte("six"), addrOf(b)); err != nil {
+		t.Fatal(err)
+	}
+	if p, from := read(t, b); string(p) != "six" || from != addrOf(a) {
+		t.Fatalf("got %q from %v", p, from)
+	}
+}
+
+// TestReadDeadline: a read deadline ends a batched read.
+func TestReadDeadline(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{})
+	_ = a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := a.ReadFromAddrPort(make([]byte, 100)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+}
+
+// TestNoAllocations: queueing a datagram and reading one allocate
+// nothing once the Conn is warm.
+func TestNoAllocations(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 50 * time.Microsecond})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	p, buf, dst := make([]byte, 1200), make([]byte, 1500), addrOf(b)
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	round := func() {
+		if _, err := a.WriteToAddrPort(p, dst); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.ReadFromAddrPort(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		round()
+	}
+	if n := testing.AllocsPerRun(500, round); n != 0 {
+		t.Fatalf("%v allocations per datagram written and read", n)
+	}
+}
+
+// BenchmarkWriteRead is a datagram queued on one Conn and read from
+// another, batched and plain (one system call each): what batching
+// costs and saves per datagram. lost/op is what the receive buffer
+// dropped.
+func BenchmarkWriteRead(b *testing.B) {
+	for _, batched := range []bool{true, false} {
+		name := map[bool]string{true: "batched", false: "plain"}[batched]
+		b.Run(name, func(b *testing.B) {
+			ca, cb := listen(b, "udp4", "127.0.0.1:0", Options{}), listen(b, "udp4", "127.0.0.1:0", Options{})
+			if !batched {
+				ca.sys, cb.sys = nil, nil
+			}
+			p, dst := make([]byte, 1200), addrOf(cb)
+			got := make(chan int)
+			go func() {
+				buf, n := make([]byte, 1500), 0
+				for {
+					if _, _, err := cb.ReadFromAddrPort(buf); err != nil {
+						got <- n
+						return
+					}
+					n++
+				}
+			}()
+			b.SetBytes(int64(len(p)))
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for i := range b.N {
+				_, _ = ca.WriteToAddrPort(p, dst)
+				if i%64 == 63 {
+					time.Sleep(100 * time.Microsecond) // stay under the receive buffer
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+			_ = cb.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(b.N-<-got)/float64(b.N), "lost/op")
+		})
+	}
+}
+
+// processCPU is the process's user+system CPU time: the benchmark's
+// measure, since batching moves work off the writing goroutine.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
