@@ -109,9 +109,9 @@ func New(opt Options) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	udp, err := net.ListenPacket("udp4", net.JoinHostPort(opt.ListenIP, strconv.Itoa(opt.UDPPort)))
+	udp, err := listenUDP(opt.ListenIP, opt.UDPPort)
 	if err != nil {
-		return nil, fmt.Errorf("sfu: udp port: %w", err)
+		return nil, err
 	}
 	tcp, err := net.Listen("tcp4", net.JoinHostPort(opt.ListenIP, strconv.Itoa(opt.TCPPort)))
 	if err != nil {
