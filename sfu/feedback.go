@@ -48,7 +48,11 @@ func (f feedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error)
 }
 
 const (
-	ringSize   = 512 // sent packets kept for retransmission (~3 s of video)
+	// ringSize is how many sent packets a stream keeps for retransmission:
+	// 1.6 s of video at 1.5 Mbps, 1 s at 2.5 Mbps, past which a browser's
+	// jitter buffer has given up on a lost packet anyway. Each slot is a
+	// full MTU, so the ring is most of a room's memory (390 KB a stream).
+	ringSize   = 256
 	maxMissing = 128 // sequence gaps remembered for NACKs
 	nackTries  = 3
 	nackEvery  = 100 * time.Millisecond
@@ -127,8 +131,14 @@ func (f *feedback) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPRead
 	})
 }
 
-// BindLocalStream implements interceptor.Interceptor.
+// BindLocalStream implements interceptor.Interceptor. Only a stream the
+// receiver may NACK keeps its packets: audio (Opus is offered without
+// nack) goes straight through, and its ring would be written for every
+// packet and never read.
 func (f *feedback) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !nackable(info) {
+		return w
+	}
 	s := &sendStream{writer: w}
 	f.mu.Lock()
 	f.send[info.SSRC] = s
@@ -137,6 +147,17 @@ func (f *feedback) BindLocalStream(info *interceptor.StreamInfo, w interceptor.R
 		s.keep(h, payload)
 		return w.Write(h, payload, a)
 	})
+}
+
+// nackable reports whether the stream's codec was negotiated with
+// generic NACK feedback.
+func nackable(info *interceptor.StreamInfo) bool {
+	for _, fb := range info.RTCPFeedback {
+		if fb.Type == "nack" && fb.Parameter == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // UnbindLocalStream implements interceptor.Interceptor.

@@ -62,7 +62,12 @@ func TestSendStreamRetransmits(t *testing.T) {
 		return len(payload), nil
 	})
 	f := &feedback{send: map[uint32]*sendStream{}, recv: map[uint32]*recvStream{}, now: time.Now, done: make(chan struct{})}
-	wrapped := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 9}, w)
+	wrapped := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 9, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}}, w)
+	// A stream without generic NACK (Opus) keeps nothing: its writer is
+	// the next one itself.
+	if audio := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 10, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack", Parameter: "pli"}}}, w); f.send[10] != nil || audio == nil {
+		t.Fatal("a stream without NACK feedback keeps its packets")
+	}
 	for seq := uint16(10); seq < 20; seq++ {
 		p := make([]byte, 100)
 		p[0] = byte(seq)
