@@ -208,6 +208,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	logNetwork(log, n.network())
 	n.routes()
 	return n, nil
 }
@@ -272,6 +273,7 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /api/stats", n.stats)
 	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
+	n.mux.HandleFunc("GET /api/node", n.adminOnly(n.apiNode))
 	n.mux.HandleFunc("GET /api/bans", n.adminOnly(n.listBans))
 	n.mux.HandleFunc("POST /api/bans", n.adminOnly(n.addBan))
 	n.mux.HandleFunc("DELETE /api/bans/{id}", n.adminOnly(n.liftBan))

@@ -1,6 +1,6 @@
 // The live admin page: every second it reads /api/rooms and /api/stats
-// with the admin token and draws each room's bitrate over the last minute.
-// The token stays in this tab (sessionStorage) and goes only to this node.
+// with the admin token and draws each room's bitrate over the last minute;
+// once, /api/node: what the node binds and advertises. The token stays in this tab (sessionStorage) and goes only to this node.
 
 const $ = (id) => document.getElementById(id);
 const history = new Map(); // room -> last 60 total bitrates
@@ -105,9 +105,44 @@ async function tick(token) {
   }
 }
 
+// showNetwork draws /api/node: what the node binds and what it advertises,
+// and whether public_ip is one of its own addresses or assumed mapped.
+async function showNetwork(token) {
+  let n;
+  try {
+    n = (await get('/api/node', token)).network;
+  } catch {
+    return; // tick() says what is wrong
+  }
+  const binds = (v) => [['udp', v.binds_udp], ['tcp', v.binds_tcp], ['tls', v.binds_tls]]
+    .filter(([, a]) => a).map(([p, a]) => `${p} ${a}`).join(', ');
+  const rows = [['public_ip', n.public_ip
+    ? `${n.public_ip}: ${n.public_ip_is === 'local' ? 'an address of this host' : `not an address of this host, assumed mapped 1:1 onto ${n.mapped_onto || '?'}`}`
+    : `unset: advertising the default-route address ${n.default_route_ip || '(none)'}`]];
+  if (n.turn) rows.push(['TURN', `binds ${binds(n.turn)}; relays on ${n.turn.relays_bind}; advertises ${n.turn.advertises}`]);
+  if (n.sfu) rows.push(['SFU', `binds ${binds(n.sfu)}; gathers ${n.sfu.gathers}; advertises ${n.sfu.advertises}`]);
+  rows.push(['HTTP', `binds ${n.http.binds}`]);
+  const dl = $('net');
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement('dt');
+    const dd = document.createElement('dd');
+    dt.textContent = k;
+    dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  $('net-notes').replaceChildren(...(n.notes || []).map((text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    return li;
+  }));
+  $('network').hidden = false;
+}
+
 function watch(token) {
   sessionStorage.setItem('duet-admin-token', token);
   clearInterval(timer);
+  showNetwork(token);
   tick(token);
   timer = setInterval(() => tick(token), 1000);
 }
