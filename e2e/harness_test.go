@@ -165,10 +165,17 @@ func startDuetOn(t *testing.T, name, addr string, env ...string) *duet {
 	cmd := exec.Command(bin.path, "serve")
 	turnPort := testtool.FreePort(t)
 	turnAddr := fmt.Sprintf("127.0.0.1:%d", turnPort)
-	// The relay is on by default; keep it on loopback like everything else.
+	// These nodes share the host's network with each other, with the
+	// other packages' tests and with whatever else runs here, so they
+	// cannot have the default ports: HTTP and TURN get free ports on
+	// loopback (nothing outside this machine needs them) and the SFU any
+	// free port. Nothing else is overridden: the SFU binds every address
+	// and gathers from public_ip, 127.0.0.1, as an operator's node does
+	// from its own public_ip. The deployments themselves (default ports,
+	// every address) are the NAT lab's tests (natlab_test.go).
 	cmd.Env = append(os.Environ(), "DUET_HTTP_LISTEN="+addr, "DUET_LOG_LEVEL=debug",
 		"DUET_PUBLIC_IP=127.0.0.1", "DUET_TURN_LISTEN_UDP="+turnAddr, "DUET_TURN_LISTEN_TCP="+turnAddr,
-		"DUET_SFU_LISTEN_IP=127.0.0.1", "DUET_SFU_UDP_PORT=0", "DUET_SFU_TCP_PORT=0")
+		"DUET_SFU_UDP_PORT=0", "DUET_SFU_TCP_PORT=0")
 	cmd.Env = append(cmd.Env, env...)
 	p := startProcess(t, cmd, name+".log")
 	p.waitReady(t, "duet", func() error {

@@ -1,95 +1,62 @@
 package e2e
 
 import (
-	"encoding/json"
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
 
-type sfuAdminRoom struct {
-	Room string `json:"room"`
-	Path string `json:"path"`
-	AToB struct {
-		Bytes float64 `json:"bytes"`
-		NACKs float64 `json:"nacks"`
-	} `json:"a_to_b"`
-	BToA struct {
-		Bytes float64 `json:"bytes"`
-		NACKs float64 `json:"nacks"`
-	} `json:"b_to_a"`
-}
-
-// TestNATLabSFU: both clients sit behind symmetric NATs whose routers drop
-// all UDP and the TURN port over TCP, so neither P2P nor TURN can work.
-// The clients ask for the fallback by themselves, reach the node's SFU
-// over ICE-TCP, and video flows both ways; the admin API shows the room
-// on the sfu path. Then 5% random loss on one router: video keeps
-// flowing and the SFU's NACK counters move.
+// TestNATLabSFU runs the node as the README's operator does (public_ip,
+// turn.secret, admin token; every listen address at its default) with
+// both clients behind symmetric NATs.
+//
+// First the network of issue 16: the routers drop all UDP and the TURN
+// port over TCP, so neither P2P nor TURN can work. The clients ask for
+// the fallback by themselves, reach the node's SFU over ICE-TCP on
+// public_ip:8443, and video flows both ways; the admin API shows the room
+// on the sfu path with bytes growing both ways. Then with UDP open again
+// the SFU carries the media over UDP, and with 5% random loss on one
+// router video keeps flowing and the SFU's NACK counters move.
 func TestNATLabSFU(t *testing.T) {
 	lab := newNATLab(t)
 	lab.startDuet()
-	for _, r := range []string{"r1", "r2"} {
-		lab.inNS(r, "iptables", "-A", "FORWARD", "-p", "udp", "-j", "DROP")
-		lab.inNS(r, "iptables", "-A", "FORWARD", "-p", "tcp", "--dport", "3478", "-j", "DROP")
-	}
-	watch := func(wantNACKs bool) sfuAdminRoom {
-		var last sfuAdminRoom
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			time.Sleep(500 * time.Millisecond)
-			body, err := lab.get("/api/rooms")
-			if err != nil {
-				continue
-			}
-			var list struct {
-				Rooms []sfuAdminRoom `json:"rooms"`
-			}
-			if json.Unmarshal(body, &list) != nil {
-				continue
-			}
-			for _, r := range list.Rooms {
-				if r.Path == "sfu" && r.AToB.Bytes > 0 && r.BToA.Bytes > 0 {
-					last = r
-				}
-			}
-			if last.Path == "sfu" && (!wantNACKs || last.AToB.NACKs+last.BToA.NACKs > 0) {
-				return last
-			}
-		}
-		return last
-	}
 
-	t.Run("P2P and TURN blocked: the clients fall back to the SFU over TCP", func(t *testing.T) {
-		var seen sfuAdminRoom
+	t.Run("the node reports public_ip as an address of its own", func(t *testing.T) {
+		checkNetworkView(t, lab, true, "")
+	})
+
+	t.Run("UDP and TCP 3478 dropped: the clients fall back to the SFU over ICE-TCP", func(t *testing.T) {
+		lab.blockUDP(t)
+		var seen labRoom
 		res := lab.peers([]string{"-fallback", "-p2p-timeout", "6s", "-connect-timeout", "40s", "-hold", "6s"}, func() {
-			seen = watch(false)
+			seen = lab.watchRoom("sfu", 60*time.Second, nil)
 		})
-		for i, r := range res {
-			if !r.Connected || r.Path != "sfu" {
-				t.Fatalf("peer %d: %+v, want connected on the sfu path", i+1, r)
-			}
-			if r.Protocol != "tcp" {
-				t.Fatalf("peer %d selected a %s pair; with UDP dropped only ICE-TCP can work", i+1, r.Protocol)
-			}
-			if r.Packets < 50 {
-				t.Fatalf("peer %d received %d packets through the SFU", i+1, r.Packets)
-			}
+		checkSFUPeers(t, res, "tcp")
+		if seen.Room != res[0].Room {
+			t.Fatalf("the admin API never showed the peers' room %s on the sfu path with bytes growing both ways (saw %+v)", res[0].Room, seen)
 		}
-		if seen.Path != "sfu" {
-			t.Fatalf("the admin API never showed the room on the sfu path with bytes both ways: %+v", seen)
+	})
+
+	t.Run("UDP open: the SFU over UDP", func(t *testing.T) {
+		// A 1 ms P2P budget: the clients fall back at once.
+		var seen labRoom
+		res := lab.peers([]string{"-fallback", "-p2p-timeout", "1ms", "-connect-timeout", "30s", "-hold", "5s"}, func() {
+			seen = lab.watchRoom("sfu", 40*time.Second, nil)
+		})
+		checkSFUPeers(t, res, "udp")
+		if seen.Room != res[0].Room {
+			t.Fatalf("the admin API never showed the peers' room %s on the sfu path with bytes growing both ways (saw %+v)", res[0].Room, seen)
 		}
 	})
 
 	t.Run("5% loss on one router: media keeps flowing, NACKs move", func(t *testing.T) {
-		// Over ICE-TCP loss would be repaired by TCP itself; let UDP
-		// through again (the SFU's UDP mux) but lose 5% of it on r1.
-		for _, r := range []string{"r1", "r2"} {
-			lab.inNS(r, "iptables", "-D", "FORWARD", "-p", "udp", "-j", "DROP")
-		}
+		// Over ICE-TCP loss would be repaired by TCP itself: lose 5% of
+		// the UDP on r1.
 		lab.inNS("r1", "iptables", "-A", "FORWARD", "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP")
-		var seen sfuAdminRoom
+		var seen labRoom
 		res := lab.peers([]string{"-fallback", "-p2p-timeout", "1ms", "-connect-timeout", "40s", "-hold", "10s"}, func() {
-			seen = watch(true)
+			seen = lab.watchRoom("sfu", 60*time.Second, func(r labRoom) bool { return r.AToB.NACKs+r.BToA.NACKs > 0 })
 		})
 		for i, r := range res {
 			if !r.Connected || r.Path != "sfu" || r.Packets < 100 {
@@ -101,4 +68,48 @@ func TestNATLabSFU(t *testing.T) {
 		}
 		t.Logf("under 5%% loss: %+v", seen)
 	})
+}
+
+// checkSFUPeers: both peers connected on the sfu path over protocol, to
+// the SFU's port on public_ip, received video through it, and every
+// candidate the SFU sent them carries public_ip.
+func checkSFUPeers(t *testing.T, res [2]peerResult, protocol string) {
+	t.Helper()
+	want := net.JoinHostPort(labServerIP, "8443")
+	for i, r := range res {
+		if !r.Connected || r.Path != "sfu" {
+			t.Fatalf("peer %d: %+v, want connected on the sfu path", i+1, r)
+		}
+		if r.Protocol != protocol {
+			t.Fatalf("peer %d selected a %s pair, want %s", i+1, r.Protocol, protocol)
+		}
+		if r.RemoteAddr != want || r.Remote != "host" {
+			t.Fatalf("peer %d reached the SFU at %s (%s), want its %s candidate %s", i+1, r.RemoteAddr, r.Remote, protocol, want)
+		}
+		if r.Packets < 50 {
+			t.Fatalf("peer %d received %d packets through the SFU", i+1, r.Packets)
+		}
+		checkCandidates(t, i+1, r.RemoteCandidates)
+	}
+}
+
+// checkCandidates: the SFU sent one UDP and one passive TCP candidate,
+// both on public_ip:8443, and nothing else.
+func checkCandidates(t *testing.T, peer int, cands []string) {
+	t.Helper()
+	want := net.JoinHostPort(labServerIP, "8443")
+	var udp, tcp bool
+	for _, c := range cands {
+		switch c {
+		case "udp " + want + " host":
+			udp = true
+		case "tcp " + want + " host":
+			tcp = true
+		default:
+			t.Errorf("peer %d: the SFU sent the candidate %q; want only %s (UDP and passive TCP)", peer, c, want)
+		}
+	}
+	if !udp || !tcp {
+		t.Errorf("peer %d: the SFU's candidates %s lack UDP or TCP on %s", peer, strings.Join(cands, ", "), want)
+	}
 }

@@ -17,8 +17,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +40,15 @@ type result struct {
 	Packets   int64  `json:"packets_received"`
 	Path      string `json:"path"`     // p2p, or sfu after the fallback
 	Protocol  string `json:"protocol"` // of the selected pair: udp or tcp
-	Error     string `json:"error,omitempty"`
+	// LocalAddr and RemoteAddr are the selected pair's addresses
+	// (ip:port): a relay candidate's is the TURN relay's, the SFU's
+	// remote one what the node advertises.
+	LocalAddr  string `json:"local_addr"`
+	RemoteAddr string `json:"remote_addr"`
+	// RemoteCandidates are the candidates the other end of the current
+	// leg sent ("udp 198.51.100.1:8443 host"): on the SFU leg, the node's.
+	RemoteCandidates []string `json:"remote_candidates,omitempty"`
+	Error            string   `json:"error,omitempty"`
 }
 
 func main() {
@@ -48,6 +58,8 @@ func main() {
 	hold := flag.Duration("hold", 4*time.Second, "keep media flowing this long after connecting")
 	fallback := flag.Bool("fallback", false, "on ICE failure or past -p2p-timeout, ask for the SFU fallback as the browser client does")
 	p2pTimeout := flag.Duration("p2p-timeout", 8*time.Second, "with -fallback: the P2P budget")
+	relayOnly := flag.Bool("relay-only", false, "use relay candidates only (iceTransportPolicy relay)")
+	turnTransport := flag.String("turn-transport", "", "udp or tcp: keep only the TURN URLs of this transport")
 	get := flag.String("get", "", "print the body of GET URL and exit")
 	token := flag.String("token", "", "bearer token for -get")
 	flag.Parse()
@@ -60,7 +72,12 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *connectTimeout+*hold+30*time.Second)
 	defer cancel()
-	res := run(ctx, *wsURL, options{stunOnly: *stunOnly, fallback: *fallback, connectTimeout: *connectTimeout, hold: *hold, p2pTime: *p2pTimeout})
+	if *turnTransport != "" && *turnTransport != "udp" && *turnTransport != "tcp" {
+		fmt.Fprintln(os.Stderr, "testpeer: -turn-transport is udp or tcp")
+		os.Exit(2)
+	}
+	res := run(ctx, *wsURL, options{stunOnly: *stunOnly, fallback: *fallback, connectTimeout: *connectTimeout, hold: *hold, p2pTime: *p2pTimeout,
+		relayOnly: *relayOnly, turnTransport: *turnTransport})
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -95,6 +112,7 @@ type peer struct {
 	c       *conn
 	room    string
 	pending []webrtc.ICECandidateInit // candidates before the remote description
+	remote  []string                  // the current leg's remote candidates, summarised
 	packets atomic.Int64
 }
 
@@ -120,7 +138,8 @@ type wire struct {
 }
 
 type options struct {
-	stunOnly, fallback            bool
+	stunOnly, fallback, relayOnly bool
+	turnTransport                 string
 	connectTimeout, hold, p2pTime time.Duration
 }
 
@@ -272,8 +291,11 @@ func run(ctx context.Context, url string, opt options) (res result) {
 			}
 		}
 	}
+	if opt.turnTransport != "" {
+		servers = turnServers(servers, opt.turnTransport)
+	}
 	cfg := webrtc.Configuration{ICEServers: servers}
-	if matched.Policy == "relay" {
+	if matched.Policy == "relay" || opt.relayOnly {
 		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
 	}
 	c, err := p.newConn(cfg, "")
@@ -322,8 +344,13 @@ func run(ctx context.Context, url string, opt options) (res result) {
 			if pair, err := s.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
 				res.Local, res.Remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
 				res.Protocol = pair.Local.Protocol.String()
+				res.LocalAddr = net.JoinHostPort(pair.Local.Address, strconv.Itoa(int(pair.Local.Port)))
+				res.RemoteAddr = net.JoinHostPort(pair.Remote.Address, strconv.Itoa(int(pair.Remote.Port)))
 			}
 		}
+		p.cmu.Lock()
+		res.RemoteCandidates = append([]string(nil), p.remote...)
+		p.cmu.Unlock()
 		return res
 	}
 	deadline := time.NewTimer(opt.connectTimeout)
@@ -426,6 +453,7 @@ func (p *peer) swap(c *conn) *conn {
 	old := p.c
 	p.c = c
 	p.pending = nil
+	p.remote = nil
 	return old
 }
 
@@ -441,6 +469,11 @@ func (p *peer) handle(m wire) error {
 	}
 	switch m.Type {
 	case "offer":
+		for _, l := range strings.Split(m.SDP, "\n") {
+			if cand, ok := strings.CutPrefix(strings.TrimSpace(l), "a=candidate:"); ok {
+				p.noteRemote(cand)
+			}
+		}
 		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.SDP}); err != nil {
 			return fmt.Errorf("remote offer: %w", err)
 		}
@@ -474,6 +507,7 @@ func (p *peer) handle(m wire) error {
 		if m.Candidate == nil {
 			return nil // end of candidates
 		}
+		p.noteRemote(strings.TrimPrefix(m.Candidate.Candidate, "candidate:"))
 		if c.pc.RemoteDescription() == nil {
 			p.pending = append(p.pending, *m.Candidate)
 			return nil
@@ -496,4 +530,44 @@ func (p *peer) flush() error {
 	}
 	p.pending = nil
 	return nil
+}
+
+// noteRemote keeps "proto ip:port typ" of a remote candidate line
+// ("foundation component proto priority ip port typ host ...").
+func (p *peer) noteRemote(line string) {
+	f := strings.Fields(line)
+	if len(f) < 8 || f[6] != "typ" {
+		return
+	}
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	p.remote = append(p.remote, strings.ToLower(f[2])+" "+net.JoinHostPort(f[4], f[5])+" "+f[7])
+}
+
+// turnServers keeps the TURN URLs of one transport ("udp" or "tcp") and
+// drops everything else, STUN included.
+func turnServers(in []webrtc.ICEServer, transport string) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, s := range in {
+		var urls []string
+		for _, u := range s.URLs {
+			if !strings.HasPrefix(u, "turn:") {
+				continue
+			}
+			t := "udp" // RFC 7065: no transport parameter means UDP
+			if _, q, ok := strings.Cut(u, "?"); ok {
+				if v, ok := strings.CutPrefix(q, "transport="); ok {
+					t = v
+				}
+			}
+			if t == transport {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			s.URLs = urls
+			out = append(out, s)
+		}
+	}
+	return out
 }
