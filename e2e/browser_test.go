@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,9 +16,36 @@ import (
 	"github.com/duetchat/duet/internal/testtool"
 )
 
-// browser starts one headless Chromium with a fake camera and microphone;
-// each page is a tab of it.
+// browser starts one headless Chromium with a fake camera and microphone
+// in the host namespace; each page is a tab of it.
 func browser(t *testing.T) context.Context {
+	t.Helper()
+	// This machine may have only loopback; Chromium leaves it out of
+	// host candidates unless told.
+	return startBrowser(t, chromedp.Flag("allow-loopback-in-peer-connection", true))
+}
+
+// browserIn starts one headless Chromium inside a namespace of the lab, as
+// a user's browser behind that namespace's router. It loads duet from
+// origin over plain HTTP, which Chromium is told to treat as secure so
+// the page may open the (fake) camera, as it would on HTTPS.
+func browserIn(t *testing.T, lab *natLab, ns, origin string) context.Context {
+	t.Helper()
+	ip := testtool.Require(t, "ip")
+	return startBrowser(t,
+		chromedp.Flag("unsafely-treat-insecure-origin-as-secure", origin),
+		// chromedp talks to the browser over a pipe (inherited
+		// descriptors), which `ip netns exec` passes on untouched.
+		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Args = append([]string{ip, "netns", "exec", lab.ns(ns), cmd.Path}, cmd.Args[1:]...)
+			cmd.Path = ip
+			// What chromedp does by default: the browser dies with us.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		}),
+	)
+}
+
+func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	exe := testtool.Require(t, "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -28,11 +57,9 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-gpu", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-quic", true),
-		// This machine may have only loopback; Chromium leaves it out of
-		// host candidates unless told.
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.WindowSize(1280, 800),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	// The first Run starts the browser; it must not carry a timeout.
