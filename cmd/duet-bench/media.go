@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,18 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/webrtc/v4"
-
-	"github.com/duetchat/duet/internal/testtool"
 )
 
-// mediaConfig is the media mode: rooms of two pion peers sending synthetic
-// audio and video through the node's SFU (run the node with
-// sfu.mode: always).
+// mediaConfig is the media mode: rooms of two strangers (litePeer: real
+// ICE, DTLS and SRTP, nothing decoded) sending synthetic audio and video
+// through the node's SFU (run the node with sfu.mode: always).
 type mediaConfig struct {
 	URL       string // ws://host:port/ws
 	Rooms     int
@@ -46,29 +41,43 @@ type MediaResult struct {
 	CPUSeconds      float64 `json:"node_cpu_seconds"`
 	CPUPerPacketUS  float64 `json:"node_cpu_us_per_packet"`
 	RSSPerRoomBytes float64 `json:"node_rss_per_room_bytes"`
+	// RSS per room once the rooms have streamed (send rings filled).
+	RSSPerRoomStreamedBytes float64 `json:"node_rss_per_room_streamed_bytes"`
+	// The load generator's own CPU while streaming: it sends and receives
+	// every forwarded packet, on the same machine.
+	GenCPUSeconds     float64 `json:"gen_cpu_seconds"`
+	GenCPUPerPacketUS float64 `json:"gen_cpu_us_per_packet"`
+	// The whole machine while streaming: the busy share of all its CPUs
+	// (node, generator and anything else running), and the share of time
+	// some task waited for a CPU (/proc/pressure/cpu): how contended the
+	// run was, which moves loss more than anything the node does.
+	BoxBusy     float64 `json:"box_cpu_busy"`
+	BoxPressure float64 `json:"box_cpu_pressure"`
 }
 
 func (r MediaResult) table(w io.Writer) {
 	fmt.Fprintf(w, "media: %d rooms through the SFU for %.0fs\n", r.Rooms, r.Seconds)
 	fmt.Fprintf(w, "  packets         %d sent, %d received, loss %.2f%% (worst direction %.2f%%)\n", r.Sent, r.Received, 100*r.Loss, 100*r.WorstRoomLoss)
 	fmt.Fprintf(w, "  node            %.0f packets forwarded, %.2f CPU s, %.1f µs CPU per packet\n", r.Forwarded, r.CPUSeconds, r.CPUPerPacketUS)
-	fmt.Fprintf(w, "  memory          %.0f KiB per room\n", r.RSSPerRoomBytes/1024)
+	fmt.Fprintf(w, "  generator       %.2f CPU s, %.1f µs CPU per forwarded packet\n", r.GenCPUSeconds, r.GenCPUPerPacketUS)
+	fmt.Fprintf(w, "  memory          %.0f KiB per room connected, %.0f KiB once streamed\n", r.RSSPerRoomBytes/1024, r.RSSPerRoomStreamedBytes/1024)
+	fmt.Fprintf(w, "  machine         %.0f%% of its CPUs busy, some task waiting for a CPU %.0f%% of the time\n", 100*r.BoxBusy, 100*r.BoxPressure)
 }
 
 // mediaSide is one stranger of a media room.
 type mediaSide struct {
 	ws   *websocket.Conn
-	peer *testtool.PionPeer
+	peer *litePeer
 	room string
 	msgs chan map[string]any
 }
 
-func dialSide(ctx context.Context, wsURL string, t *quietTB) (*mediaSide, error) {
+func dialSide(ctx context.Context, wsURL string) (*mediaSide, error) {
 	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
 	if err != nil {
 		return nil, err
 	}
-	s := &mediaSide{ws: ws, peer: testtool.NewPionPeer(t), msgs: make(chan map[string]any, 256)}
+	s := &mediaSide{ws: ws, peer: newLitePeer(), msgs: make(chan map[string]any, 256)}
 	go func() {
 		defer close(s.msgs)
 		for {
@@ -84,20 +93,15 @@ func dialSide(ctx context.Context, wsURL string, t *quietTB) (*mediaSide, error)
 
 func str(m map[string]any, k string) string { v, _ := m[k].(string); return v }
 
-// connect follows the protocol until the SFU leg is connected.
+// connect follows the protocol until the SFU leg carries SRTP.
 func (s *mediaSide) connect(ctx context.Context) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for {
 		var m map[string]any
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
-			if s.peer.PC.ConnectionState() == webrtc.PeerConnectionStateConnected {
-				return nil
-			}
-			continue
+		case <-s.peer.ready:
+			return s.peer.failure()
 		case mm, ok := <-s.msgs:
 			if !ok {
 				return errors.New("socket closed")
@@ -114,68 +118,36 @@ func (s *mediaSide) connect(ctx context.Context) error {
 				return err
 			}
 		case "offer":
-			ans := s.peer.Answer(str(m, "sdp"))
+			ans, err := s.peer.answer(str(m, "sdp"))
+			if err != nil {
+				return err
+			}
 			if err := s.ws.WriteJSON(map[string]any{"type": "answer", "room": s.room, "sdp": ans, "leg": "sfu"}); err != nil {
 				return err
 			}
 		case "candidate":
-			raw, _ := json.Marshal(m["candidate"])
-			var c webrtc.ICECandidateInit
-			if string(raw) != "null" && json.Unmarshal(raw, &c) == nil {
-				_ = s.peer.PC.AddICECandidate(c)
+			if c, ok := m["candidate"].(map[string]any); ok {
+				s.peer.candidate(str(c, "candidate"))
 			}
 		case "error":
 			return fmt.Errorf("server: %s %s", str(m, "code"), str(m, "message"))
 		}
-		if s.peer.PC.ConnectionState() == webrtc.PeerConnectionStateConnected {
-			return nil
-		}
 	}
-}
-
-// quietTB lets the test peer run outside a test: a failure is recorded
-// and ends the goroutine that hit it; the run then reports it.
-type quietTB struct {
-	testing.TB // nil: only the methods below are called
-	mu         sync.Mutex
-	err        error
-}
-
-func (q *quietTB) Helper() {}
-
-func (q *quietTB) Fatal(args ...any) { q.fail(fmt.Sprint(args...)) }
-
-func (q *quietTB) Fatalf(format string, args ...any) { q.fail(fmt.Sprintf(format, args...)) }
-
-func (q *quietTB) fail(msg string) {
-	q.mu.Lock()
-	if q.err == nil {
-		q.err = errors.New(msg)
-	}
-	q.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (q *quietTB) failure() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.err
 }
 
 func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaResult, error) {
-	tb := &quietTB{}
 	rss0 := rss(cfg.PID)
 	sides := make([]*mediaSide, 0, 2*cfg.Rooms)
 	defer func() {
 		for _, s := range sides {
 			_ = s.ws.Close()
-			s.peer.Close()
+			s.peer.close()
 		}
 	}()
 	connectCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for i := 0; i < 2*cfg.Rooms; i++ {
-		s, err := dialSide(connectCtx, cfg.URL, tb)
+		s, err := dialSide(connectCtx, cfg.URL)
 		if err != nil {
 			return MediaResult{}, fmt.Errorf("stranger %d: %w", i, err)
 		}
@@ -194,9 +166,6 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 			return MediaResult{}, fmt.Errorf("connecting: %w", err)
 		}
 	}
-	if err := tb.failure(); err != nil {
-		return MediaResult{}, err
-	}
 	fmt.Fprintf(progress, "%d rooms connected through the SFU; streaming %v\n", cfg.Rooms, cfg.Duration)
 	rssRooms := rss(cfg.PID)
 	fwd0 := forwarded(cfg.URL)
@@ -204,19 +173,25 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	start := time.Now()
 	streamCtx, stop := context.WithTimeout(ctx, cfg.Duration)
 	defer stop()
+	gen0 := ownCPUSeconds()
+	busy0, pressure0 := boxCPU()
 	// Video in ~1,200-byte packets, audio in 20 ms frames.
 	vSize, aSize := 1200, max(cfg.AudioKbps*1000/8/50, 20)
 	vPPS := max(cfg.VideoKbps*1000/8/vSize, 1)
-	for _, s := range sides {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.peer.Stream(streamCtx, vPPS, vSize, 50, aSize) }()
+	peers := make([]*litePeer, len(sides))
+	for i, s := range sides {
+		peers[i] = s.peer
 	}
-	wg.Wait()
+	stream(streamCtx, peers, [2]int{50, vPPS}, [2]int{aSize, vSize})
 	secs := time.Since(start).Seconds()
 	cpu := cpuSeconds(cfg.PID) - cpu0
+	gen := ownCPUSeconds() - gen0
+	busy1, pressure1 := boxCPU()
+	rssStreamed := rss(cfg.PID)
 	time.Sleep(500 * time.Millisecond) // let the last packets land before counting
 	fwd := forwarded(cfg.URL) - fwd0
-	res := MediaResult{Rooms: cfg.Rooms, Seconds: secs, Forwarded: fwd, CPUSeconds: cpu}
+	res := MediaResult{Rooms: cfg.Rooms, Seconds: secs, Forwarded: fwd, CPUSeconds: cpu, GenCPUSeconds: gen,
+		BoxBusy: (busy1 - busy0) / secs / float64(runtime.NumCPU()), BoxPressure: (pressure1 - pressure0) / secs}
 	byRoom := map[string][]*mediaSide{}
 	for _, s := range sides {
 		byRoom[s.room] = append(byRoom[s.room], s)
@@ -242,8 +217,14 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	if fwd > 0 && cpu > 0 {
 		res.CPUPerPacketUS = cpu * 1e6 / fwd
 	}
+	if fwd > 0 {
+		res.GenCPUPerPacketUS = gen * 1e6 / fwd
+	}
 	if rss0 > 0 && rssRooms > rss0 {
 		res.RSSPerRoomBytes = float64(rssRooms-rss0) / float64(cfg.Rooms)
+	}
+	if rss0 > 0 && rssStreamed > rss0 {
+		res.RSSPerRoomStreamedBytes = float64(rssStreamed-rss0) / float64(cfg.Rooms)
 	}
 	return res, nil
 }
@@ -267,6 +248,30 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// boxCPU is the machine's busy CPU seconds since boot (all CPUs, from
+// /proc/stat) and the seconds some task has waited for a CPU (from
+// /proc/pressure/cpu); zeros where they cannot be read.
+func boxCPU() (busy, pressure float64) {
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		if line, _, _ := strings.Cut(string(b), "\n"); strings.HasPrefix(line, "cpu ") {
+			for i, f := range strings.Fields(line)[1:] {
+				v, _ := strconv.ParseFloat(f, 64)
+				if i != 3 && i != 4 && i < 8 { // all but idle and iowait; guest time is in user already
+					busy += v / 100 // USER_HZ
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		if i := strings.Index(line, "total="); i >= 0 {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(line[i+len("total="):]), 64)
+			pressure = v / 1e6
+		}
+	}
+	return busy, pressure
 }
 
 // rss is a process's resident set in bytes.
