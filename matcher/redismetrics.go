@@ -2,8 +2,10 @@ package matcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,11 +17,15 @@ type RedisMetrics struct {
 	roundTrip *prometheus.HistogramVec
 	orphans   prometheus.Counter
 	lag       prometheus.Histogram
+	// lastReply is when Redis last answered anything on an instrumented
+	// client (unix ns): a busy Redis answers, a stalled or gone one not.
+	lastReply *atomic.Int64
 }
 
 // NewRedisMetrics registers the series on reg.
 func NewRedisMetrics(reg prometheus.Registerer) (*RedisMetrics, error) {
 	m := &RedisMetrics{
+		lastReply: &atomic.Int64{},
 		roundTrip: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "duet_redis_roundtrip_seconds",
 			Help:    "Redis round trips, by command (pipelines as \"pipeline\").",
@@ -45,7 +51,25 @@ func NewRedisMetrics(reg prometheus.Registerer) (*RedisMetrics, error) {
 
 // Instrument times every command rdb sends.
 func (m *RedisMetrics) Instrument(rdb redis.UniversalClient) {
-	rdb.AddHook(timingHook{m.roundTrip})
+	rdb.AddHook(timingHook{m.roundTrip, m.lastReply})
+}
+
+// LastReply is when Redis last answered a command of an instrumented
+// client, an error reply included (zero: never).
+func (m *RedisMetrics) LastReply() time.Time {
+	if ns := m.lastReply.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// answered records a reply: a command that came back without a network
+// error or a timeout.
+func answered(last *atomic.Int64, err error) {
+	var rerr redis.Error
+	if err == nil || errors.Is(err, redis.Nil) || errors.As(err, &rerr) {
+		last.Store(time.Now().UnixNano())
+	}
 }
 
 // Options fills the store callbacks that feed these metrics.
@@ -55,7 +79,10 @@ func (m *RedisMetrics) Options(opt RedisOptions) RedisOptions {
 	return opt
 }
 
-type timingHook struct{ h *prometheus.HistogramVec }
+type timingHook struct {
+	h    *prometheus.HistogramVec
+	last *atomic.Int64
+}
 
 func (timingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -64,6 +91,7 @@ func (t timingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		start := time.Now()
 		err := next(ctx, cmd)
 		t.h.WithLabelValues(opName(cmd)).Observe(time.Since(start).Seconds())
+		answered(t.last, err)
 		return err
 	}
 }
@@ -73,6 +101,7 @@ func (t timingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		start := time.Now()
 		err := next(ctx, cmds)
 		t.h.WithLabelValues("pipeline").Observe(time.Since(start).Seconds())
+		answered(t.last, err)
 		return err
 	}
 }

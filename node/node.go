@@ -162,6 +162,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if n.redis != nil {
 		rdb = n.redis.rdb
 	}
+	var storeSeen func() time.Time
+	if n.redis != nil {
+		storeSeen = n.redis.metrics.LastReply
+	}
 	n.revoker = newRevoker(revoke, rdb, cfg.Store.Redis.KeyPrefix, log.With("role", "turn"))
 	fwd := &notifier{}
 	n.matcher = matcher.New(n.store, fwd, matcher.Options{
@@ -187,6 +191,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		SFU:            media,
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 		Rooms:          n.revoker,
+		StoreSeen:      storeSeen,
 	})
 	if err != nil {
 		n.Close()

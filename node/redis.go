@@ -30,6 +30,7 @@ type shared struct {
 	busRdb  redis.UniversalClient
 	store   *matcher.RedisStore
 	bus     *cluster.RedisBus
+	metrics *matcher.RedisMetrics
 }
 
 // nodeName is the configured name, or host name plus a random suffix so a
@@ -128,7 +129,7 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 			"addrs", cfg.Addrs, "err", err)
 	}
 	log.Info("store on Redis", "node", name, "addrs", cfg.Addrs, "cluster", len(cfg.Addrs) > 1)
-	return &shared{rdb: rdb, passRdb: passRdb, busRdb: busRdb, store: store, bus: bus}, nil
+	return &shared{rdb: rdb, passRdb: passRdb, busRdb: busRdb, store: store, bus: bus, metrics: metrics}, nil
 }
 
 func (s *shared) close() error {

@@ -100,6 +100,10 @@ type Options struct {
 	// Rooms hears of every room this node ends (the TURN role revokes
 	// the room's credentials); nil: nobody listens.
 	Rooms RoomListener
+	// StoreSeen, if set, is when the store last answered anything (any
+	// command of the node): a join on a busy node waits while the store
+	// answers, and gives up soon only when it is silent.
+	StoreSeen func() time.Time
 }
 
 // RoomListener hears that a room has ended. It is called with the hub's
@@ -142,6 +146,7 @@ type Hub struct {
 	// hands them to store (unlock), in the order they were decided.
 	effects []effect
 	store   *serial
+	health  storeHealth
 	// tasks are the hub's own goroutines (SFU opens and closes, remote
 	// SFU signals); Shutdown waits for them.
 	tasks sync.WaitGroup
@@ -290,6 +295,7 @@ func NewHub(opt Options) (*Hub, error) {
 		early:    make(map[string]string),
 		store:    newSerial(),
 	}
+	h.health.now, h.health.seen = opt.Now, opt.StoreSeen
 	m, err := newMetrics(opt.Registerer, h)
 	if err != nil {
 		return nil, err
@@ -354,10 +360,9 @@ func (h *Hub) hashIP(ip string) string {
 	return hex.EncodeToString(mac.Sum(nil)[:8])
 }
 
-// storeTimeout bounds every store call the hub makes on a client's
-// behalf: an answer (queued, or error unavailable) within it, whatever
-// Redis does.
-const storeTimeout = 1500 * time.Millisecond
+// storeTimeout bounds the store calls nobody waits on (leaves, tickets
+// put back); joins, which a client waits on, are bounded by storeJoin.
+const storeTimeout = time.Second
 
 func storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)

@@ -102,7 +102,9 @@ func (h *Hub) leave(id, failure string) {
 		defer cancel()
 		if _, err := h.opt.Queue.Leave(ctx, id); err != nil {
 			h.log.Warn(failure, "session", id, "err", err)
+			return
 		}
+		h.health.ok()
 	})
 }
 
@@ -121,18 +123,19 @@ func (h *Hub) join(ctx context.Context, s *session) {
 	s.state = stateWaiting
 	t := s.ticket()
 	if h.deferring {
-		h.joins = append(h.joins, joinJob{s: s, t: t, by: h.opt.Now().Add(storeTimeout)})
+		h.joins = append(h.joins, joinJob{s: s, t: t, by: h.opt.Now().Add(answerWithin)})
 		return
 	}
-	by := h.opt.Now().Add(storeTimeout)
+	by := h.opt.Now().Add(answerWithin)
 	h.later(s.id, func() { h.runJoins(ctx, []joinJob{{s: s, t: t, by: by}}) })
 }
 
 type joinJob struct {
 	s *session
 	t matcher.Ticket
-	// by is when the client must have its answer: storeTimeout after it
-	// asked, however long the session's earlier store calls took.
+	// by is when the client should have its answer while the store is
+	// silent: answerWithin after it asked, however long the session's
+	// earlier store calls took.
 	by time.Time
 	// ref: the client asked for this join (queue or next), so the ticket
 	// goes in only if the session and its address are not banned.
@@ -183,13 +186,21 @@ func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 		if j.ref != "" && h.refuseBannedJoin(j) {
 			continue
 		}
-		jctx, cancel := context.WithDeadline(ctx, j.by)
-		err := h.opt.Queue.Join(jctx, j.t)
-		cancel()
+		err, late := h.storeJoin(ctx, j.t, j.by)
 		h.mu.Lock()
 		h.joined(j.s, j.t, err)
 		h.persist(j.s)
 		h.unlock()
+		if late != nil {
+			// The client has its answer; should the ticket land after
+			// all, joined withdraws it.
+			h.spawn(func() {
+				err := <-late
+				h.mu.Lock()
+				h.joined(j.s, j.t, err)
+				h.unlock()
+			})
+		}
 	}
 }
 
