@@ -122,37 +122,13 @@ func (n *Node) network() NetworkView {
 	var sfuGather netip.Addr
 	if n.sfu != nil {
 		udp, tcp := n.sfu.Ports()
-		s := &SFUView{}
-		bind := "0.0.0.0"
-		if a, err := netip.ParseAddr(cfg.SFU.ListenIP); err == nil && !a.IsUnspecified() {
-			bind = a.String()
+		bind, gather, adv := n.sfu.Addrs()
+		s := &SFUView{
+			BindsUDP: netip.AddrPortFrom(bind, uint16(udp)).String(), //nolint:gosec // a bound port
+			BindsTCP: netip.AddrPortFrom(bind, uint16(tcp)).String(), //nolint:gosec // a bound port
+			Gathers:  gather.String(), Advertises: adv.String(),
 		}
-		s.BindsUDP = net.JoinHostPort(bind, strconv.Itoa(udp))
-		s.BindsTCP = net.JoinHostPort(bind, strconv.Itoa(tcp))
-		// As sfu/addr.go plans it: advertise public_ip (else listen_ip
-		// or the default-route address, as sfuOptions passes it); gather
-		// from listen_ip, else the advertised address when it is local,
-		// else the default-route address.
-		if opt, err := sfuOptions(cfg); err == nil {
-			adv := opt.PublicIP
-			if adv == "" {
-				adv = opt.ListenIP
-			}
-			if a, err := netip.ParseAddr(adv); err == nil {
-				switch {
-				case bind != "0.0.0.0":
-					sfuGather = netip.MustParseAddr(bind)
-				case hostHas(a):
-					sfuGather = a
-				default:
-					sfuGather, _ = netip.ParseAddr(opt.LocalIP)
-				}
-				s.Advertises = a.String()
-				if sfuGather.IsValid() {
-					s.Gathers = sfuGather.String()
-				}
-			}
-		}
+		sfuGather = gather
 		v.SFU = s
 	}
 
