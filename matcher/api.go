@@ -63,7 +63,9 @@ type Store interface {
 	Add(ctx context.Context, t Ticket) error
 	// Remove drops the session's ticket; reports whether it had one.
 	Remove(ctx context.Context, session string) (bool, error)
-	// Waiting returns the tickets of one mode (a snapshot; order unspecified).
+	// Waiting returns the tickets of one mode (a snapshot; order
+	// unspecified). A shared store may answer from its own copy, which
+	// can be a moment behind: Claim is what decides.
 	Waiting(ctx context.Context, mode string) ([]Ticket, error)
 	// Claim atomically removes both tickets if both are still waiting and
 	// records that a and b met (for avoid-repeat, until metUntil; now is
@@ -84,10 +86,12 @@ type BatchClaimer interface {
 }
 
 // Waker is implemented by stores shared between nodes: a Join on one node
-// must wake the matchers on all of them, not wait for a timer. Such a
-// store's Add announces the new ticket itself (in the same round trip).
+// must wake the matcher that pairs, not wait for a timer. Such a store's
+// Add announces the new ticket itself (in the same round trip).
 type Waker interface {
-	// Wakes delivers those announcements (coalesced) until ctx ends.
+	// Wakes starts following those announcements and delivers a wake-up
+	// (coalesced) whenever a pass has something new to look at, until
+	// ctx ends.
 	Wakes(ctx context.Context) <-chan struct{}
 }
 

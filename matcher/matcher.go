@@ -39,6 +39,10 @@ type Options struct {
 	// Registerer receives the matcher metrics; nil means none. Workers
 	// sharing one Registerer share the series.
 	Registerer prometheus.Registerer
+	// PassTimeout bounds one pairing pass, every store call in it
+	// included; default 2s (below the Redis pairing lease, so a stuck
+	// pass gives up before another node takes over).
+	PassTimeout time.Duration
 }
 
 // Matcher applies the pairing rules over a Store. Several Matchers may
@@ -66,6 +70,9 @@ func New(store Store, n Notifier, opt Options) *Matcher {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.PassTimeout <= 0 {
+		opt.PassTimeout = 2 * time.Second
+	}
 	if opt.Codes == nil {
 		opt.Codes = crand.Reader
 	}
@@ -92,7 +99,7 @@ func New(store Store, n Notifier, opt Options) *Matcher {
 		}),
 		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_matcher_wakeups_total",
-			Help: "What woke the pairing loop: a join on this node, one on another node (remote), or a timer.",
+			Help: "What woke the pairing loop: a join on this node, the shared store (remote: a join on another node, or a change to look at again), or a timer.",
 		}, []string{"source"}),
 	}
 	if opt.Registerer != nil {
@@ -178,10 +185,11 @@ func (m *Matcher) Counts(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-// Run pairs until ctx ends: at once on every Join, when the earliest
+// Run pairs until ctx ends: at once on every Join, when a shared store
+// says so (a join on another node, a claim lost), when the earliest
 // interest timeout among the waiting passes, and at least every second
-// while anyone waits (a claim lost to another worker, an avoid-repeat
-// window running out). It returns ctx.Err() and leaves nothing running.
+// while anyone waits (an avoid-repeat window running out). Each pass ends
+// within PassTimeout. It returns ctx.Err() and leaves nothing running.
 func (m *Matcher) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -236,6 +244,8 @@ func (m *Matcher) pass(ctx context.Context) (made int, wait time.Duration, err e
 	// use, and two passes of one worker would only race each other.
 	m.passMu.Lock()
 	defer m.passMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, m.opt.PassTimeout)
+	defer cancel()
 	m.passes.Inc()
 	for _, mode := range []string{ModeVideo, ModeText} {
 		n, w, err := m.passMode(ctx, mode)

@@ -68,6 +68,7 @@ type batcher struct {
 type batchCall struct {
 	ctx  context.Context
 	call scriptCall
+	then func(*redis.Cmd) // nil, or told the reply even if ctx ended first
 	res  *redis.Cmd
 	done chan struct{}
 }
@@ -78,9 +79,10 @@ func newBatcher(rdb redis.UniversalClient, script *redis.Script, max int) *batch
 
 // run runs one call in the next pipeline and returns its reply. A caller
 // whose ctx ends first gets ctx's error; its call may still run, exactly
-// as a command whose reply was lost.
-func (b *batcher) run(ctx context.Context, keys []string, args ...any) *redis.Cmd {
-	c := &batchCall{ctx: ctx, call: scriptCall{keys: keys, args: args}, done: make(chan struct{})}
+// as a command whose reply was lost - but then, if set, still hears of
+// the reply when it comes (before run returns otherwise).
+func (b *batcher) run(ctx context.Context, then func(*redis.Cmd), keys []string, args ...any) *redis.Cmd {
+	c := &batchCall{ctx: ctx, call: scriptCall{keys: keys, args: args}, then: then, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
 	if !b.running {
@@ -137,6 +139,9 @@ func (b *batcher) flush(batch []*batchCall) {
 	}
 	for i, cmd := range runScripts(ctx, b.rdb, b.script, calls) {
 		batch[i].res = cmd
+		if batch[i].then != nil {
+			batch[i].then(cmd)
+		}
 		close(batch[i].done)
 	}
 }

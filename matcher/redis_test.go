@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,8 +123,8 @@ func TestRedisJoinWakesOtherNodes(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 	// Let the worker's first (empty) pass finish and its subscription start.
 	eventually(t, 5*time.Second, "worker subscribed", func() bool {
-		n, err := client().PubSubNumSub(ctx, "w:{q}:wake").Result()
-		return err == nil && n["w:{q}:wake"] == 1
+		n, err := client().PubSubNumSub(ctx, "w:{q}:changes").Result()
+		return err == nil && n["w:{q}:changes"] == 1
 	})
 	for _, s := range []string{"x", "y"} {
 		if err := idle.Join(ctx, Ticket{Session: s, Mode: ModeVideo}); err != nil {
@@ -172,77 +173,72 @@ func TestRedisMetrics(t *testing.T) {
 
 // countHook counts the commands a client sends (a pipeline counts its
 // commands one by one).
-type countHook struct{ n *int64 }
+type countHook struct{ n *atomic.Int64 }
 
 func (countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { *h.n++; return next(ctx, cmd) }
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
 }
 func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { *h.n += int64(len(cmds)); return next(ctx, cmds) }
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
 }
 
-// TestRedisWaitingAnswersMet: one Waiting round trip brings each ticket
-// with the partners it met, and Met during the pass asks Redis nothing -
-// while the answers stay what Redis would say.
-func TestRedisWaitingAnswersMet(t *testing.T) {
-	ctx := context.Background()
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
-	t.Cleanup(func() { _ = rdb.Close() })
-	var sent int64
-	rdb.AddHook(countHook{&sent})
-	s := NewRedisStore(rdb, "met:", RedisOptions{Node: "n"})
-	now := time.Now()
-	for _, id := range []string{"a", "b"} {
-		if err := s.Add(ctx, Ticket{Session: id, Mode: ModeVideo, JoinedAt: now}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Claim(ctx, "a", "b", now, now.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"a", "b", "c"} {
-		if err := s.Add(ctx, Ticket{Session: id, Mode: ModeVideo, JoinedAt: now}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	before := sent
-	w, err := s.Waiting(ctx, ModeVideo)
-	if err != nil || len(w) != 3 {
-		t.Fatalf("Waiting = %v, %v", w, err)
-	}
-	for _, tc := range []struct {
-		a, b string
-		want bool
-	}{{"a", "b", true}, {"b", "a", true}, {"a", "c", false}, {"c", "b", false}} {
-		if got, err := s.Met(ctx, tc.a, tc.b, time.Now()); err != nil || got != tc.want {
-			t.Errorf("Met(%s,%s) = %v, %v; want %v", tc.a, tc.b, got, err, tc.want)
-		}
-	}
-	// EVALSHA, and on a fresh server EVAL after NOSCRIPT: at most two.
-	if n := sent - before; n > 2 {
-		t.Fatalf("Waiting plus four Met sent %d commands, want one script call", n)
-	}
-}
-
-// Wakes skips a node's own joins (its matcher was poked locally) by the
-// name in the payload; a payload without one still wakes.
-func TestParseWake(t *testing.T) {
+// parseChange reads what the scripts announce, and refuses anything else
+// (a payload of the previous layout's wake-up channel, say).
+func TestParseChange(t *testing.T) {
 	at := time.Unix(0, 1764500000123456789)
 	tests := []struct {
-		payload, node string
-		ok            bool
+		payload    string
+		seq        int64
+		op         byte
+		node, body string
+		ok         bool
 	}{
-		{wakePayload("vm-1a2b", at), "vm-1a2b", true},
-		{wakePayload("", at), "", true},
-		{"1764500000123456789", "", true}, // a node of the previous version: no name, still a wake
-		{"vm-1a2b soon", "vm-1a2b", false},
-		{"", "", false},
+		{"17 a 1764500000123456789 vm-1a2b\n{\"Session\":\"s\"}", 17, 'a', "vm-1a2b", `{"Session":"s"}`, true},
+		{"18 r 1764500000123456789 vm-1a2b\ns 1", 18, 'r', "vm-1a2b", "s 1", true},
+		{"19 r 1764500000123456789 \ns", 19, 'r', "", "s", true},
+		{"vm-1a2b 1764500000123456789", 0, 0, "", "", false}, // the old wake-up
+		{"0 a 1764500000123456789 n\n{}", 0, 0, "", "", false},
+		{"5 ab 1764500000123456789 n\n{}", 0, 0, "", "", false},
+		{"5 a soon n\n{}", 0, 0, "", "", false},
+		{"5 a 1764500000123456789 no-newline", 0, 0, "", "", false},
+		{"", 0, 0, "", "", false},
 	}
 	for _, tt := range tests {
-		node, sent, ok := parseWake(tt.payload)
-		if node != tt.node || ok != tt.ok || ok && !sent.Equal(at) {
-			t.Errorf("parseWake(%q) = %q, %v, %v; want %q, %v, %v", tt.payload, node, sent, ok, tt.node, at, tt.ok)
+		seq, op, sent, node, body, ok := parseChange(tt.payload)
+		if ok != tt.ok || ok && (seq != tt.seq || op != tt.op || node != tt.node || body != tt.body || !sent.Equal(at)) {
+			t.Errorf("parseChange(%q) = %d %q %v %q %q %v; want %d %q %q %q %v", tt.payload, seq, op, sent, node, body, ok, tt.seq, tt.op, tt.node, tt.body, tt.ok)
 		}
+	}
+}
+
+// TestPassEndsByItsDeadline: a pass against a Redis that answers nothing
+// (stalled) gives up after PassTimeout, since every call in it carries
+// the pass's deadline (the client must let a context bound its reads).
+func TestPassEndsByItsDeadline(t *testing.T) {
+	srv := testtool.NewRedis(t)
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{srv.Addr}, ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	s := NewRedisStore(rdb, "dl:", RedisOptions{Node: "n"})
+	m := New(s, &collector{}, Options{PassTimeout: 300 * time.Millisecond})
+	for _, id := range []string{"a", "b"} {
+		if err := s.Add(ctx, Ticket{Session: id, Mode: ModeVideo}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stalled := make(chan struct{})
+	go func() { srv.Stall(2 * time.Second); close(stalled) }()
+	t.Cleanup(func() { <-stalled })
+	time.Sleep(50 * time.Millisecond) // the stall is on
+	start := time.Now()
+	_, err := m.Pass(ctx)
+	took := time.Since(start)
+	// The read deadline set from the context shows as an i/o timeout.
+	if err == nil {
+		t.Fatal("pass on a stalled Redis: no error")
+	}
+	if took > time.Second {
+		t.Fatalf("pass on a stalled Redis took %v, want about its 300ms deadline", took)
 	}
 }
