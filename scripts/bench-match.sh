@@ -1,35 +1,56 @@
 #!/usr/bin/env bash
 # bench-match.sh: matching load over real WebSockets with duet-bench, on
 # the memory store (one node) and on Redis (one and two nodes), at full
-# speed and at a fixed 1,000 matches/s. Prints a Markdown report; a
-# benchmark, not a test (nothing here passes or fails).
+# speed and at fixed rates. Prints a Markdown report; a benchmark, not a
+# test (nothing here passes or fails).
 #
 #   scripts/bench-match.sh [OUT.md]
 #
-# Knobs (env): USERS=1000, SECONDS_=8 (measured per run, after 2 s of warm-up), RUNS=3 (the
-# table shows the median run by matches/s), RATE=1000, LOW_RATE=200 (the
-# relay-latency rows: the load of the soak).
+# Knobs (env): USERS=1000, SECONDS_=8 (measured per run, after WARMUP=2 s
+# of warm-up), RUNS=3 (the table shows the median run by matches/s),
+# RATE=1000, LOW_RATE=200 (the relay-latency rows: the load of the soak),
+# REVS="" (git revisions to compare, e.g. REVS="abc123 HEAD": each is
+# built from `git archive` and the runs of a row alternate between them,
+# so that the builds share the machine's mood; empty: the working tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=${USERS:-1000}
 SECS=${SECONDS_:-8}
+WARMUP=${WARMUP:-2}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
 LOW_RATE=${LOW_RATE:-200}
+REVS=${REVS:-}
 OUT=${1:-/dev/stdout}
 . scripts/bench-lib.sh
 start_redis
-redis_cmds() { redis-cli -p "$REDIS_PORT" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
+# commandstats: one "command calls" line per command Redis has run
+# (commands inside Lua scripts count one each).
+cmdstats() { redis-cli -p "$REDIS_PORT" info commandstats | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p'; }
 
 lift_limits
+
+BUILDS=()
+if [ -z "$REVS" ]; then
+	BUILDS=(tree)
+	cp "$TMP/duet" "$TMP/duet-tree"
+else
+	for rev in $REVS; do
+		b=$(git rev-parse --short "$rev")
+		mkdir -p "$TMP/src-$b"
+		git archive "$b" | tar -x -C "$TMP/src-$b"
+		(cd "$TMP/src-$b" && go build -o "$TMP/duet-$b" ./cmd/duet)
+		BUILDS+=("$b")
+	done
+fi
 
 NODE_PIDS=()
 URLS=""
 PORTS=()
 export DUET_ADMIN_TOKEN=bench-token
-start_nodes() { # store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
-	local store=$1 n=$2 i port prefix="bench$RANDOM$RANDOM:"
+start_nodes() { # build store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
+	local build=$1 store=$2 n=$3 i port prefix="bench$RANDOM$RANDOM:"
 	NODE_PIDS=()
 	URLS=""
 	PORTS=()
@@ -37,7 +58,7 @@ start_nodes() { # store count; sets URLS and NODE_PIDS (no subshell: the PIDs mu
 		port=$(free_port)
 		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
 		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="$prefix" \
-			"$TMP/duet" serve >>"$TMP/duet.log" 2>&1 &
+			"$TMP/duet-$build" serve >>"$TMP/duet.log" 2>&1 &
 		NODE_PIDS+=($!)
 		PORTS+=("$port")
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
@@ -64,58 +85,114 @@ profile_node() {
 		"http://127.0.0.1:$1/debug/pprof/profile?seconds=5" -o "$TMP/$2.pprof") &
 }
 
-# share NAME REGEX: percent of the profile's samples under frames matching REGEX
+# share BUILD NAME REGEX: percent of the profile's samples under frames matching REGEX
 share() {
-	go tool pprof -top -focus="$2" "$TMP/duet" "$TMP/$1.pprof" 2>/dev/null |
+	go tool pprof -top -focus="$3" "$TMP/duet-$1" "$TMP/$2.pprof" 2>/dev/null |
 		sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of .*/\1/p' | head -1
 }
 
-row() { # label store nodes rate
-	local label=$1 store=$2 nodes=$3 rate=$4 best="" r before after
-	: >"$TMP/runs"
-	for r in $(seq "$RUNS"); do
-		start_nodes "$store" "$nodes"
-		if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store"; fi
-		before=$(redis_cmds)
-		"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup 2s -rate "$rate" \
-			>"$TMP/run$r.json" 2>>"$TMP/bench.log"
-		after=$(redis_cmds)
-		stop_nodes
-		echo "$(field matches_per_s "$TMP/run$r.json") $r $((after - before))" >>"$TMP/runs"
-	done
-	# the median run by matches/s
-	read -r _ best cmds < <(sort -n "$TMP/runs" | sed -n "$(( (RUNS + 1) / 2 ))p")
-	local f="$TMP/run$best.json" m per
-	m=$(field matches "$f")
-	per="-"
-	if [ "$store" = redis ] && [ "${m:-0}" -gt 0 ]; then per=$(awk -v c="$cmds" -v m="$m" 'BEGIN{printf "%.1f", c/m}'); fi
-	printf '| %s | %.0f | %s | %s | %s | %s |\n' "$label" "$(field matches_per_s "$f")" \
-		"$(lat "$f" register_to_notified)" "$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" "$per"
+# measure RUNFILE: one duet-bench run against URLS; Redis's commands are
+# counted over the measured window only (warm-up and teardown left out),
+# into RUNFILE.cmds as "command calls" lines.
+measure() {
+	local f=$1 rate=$2 pid i
+	"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup "${WARMUP}s" -rate "$rate" \
+		>"$f" 2>"$f.err" &
+	pid=$!
+	for i in $(seq 600); do grep -q "warming up" "$f.err" 2>/dev/null && break; sleep 0.05; done
+	sleep "$WARMUP"
+	cmdstats >"$f.cmds0"
+	sleep "$SECS"
+	cmdstats >"$f.cmds1"
+	wait "$pid"
+	cat "$f.err" >>"$TMP/bench.log"
+	# (less the INFO that took the first count)
+	awk 'NR == FNR { a[$1] = $2; next } $1 != "info" { d = $2 - a[$1]; if (d > 0) print $1, d }' "$f.cmds0" "$f.cmds1" >"$f.cmds"
 }
 
-{
+LABELS=()
+row() { # label store nodes rate
+	local label=$1 store=$2 nodes=$3 rate=$4 r b f
+	local id="r${#LABELS[@]}"
+	LABELS+=("$label|$store|$id")
+	for r in $(seq "$RUNS"); do
+		for b in "${BUILDS[@]}"; do
+			f="$TMP/$id-$b-$r.json"
+			start_nodes "$b" "$store" "$nodes"
+			if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store-$b"; fi
+			measure "$f" "$rate"
+			stop_nodes
+		done
+	done
+}
+
+# median ID BUILD: the run file of the median run by matches/s
+median() {
+	local r
+	for r in $(seq "$RUNS"); do echo "$(field matches_per_s "$TMP/$1-$2-$r.json") $r"; done |
+		sort -n | sed -n "$(( (RUNS + 1) / 2 ))p" | { read -r _ r; echo "$TMP/$1-$2-$r.json"; }
+}
+
+# per FILE: Redis commands per match over the measured window
+per() {
+	awk -v m="$(field matches "$1")" '{ c += $2 } END { if (m > 0) printf "%.1f", c / m; else print "-" }' "$1.cmds"
+}
+
+report() {
+	local l label store id b f name
 	echo "## Matching over WebSockets ($(nproc) cores, $(go env GOVERSION), $USERS users, ${SECS}s per run, median of $RUNS)"
 	echo
-	echo "| run | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match |"
-	echo "| --- | ---: | --- | --- | --- | ---: |"
-	row "memory, 1 node, full speed" memory 1 0
-	row "redis, 1 node, full speed" redis 1 0
-	row "redis, 2 nodes, full speed" redis 2 0
-	row "memory, 1 node, $RATE/s" memory 1 "$RATE"
-	row "redis, 1 node, $RATE/s" redis 1 "$RATE"
-	row "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
-	row "memory, 1 node, $LOW_RATE/s" memory 1 "$LOW_RATE"
-	row "redis, 2 nodes, $LOW_RATE/s" redis 2 "$LOW_RATE"
+	echo "| run | build | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match |"
+	echo "| --- | --- | ---: | --- | --- | --- | ---: |"
+	for l in "${LABELS[@]}"; do
+		IFS='|' read -r label store id <<<"$l"
+		for b in "${BUILDS[@]}"; do
+			f=$(median "$id" "$b")
+			printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "$label" "$b" "$(field matches_per_s "$f")" \
+				"$(lat "$f" register_to_notified)" "$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" \
+				"$([ "$store" = redis ] && per "$f" || echo -)"
+		done
+	done
 	echo
-	echo "Load generator and nodes share the machine. Commands per match count every"
-	echo "command Redis processed during the run (heartbeats and wake-ups included) over the matches made."
+	echo "Load generator and nodes share the machine. Commands per match: every"
+	echo "command Redis ran in the measured window (INFO commandstats; heartbeats,"
+	echo "announcements and commands inside scripts included) over the matches made in it."
+	echo
+	echo "Redis commands per match by command (median runs; EVALSHA is the script call, the"
+	echo "commands it runs are counted under their own names):"
+	echo
+	echo "| run | build | by command |"
+	echo "| --- | --- | --- |"
+	for l in "${LABELS[@]}"; do
+		IFS='|' read -r label store id <<<"$l"
+		[ "$store" = redis ] || continue
+		for b in "${BUILDS[@]}"; do
+			f=$(median "$id" "$b")
+			echo "| $label | $b | $(sort -k2 -nr "$f.cmds" | awk -v m="$(field matches "$f")" \
+				'$2 / m >= 0.05 { printf "%s%s %.2f", (n++ ? ", " : ""), toupper($1), $2 / m }') |"
+		done
+	done
 	echo
 	echo "Where one node's CPU goes at full speed (a 5 s pprof CPU profile in the first run of each one-node full-speed row; share of the node's samples under each kind of frame, so shares overlap: JSON work allocates, and allocation is part of GC):"
 	echo
-	echo "| store | socket writes | socket reads | frame decode | JSON encode | allocation + GC | hub lock held (handleLocked) | matcher | Redis client |"
-	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| store | build | socket writes | socket reads | frame decode | JSON encode | allocation + GC | hub lock held (handleLocked) | matcher | Redis client |"
+	echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for st in memory redis; do
-		[ -s "$TMP/$st.pprof" ] || continue
-		echo "| $st | $(share $st 'internal/poll.\(\*FD\).Write') | $(share $st 'internal/poll.\(\*FD\).Read') | $(share $st 'signal\.decode|signal\.parseCandidate') | $(share $st 'json.Marshal') | $(share $st 'runtime.mallocgc|runtime.gcBgMarkWorker|runtime.bgsweep|runtime.gcAssistAlloc') | $(share $st 'signal.\(\*Hub\).handleLocked') | $(share $st 'duet/matcher') | $(share $st 'go-redis') |"
+		for b in "${BUILDS[@]}"; do
+			name="$st-$b"
+			[ -s "$TMP/$name.pprof" ] || continue
+			echo "| $st | $b | $(share "$b" "$name" 'internal/poll.\(\*FD\).Write') | $(share "$b" "$name" 'internal/poll.\(\*FD\).Read') | $(share "$b" "$name" 'signal\.decode|signal\.parseCandidate') | $(share "$b" "$name" 'json.Marshal') | $(share "$b" "$name" 'runtime.mallocgc|runtime.gcBgMarkWorker|runtime.bgsweep|runtime.gcAssistAlloc') | $(share "$b" "$name" 'signal.\(\*Hub\).handleLocked') | $(share "$b" "$name" 'duet/matcher') | $(share "$b" "$name" 'go-redis') |"
+		done
 	done
-} >"$OUT"
+}
+
+row "memory, 1 node, full speed" memory 1 0
+row "redis, 1 node, full speed" redis 1 0
+row "redis, 2 nodes, full speed" redis 2 0
+row "memory, 1 node, $RATE/s" memory 1 "$RATE"
+row "redis, 1 node, $RATE/s" redis 1 "$RATE"
+row "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
+row "memory, 1 node, $LOW_RATE/s" memory 1 "$LOW_RATE"
+row "redis, 1 node, $LOW_RATE/s" redis 1 "$LOW_RATE"
+row "redis, 2 nodes, $LOW_RATE/s" redis 2 "$LOW_RATE"
+report >"$OUT"
