@@ -149,7 +149,7 @@ type Hub struct {
 	health  storeHealth
 	// tasks are the hub's own goroutines (SFU opens and closes, remote
 	// SFU signals); Shutdown waits for them.
-	tasks sync.WaitGroup
+	tasks group
 	// suspect counts the checks in a row that found a node dead; only
 	// Run's goroutine (watchNodes) touches it.
 	suspect   map[string]int
@@ -382,13 +382,7 @@ func (h *Hub) later(session string, f func()) {
 }
 
 // spawn runs f on a goroutine the hub owns: Shutdown waits for it.
-func (h *Hub) spawn(f func()) {
-	h.tasks.Add(1)
-	go func() {
-		defer h.tasks.Done()
-		f()
-	}()
-}
+func (h *Hub) spawn(f func()) { h.tasks.run(f) }
 
 // unlock releases h.mu and then starts the store calls decided under it.
 func (h *Hub) unlock() {
@@ -541,7 +535,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	// goroutines finish, within ctx.
 	defer func() {
 		stored := make(chan struct{})
-		go func() { h.store.wait(); h.tasks.Wait(); close(stored) }()
+		go func() { h.store.wait(); h.tasks.wait(); close(stored) }()
 		select {
 		case <-stored:
 		case <-ctx.Done():
