@@ -133,7 +133,9 @@ func StartRedisCluster(t testing.TB) []string {
 	var addrs []string
 	for range 3 {
 		addrs = append(addrs, StartRedis(t, "--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"))
+			// A loaded test machine can delay gossip for seconds; a short
+			// node timeout then calls a live node failed (CLUSTERDOWN).
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "15000"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -142,15 +144,19 @@ func StartRedisCluster(t testing.TB) []string {
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	host, port, _ := net.SplitHostPort(addrs[0])
-	for {
-		out, _ := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "cluster", "info").Output()
-		if strings.Contains(string(out), "cluster_state:ok") {
-			return addrs
+	// Every node must say ok: each learns the others' slots by gossip.
+	for _, a := range addrs {
+		host, port, _ := net.SplitHostPort(a)
+		for {
+			out, _ := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "cluster", "info").Output()
+			if strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("cluster node %s not ok within 30s:\n%s", a, out)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("cluster not ok within 30s:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	return addrs
 }
