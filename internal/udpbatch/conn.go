@@ -30,6 +30,12 @@ type Options struct {
 	// others before it leaves anyway (default 500µs): the bound on the
 	// delay batching adds to a lone datagram.
 	Linger time.Duration
+	// MinBatch is the batch size below which batching does not pay
+	// (default 4): a partial batch costs the flusher's two wake-ups,
+	// about what three system calls save. While datagrams come further
+	// apart than Linger/MinBatch, each goes out directly, at no added
+	// delay; closer, they batch. Negative: always batch (tests).
+	MinBatch int
 	// MTU is the largest datagram a batch slot holds (default 2048).
 	// A larger write goes out on its own; a larger read is truncated, as
 	// a read into a buffer of this size would be.
@@ -40,6 +46,7 @@ const (
 	defaultBatch  = 32
 	defaultLinger = 500 * time.Microsecond
 	defaultMTU    = 2048
+	defaultMin    = 4
 	// batches a Conn owns: one filling, the rest queued or being sent.
 	// When every one is taken, a write goes out on its own.
 	batches = 8
@@ -54,15 +61,21 @@ type Conn struct {
 	sys  *sysConn // nil: no batching on this platform or socket
 
 	// writes
-	mu      sync.Mutex
-	cur     *batch   // being filled
-	free    []*batch // empty
-	queued  []*batch // to send, oldest first
-	lingers bool     // the flusher holds a linger for cur
-	closed  bool
-	kick    chan struct{} // cur got its first datagram
-	done    chan struct{}
-	flushed chan struct{} // the flusher has returned
+	mu       sync.Mutex
+	cur      *batch   // being filled
+	free     []*batch // empty
+	queued   []*batch // to send, oldest first
+	lingers  bool     // the flusher holds a linger for cur
+	closed   bool
+	inflight int // batches off the queue, being sent
+	// last write, and the average gap between writes (both ns since
+	// epoch): sparse writes go out directly.
+	epoch     time.Time
+	last, gap int64
+	sparse    int64         // the gap above which writes are sparse; 0: never
+	kick      chan struct{} // cur got its first datagram
+	done      chan struct{}
+	flushed   chan struct{} // the flusher has returned
 	// sending is held by whoever sends the queue, in order: the writer
 	// whose datagram filled a batch, or the flusher.
 	sending sync.Mutex
@@ -71,6 +84,7 @@ type Conn struct {
 	rmu   sync.Mutex
 	rb    *batch
 	rnext int
+	addrs *AddrCache
 
 	// Dropped counts datagrams the kernel refused while sending a batch
 	// (each is skipped; the rest of its batch still goes).
@@ -97,8 +111,15 @@ func New(c *net.UDPConn, opt Options) *Conn {
 	if opt.MTU <= 0 {
 		opt.MTU = defaultMTU
 	}
+	if opt.MinBatch == 0 {
+		opt.MinBatch = defaultMin
+	}
 	bc := &Conn{conn: c, opt: opt, sys: newSysConn(c),
-		kick: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{})}
+		kick: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{}),
+		epoch: time.Now(), gap: int64(opt.Linger), addrs: NewAddrCache(1024)}
+	if opt.MinBatch > 0 {
+		bc.sparse = int64(opt.Linger) / int64(opt.MinBatch)
+	}
 	if bc.sys == nil {
 		close(bc.flushed)
 		return bc
@@ -133,13 +154,20 @@ func (c *Conn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	if c.sys == nil || len(b) > c.opt.MTU {
 		return c.conn.WriteToUDPAddrPort(b, addr)
 	}
+	now := int64(time.Since(c.epoch))
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
+	// The gap is capped so that one idle spell does not keep a burst
+	// that follows it out of batches for long.
+	c.gap += (min(now-c.last, 2*int64(c.opt.Linger)) - c.gap) / 8
+	c.last = now
 	bt := c.cur
-	if bt == nil {
+	if bt == nil || (c.gap > c.sparse && c.sparse > 0 && bt.n == 0 && len(c.queued) == 0 && c.inflight == 0) {
+		// Every batch is taken, or writes are sparse and nothing is
+		// queued that this one could overtake.
 		c.mu.Unlock()
 		return c.conn.WriteToUDPAddrPort(b, addr)
 	}
@@ -207,9 +235,11 @@ func (c *Conn) drain() {
 		}
 		bt := c.queued[0]
 		c.queued = append(c.queued[:0], c.queued[1:]...)
+		c.inflight++
 		c.mu.Unlock()
 		c.dropped.Add(uint64(c.sys.send(bt)))
 		c.mu.Lock()
+		c.inflight--
 		bt.n = 0
 		if c.cur == nil {
 			c.cur = bt
@@ -280,14 +310,15 @@ func (c *Conn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	return copy(b, c.rb.bufs[i]), c.rb.addrs[i], nil
 }
 
-// ReadFrom implements net.PacketConn (the address is allocated, as
-// net.UDPConn's is).
+// ReadFrom implements net.PacketConn. The address comes from an
+// AddrCache: the same peer's datagrams share one, to be treated as
+// read-only.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, ap, err := c.ReadFromAddrPort(b)
 	if err != nil {
 		return n, nil, err
 	}
-	return n, net.UDPAddrFromAddrPort(ap), nil
+	return n, c.addrs.Get(ap), nil
 }
 
 // WriteTo implements net.PacketConn: a *net.UDPAddr is queued without

@@ -86,7 +86,7 @@ func TestManyWritersAllArrive(t *testing.T) {
 // TestOneWriterInOrder: one writer's datagrams arrive in the order it
 // wrote them (one flusher sends the batches in turn).
 func TestOneWriterInOrder(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8})
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8, MinBatch: -1})
 	b := listen(t, "udp4", "127.0.0.1:0", Options{})
 	go func() {
 		for i := range 1000 {
@@ -103,14 +103,24 @@ func TestOneWriterInOrder(t *testing.T) {
 	}
 }
 
-// TestLoneDatagramIsNotHeld: one datagram with nothing after it leaves
-// once it has lingered, not when a batch fills.
+// TestLoneDatagramIsNotHeld: sparse datagrams (further apart than
+// Linger/MinBatch) go out directly: with an hour's linger each still
+// arrives. Always batching, a lone one leaves once it has lingered.
 func TestLoneDatagramIsNotHeld(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 20 * time.Millisecond})
 	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	sparse := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour})
+	for range 3 {
+		if _, err := sparse.WriteToAddrPort([]byte("lone"), addrOf(b)); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := read(t, b); string(p) != "lone" {
+			t.Fatalf("got %q", p)
+		}
+	}
+	always := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 20 * time.Millisecond, MinBatch: -1})
 	for range 3 {
 		start := time.Now()
-		if _, err := a.WriteToAddrPort([]byte("lone"), addrOf(b)); err != nil {
+		if _, err := always.WriteToAddrPort([]byte("lone"), addrOf(b)); err != nil {
 			t.Fatal(err)
 		}
 		if p, _ := read(t, b); string(p) != "lone" {
@@ -122,10 +132,42 @@ func TestLoneDatagramIsNotHeld(t *testing.T) {
 	}
 }
 
+// TestDenseWritesBatch: datagrams written back to back (after the first
+// few, while the average gap falls) wait for a full batch or the linger:
+// with an hour's linger some are still held when the reader gives up,
+// and Close sends them.
+func TestDenseWritesBatch(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8, Linger: time.Hour})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	const n = 100
+	for i := range n {
+		if _, err := a.WriteToAddrPort([]byte{byte(i)}, addrOf(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	buf := make([]byte, 10)
+	for ; got < n; got++ {
+		_ = b.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, _, err := b.ReadFromAddrPort(buf); err != nil {
+			break
+		}
+	}
+	if got == n {
+		t.Fatal("every datagram went out at once: nothing was batched")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for ; got < n; got++ {
+		read(t, b)
+	}
+}
+
 // TestFullBatchLeavesAtOnce: with an hour's linger a full batch goes
 // as soon as it fills, and Close sends the partial rest.
 func TestFullBatchLeavesAtOnce(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8, Linger: time.Hour})
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 8, Linger: time.Hour, MinBatch: -1})
 	b := listen(t, "udp4", "127.0.0.1:0", Options{})
 	for i := range 11 {
 		if _, err := a.WriteToAddrPort([]byte{byte(i)}, addrOf(b)); err != nil {
@@ -154,7 +196,7 @@ func TestFullBatchLeavesAtOnce(t *testing.T) {
 // socket and a datagram to port 0 (the kernel refuses it) are dropped
 // and counted; the datagrams around them in the batch still arrive.
 func TestRefusedDatagramIsSkippedAlone(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour, Batch: 6})
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour, Batch: 6, MinBatch: -1})
 	b := listen(t, "udp4", "127.0.0.1:0", Options{})
 	dsts := []netip.AddrPort{addrOf(b), netip.MustParseAddrPort("[2001:db8::1]:5000"), addrOf(b),
 		netip.MustParseAddrPort("127.0.0.1:0"), addrOf(b), addrOf(b)}
@@ -211,26 +253,28 @@ func TestReadDeadline(t *testing.T) {
 	}
 }
 
-// TestNoAllocations: queueing a datagram and reading one allocate
-// nothing once the Conn is warm.
+// TestNoAllocations: queueing a datagram (batched, or direct while
+// writes are sparse) and reading one allocate nothing once warm.
 func TestNoAllocations(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 50 * time.Microsecond})
-	b := listen(t, "udp4", "127.0.0.1:0", Options{})
-	p, buf, dst := make([]byte, 1200), make([]byte, 1500), addrOf(b)
-	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
-	round := func() {
-		if _, err := a.WriteToAddrPort(p, dst); err != nil {
-			t.Fatal(err)
+	for _, minBatch := range []int{-1, 0} {
+		a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 50 * time.Microsecond, MinBatch: minBatch})
+		b := listen(t, "udp4", "127.0.0.1:0", Options{})
+		p, buf, dst := make([]byte, 1200), make([]byte, 1500), addrOf(b)
+		_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+		round := func() {
+			if _, err := a.WriteToAddrPort(p, dst); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := b.ReadFromAddrPort(buf); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if _, _, err := b.ReadFromAddrPort(buf); err != nil {
-			t.Fatal(err)
+		for range 100 {
+			round()
 		}
-	}
-	for range 100 {
-		round()
-	}
-	if n := testing.AllocsPerRun(500, round); n != 0 {
-		t.Fatalf("%v allocations per datagram written and read", n)
+		if n := testing.AllocsPerRun(500, round); n != 0 {
+			t.Fatalf("MinBatch %d: %v allocations per datagram written and read", minBatch, n)
+		}
 	}
 }
 
@@ -281,4 +325,62 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestAddrCache: one address per peer, right for every peer, also when
+// peers collide in the table and when read from many goroutines; and a
+// ReadFrom from a known peer allocates nothing.
+func TestAddrCache(t *testing.T) {
+	c := NewAddrCache(4) // small: collisions are certain
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(g), byte(i % 50)}), uint16(1000+i%7))
+				if got := c.Get(ap); got.AddrPort() != ap {
+					t.Errorf("Get(%v) = %v", ap, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	big := NewAddrCache(1024)
+	ap := netip.MustParseAddrPort("192.0.2.1:4000")
+	if big.Get(ap) != big.Get(ap) {
+		t.Fatal("one peer, two addresses")
+	}
+	if v6 := netip.MustParseAddrPort("[2001:db8::1]:4000"); big.Get(v6).AddrPort() != v6 {
+		t.Fatal("IPv6 address wrong")
+	}
+
+	a := listen(t, "udp4", "127.0.0.1:0", Options{})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	p, buf := make([]byte, 100), make([]byte, 1500)
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	dst := b.LocalAddr()
+	var first net.Addr
+	round := func() {
+		if _, err := a.WriteTo(p, dst); err != nil {
+			t.Fatal(err)
+		}
+		_, from, err := b.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = from
+		} else if from != first {
+			t.Fatal("a second address for the same peer")
+		}
+	}
+	round()
+	if first.String() != a.LocalAddr().String() {
+		t.Fatalf("ReadFrom says %v, the writer is %v", first, a.LocalAddr())
+	}
+	if n := testing.AllocsPerRun(200, round); n != 0 {
+		t.Fatalf("%v allocations per WriteTo and ReadFrom", n)
+	}
 }
