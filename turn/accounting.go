@@ -2,10 +2,13 @@ package turn
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/duetchat/duet/internal/udpbatch"
 )
 
 // flow counts one direction of one allocation. Only atomics are touched
@@ -170,6 +173,9 @@ func (ac *accounting) pruneReservations(now time.Time) int {
 // wrap starts counting a freshly allocated relay socket.
 func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 	c := &countingConn{PacketConn: pc, ac: ac, a: &alloc{key: relay.String()}}
+	if u, ok := pc.(*net.UDPConn); ok {
+		c.udp, c.peers = u, udpbatch.NewAddrCache(8)
+	}
 	ac.mu.Lock()
 	ac.pending[c.a.key] = c
 	ac.mu.Unlock()
@@ -292,10 +298,27 @@ type countingConn struct {
 	a          *alloc
 	attributed atomic.Bool
 	closeOnce  sync.Once
+	// udp is the socket when it is a *net.UDPConn: its reads return the
+	// peer's address from peers, one per peer, instead of a fresh
+	// *net.UDPAddr per datagram (pion only compares and prints it).
+	udp   *net.UDPConn
+	peers *udpbatch.AddrCache
 }
 
 func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
+	var (
+		n    int
+		addr net.Addr
+		err  error
+	)
+	if c.udp != nil {
+		var ap netip.AddrPort
+		if n, ap, err = c.udp.ReadFromUDPAddrPort(p); err == nil {
+			addr = c.peers.Get(ap)
+		}
+	} else {
+		n, addr, err = c.PacketConn.ReadFrom(p)
+	}
 	if n > 0 {
 		c.a.fromPeer.add(n)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/internal/connlimit"
+	"github.com/duetchat/duet/internal/udpbatch"
 )
 
 // Options configure a Server.
@@ -173,7 +174,7 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 		s.udpPort = conns[0].LocalAddr().(*net.UDPAddr).Port
 		for _, c := range conns {
 			cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, pturn.PacketConnConfig{
-				PacketConn:            &observedPacketConn{PacketConn: c, keys: s.keys},
+				PacketConn:            &observedPacketConn{PacketConn: batched(c), keys: s.keys},
 				RelayAddressGenerator: gen,
 				PermissionHandler:     s.permit,
 			})
@@ -387,6 +388,24 @@ const (
 	listenerBuffer = 4 << 20
 	relayBuffer    = 512 << 10
 )
+
+// batched puts a listener socket on udpbatch: every allocation's
+// traffic to its client (ChannelData, Data indications) leaves in one
+// sendmmsg per batch, and pion's read loop takes every waiting datagram
+// in one recvmmsg. Relay sockets stay one system call per datagram: each
+// carries one allocation's flow (a call's packets, a few hundred a
+// second), so a 500µs batch would hold at most one datagram, and a
+// batching socket per allocation would add a goroutine each.
+func batched(pc net.PacketConn) net.PacketConn {
+	u, ok := pc.(*net.UDPConn)
+	if !ok {
+		return pc
+	}
+	// Slots above streamMTU: a datagram too big for pion's read buffer
+	// still reads as too big (and is dropped there), not as a truncated
+	// one that fits.
+	return udpbatch.New(u, udpbatch.Options{MTU: 2048})
+}
 
 func setBuffers(pc net.PacketConn, size int) {
 	if u, ok := pc.(*net.UDPConn); ok {
