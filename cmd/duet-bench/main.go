@@ -156,6 +156,8 @@ func runMediaCmd(args []string, stdout, stderr io.Writer) int {
 	audio := fs.Int("audio-kbps", 50, "audio bitrate each way per stranger")
 	pid := fs.Int("pid", 0, "the duet process id, for CPU per packet and memory per room (Linux)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	profile := fs.String("profile", "", "save a CPU profile of the node over the streaming to this file (needs -token)")
+	token := fs.String("token", "", "the node's admin token, for -profile")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -165,7 +167,8 @@ func runMediaCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := runMedia(ctx, mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid}, stderr)
+	res, err := runMedia(ctx, mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid,
+		Profile: *profile, Token: *token}, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 1

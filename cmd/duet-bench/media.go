@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -27,6 +28,9 @@ type mediaConfig struct {
 	VideoKbps int
 	AudioKbps int
 	PID       int // the duet process, for CPU and memory; 0 = not measured
+	// Profile, when set, is where a CPU profile of the node over the
+	// streaming goes (its /debug/pprof/profile, with the admin Token).
+	Profile, Token string
 }
 
 // MediaResult is what one media run measured.
@@ -182,6 +186,8 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	for i, s := range sides {
 		peers[i] = s.peer
 	}
+	profiled := make(chan error, 1)
+	go func() { profiled <- profileNode(streamCtx, cfg) }()
 	stream(streamCtx, peers, [2]int{50, vPPS}, [2]int{aSize, vSize})
 	secs := time.Since(start).Seconds()
 	cpu := cpuSeconds(cfg.PID) - cpu0
@@ -189,6 +195,9 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	busy1, pressure1 := boxCPU()
 	rssStreamed := rss(cfg.PID)
 	time.Sleep(500 * time.Millisecond) // let the last packets land before counting
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(progress, "node profile: %v\n", err)
+	}
 	fwd := forwarded(cfg.URL) - fwd0
 	res := MediaResult{Rooms: cfg.Rooms, Seconds: secs, Forwarded: fwd, CPUSeconds: cpu, GenCPUSeconds: gen,
 		BoxBusy: (busy1 - busy0) / secs / float64(runtime.NumCPU()), BoxPressure: (pressure1 - pressure0) / secs}
@@ -248,6 +257,46 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// profileNode saves a CPU profile of the node over the streaming but
+// its first and last second (connections settling, streams ending).
+func profileNode(ctx context.Context, cfg mediaConfig) error {
+	secs := int(cfg.Duration/time.Second) - 2
+	if cfg.Profile == "" || secs < 1 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(time.Second):
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", u.Host, secs), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d (is the admin token right?)", resp.StatusCode)
+	}
+	f, err := os.Create(cfg.Profile)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // boxCPU is the machine's busy CPU seconds since boot (all CPUs, from

@@ -177,6 +177,14 @@ func (p *litePeer) answer(offer string) (string, error) {
 			m.MediaName.Media, pt, mid, p.ufrag, p.pwd)
 		fmt.Fprintf(&media, "a=fingerprint:sha-256 %s\r\na=setup:active\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:%s %s\r\n",
 			fingerprint(cert), pt, rtpmap)
+		if k == 1 {
+			// A browser's video feedback: with nack negotiated the node
+			// keeps what it sends for retransmission, as it must for a
+			// browser.
+			for _, fb := range []string{"goog-remb", "ccm fir", "nack", "nack pli"} {
+				fmt.Fprintf(&media, "a=rtcp-fb:%s %s\r\n", pt, fb)
+			}
+		}
 		fmt.Fprintf(&media, "a=ssrc:%d cname:bench\r\na=ssrc:%d msid:bench %s\r\n", p.ssrc[k], p.ssrc[k], m.MediaName.Media)
 	}
 	if p.remoteUfrag == "" || p.remotePwd == "" || len(mids) == 0 {
