@@ -11,7 +11,11 @@
 # session than make bench's 15 minutes), MSGS=500 (per client),
 # LEN=170 (bytes), INTERVAL=5 (ms between a client's packets), MODES="channel"
 # (what browsers use; MODES="channel send" adds Send/Data indications),
-# RUNS=3 (each cell is the median of RUNS runs, column by column).
+# RUNS=3 (each cell is the median of RUNS runs, column by column),
+# BINS="label=/path/to/duet ..." to run duet builds side by side with
+# coturn (every run starts each server in turn, the order rotating run
+# to run, so drift in the machine's load falls on all of them; default:
+# this tree's build, labelled "duet").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,14 +41,18 @@ TICKS=$(getconf CLK_TCK)
 PEER_PORT=$(free_port)
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >/dev/null 2>&1 & PIDS+=($!)
 
+BINS=${BINS:-"duet=$TMP/duet"}
+read -ra BUILDS <<<"$BINS"
+
+# start_duet PORT BIN
 start_duet() {
-	local port=$1
+	local port=$1 bin=$2
 	DUET_HTTP_LISTEN=127.0.0.1:$(free_port) DUET_PUBLIC_IP=127.0.0.1 \
 	DUET_TURN_LISTEN_UDP=127.0.0.1:$port DUET_TURN_LISTEN_TCP=127.0.0.1:$port \
 	DUET_ROLES_SFU=false \
 	DUET_TURN_SECRET=$SECRET DUET_TURN_ALLOWED_PEER_CIDRS=127.0.0.1/32 \
 	DUET_TURN_MAX_ALLOCATIONS_PER_USER=100000 DUET_TURN_MAX_ALLOCATIONS_PER_IP=0 DUET_TURN_RELAY_PORT_MIN=20000 DUET_TURN_RELAY_PORT_MAX=39999 \
-	DUET_LOG_LEVEL=warn "$TMP/duet" serve >"$TMP/duet.log" 2>&1 &
+	DUET_LOG_LEVEL=warn "$bin" serve >"$TMP/duet.log" 2>&1 &
 	echo $!
 }
 start_coturn() {
@@ -77,27 +85,35 @@ run() {
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(go version | cut -d' ' -f3); coturn $(turnserver --version 2>/dev/null | head -1)."
 	echo "Each client sends $MSGS messages of $LEN bytes every ${INTERVAL} ms to a turnutils_peer echo on loopback and counts what comes back (\`turnutils_uclient -c -m N -n $MSGS -l $LEN -z $INTERVAL [-s]\`). Offered rate = N x $((1000 / INTERVAL)) packets/s each way. CPU = server process user+system seconds during the run."
 	echo
-	echo "Each cell is the median of $RUNS runs."
+	echo "Each cell is the median of $RUNS runs; the servers ran in turn within each run."
 	echo
-	echo "| mode | clients | offered pkt/s | duet time s | duet loss % | duet CPU s | coturn time s | coturn loss % | coturn CPU s |"
-	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| mode | clients | offered pkt/s | server | time s | loss % | CPU s | CPU vs coturn |"
+	echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 
+SERVERS=("${BUILDS[@]}" coturn=coturn)
 for mode in $MODES; do
 	for m in $LEVELS; do
-		: >"$TMP/d"; : >"$TMP/c"
-		for _ in $(seq "$RUNS"); do
-			dport=$(free_port); dpid=$(start_duet "$dport"); PIDS+=("$dpid"); sleep 1
-			run "$dport" "$dpid" "$mode" "$m" >>"$TMP/d"
-			kill "$dpid"; wait "$dpid" 2>/dev/null || true
-			cport=$(free_port); cpid=$(start_coturn "$cport"); PIDS+=("$cpid"); sleep 1
-			run "$cport" "$cpid" "$mode" "$m" >>"$TMP/c"
-			kill "$cpid"; wait "$cpid" 2>/dev/null || true
+		for b in "${SERVERS[@]}"; do : >"$TMP/${b%%=*}"; done
+		for r in $(seq "$RUNS"); do
+			# rotate the order run to run
+			order=("${SERVERS[@]:$(( (r - 1) % ${#SERVERS[@]} ))}" "${SERVERS[@]:0:$(( (r - 1) % ${#SERVERS[@]} ))}")
+			for b in "${order[@]}"; do
+				label=${b%%=*} bin=${b#*=} port=$(free_port)
+				if [ "$bin" = coturn ]; then pid=$(start_coturn "$port"); else pid=$(start_duet "$port" "$bin"); fi
+				PIDS+=("$pid")
+				sleep 1
+				run "$port" "$pid" "$mode" "$m" >>"$TMP/$label"
+				kill "$pid"; wait "$pid" 2>/dev/null || true
+				echo "bench-turn: $mode m=$m run $r $label: $(tail -1 "$TMP/$label")" >&2
+			done
 		done
 		col() { awk -v k="$2" '{print $k}' "$1" | median; }
-		dt=$(col "$TMP/d" 1); dl=$(col "$TMP/d" 2); dc=$(col "$TMP/d" 3)
-		ct=$(col "$TMP/c" 1); cl=$(col "$TMP/c" 2); cc=$(col "$TMP/c" 3)
-		echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $dt | $dl | $dc | $ct | $cl | $cc |" >>"$OUT"
-		echo "bench-turn: $mode m=$m duet($dt s, $dl%, ${dc}s CPU) coturn($ct s, $cl%, ${cc}s CPU)" >&2
+		cc=$(col "$TMP/coturn" 3)
+		for b in "${SERVERS[@]}"; do
+			label=${b%%=*}
+			c=$(col "$TMP/$label" 3)
+			echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $label | $(col "$TMP/$label" 1) | $(col "$TMP/$label" 2) | $c | $(awk -v a="$c" -v b="$cc" 'BEGIN { if (b > 0) printf "%.2fx", a / b }') |" >>"$OUT"
+		done
 	done
 done
