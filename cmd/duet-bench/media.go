@@ -186,6 +186,12 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	for i, s := range sides {
 		peers[i] = s.peer
 	}
+	recvCtx, stopRecv := context.WithCancel(ctx)
+	defer stopRecv()
+	received, err := receive(recvCtx, connected(peers))
+	if err != nil {
+		return MediaResult{}, fmt.Errorf("receivers: %w", err)
+	}
 	profiled := make(chan error, 1)
 	go func() { profiled <- profileNode(streamCtx, cfg) }()
 	stream(streamCtx, peers, [2]int{50, vPPS}, [2]int{aSize, vSize})
@@ -195,6 +201,8 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	busy1, pressure1 := boxCPU()
 	rssStreamed := rss(cfg.PID)
 	time.Sleep(500 * time.Millisecond) // let the last packets land before counting
+	stopRecv()
+	received()
 	if err := <-profiled; err != nil {
 		fmt.Fprintf(progress, "node profile: %v\n", err)
 	}

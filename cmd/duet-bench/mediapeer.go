@@ -64,6 +64,9 @@ type litePeer struct {
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
+	// read's end, once handOver has passed the socket on
+	handed   atomic.Bool
+	readDone chan struct{}
 
 	// Sending: used only by the stream goroutine that owns this peer.
 	srtp  *srtp.Context
@@ -120,7 +123,7 @@ func newLitePeer() *litePeer {
 		ufrag: randToken(8), pwd: randToken(24),
 		ssrc:  [2]uint32{mrand.Uint32() | 1, mrand.Uint32() | 1},
 		ready: make(chan struct{}), dtlsIn: make(chan []byte, 16), iceOK: make(chan struct{}),
-		closed: make(chan struct{}), out: make([]byte, 0, 1600),
+		closed: make(chan struct{}), readDone: make(chan struct{}), out: make([]byte, 0, 1600),
 	}
 }
 
@@ -318,9 +321,12 @@ func (p *litePeer) keepalive() {
 }
 
 // read counts media by payload type and hands DTLS records and binding
-// responses to the handshake; one buffer for the peer's life.
+// responses to the handshake; one buffer for the peer's life. It stops
+// when the socket closes, or when handOver passes the socket to the
+// epoll receivers (receive).
 func (p *litePeer) read() {
 	defer p.wg.Done()
+	defer close(p.readDone)
 	buf := make([]byte, 1600)
 	for {
 		n, err := p.conn.Read(buf)
@@ -330,36 +336,50 @@ func (p *litePeer) read() {
 				return
 			default:
 			}
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || p.handed.Load() {
 				return
 			}
 			continue // ICMP unreachable before the node listens, say
 		}
-		b := buf[:n]
-		switch {
-		case n >= 12 && b[0]>>6 == 2: // RTP or RTCP (RFC 7983)
-			pt := b[1] & 0x7f
-			if pt == p.pt[1] {
-				p.Got[1].Add(1)
-			} else if pt == p.pt[0] {
-				p.Got[0].Add(1)
-			}
-		case n > 0 && b[0] >= 20 && b[0] <= 63: // DTLS
-			select {
-			case p.dtlsIn <- append([]byte(nil), b...):
-			default:
-			}
-		case n >= 20 && b[0] < 2: // STUN
-			if binary.BigEndian.Uint16(b[0:2]) == 0x0101 { // binding success
-				p.tidMu.Lock()
-				mine := string(b[8:20]) == string(p.tid[:])
-				p.tidMu.Unlock()
-				if mine {
-					select {
-					case <-p.iceOK:
-					default:
-						close(p.iceOK)
-					}
+		p.handle(buf[:n])
+	}
+}
+
+// handOver stops read, for a receiver that reads the socket itself.
+func (p *litePeer) handOver() {
+	p.handed.Store(true)
+	_ = p.conn.SetReadDeadline(time.Unix(1, 0))
+	<-p.readDone
+}
+
+// handle sorts one datagram from the node (RFC 7983): RTP is counted,
+// DTLS goes to the handshake, a binding success for our request ends
+// the ICE wait; RTCP and anything else is dropped unread.
+func (p *litePeer) handle(b []byte) {
+	n := len(b)
+	switch {
+	case n >= 12 && b[0]>>6 == 2: // RTP or RTCP
+		pt := b[1] & 0x7f
+		if pt == p.pt[1] {
+			p.Got[1].Add(1)
+		} else if pt == p.pt[0] {
+			p.Got[0].Add(1)
+		}
+	case n > 0 && b[0] >= 20 && b[0] <= 63: // DTLS
+		select {
+		case p.dtlsIn <- append([]byte(nil), b...):
+		default:
+		}
+	case n >= 20 && b[0] < 2: // STUN
+		if binary.BigEndian.Uint16(b[0:2]) == 0x0101 { // binding success
+			p.tidMu.Lock()
+			mine := string(b[8:20]) == string(p.tid[:])
+			p.tidMu.Unlock()
+			if mine {
+				select {
+				case <-p.iceOK:
+				default:
+					close(p.iceOK)
 				}
 			}
 		}
@@ -450,12 +470,9 @@ const streamTick = time.Millisecond
 // of size bytes, by kind) until ctx ends, from one goroutine per CPU
 // rather than a goroutine and a timer per peer and kind.
 func stream(ctx context.Context, peers []*litePeer, pps, size [2]int) {
-	var live []*litePeer
-	for _, p := range peers {
-		if p.srtp != nil {
-			p.prepare(size)
-			live = append(live, p)
-		}
+	live := connected(peers)
+	for _, p := range live {
+		p.prepare(size)
 	}
 	steps := [2]uint32{48000 / uint32(max(pps[0], 1)), 90000 / uint32(max(pps[1], 1))}
 	shards := min(runtime.GOMAXPROCS(0), max(len(live), 1))
@@ -488,6 +505,17 @@ func stream(ctx context.Context, peers []*litePeer, pps, size [2]int) {
 		}()
 	}
 	wg.Wait()
+}
+
+// connected are the peers whose SRTP is keyed.
+func connected(peers []*litePeer) []*litePeer {
+	var out []*litePeer
+	for _, p := range peers {
+		if p.srtp != nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ownCPUSeconds is this process's user+system CPU time.
