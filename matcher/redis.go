@@ -483,7 +483,11 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 		if writeNode {
 			r.nodeAt.Store(sent.UnixNano())
 		}
-		r.view.change(change{seq: seq, op: opAdd, t: t}, time.Now())
+		// This join's own add needs no wake-up (Join pokes the matcher);
+		// adds it released from behind a gap do.
+		if _, others := r.view.change(change{seq: seq, op: opAdd, t: t}, time.Now()); others {
+			r.wakeAll()
+		}
 	}
 	seq, err := r.adds.run(ctx, then, keys,
 		t.Session, r.node+"\n"+string(b), flag(!r.isHolder()), flag(writeNode), r.ttl.Milliseconds(), sent.UnixNano()).Int64()
@@ -506,7 +510,9 @@ func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
 	if seq == 0 {
 		return false, nil
 	}
-	r.view.change(change{seq: seq, op: opRemove, ids: []string{session}}, time.Now())
+	if _, others := r.view.change(change{seq: seq, op: opRemove, ids: []string{session}}, time.Now()); others {
+		r.wakeAll()
+	}
 	return true, nil
 }
 
@@ -712,7 +718,9 @@ func (r *RedisStore) sweep(ctx context.Context, dead []string) error {
 	seq, _ := res[0].(int64)
 	gone := strs(res[1])
 	if len(gone) > 0 {
-		r.view.change(change{seq: seq, op: opDrop, ids: gone}, time.Now())
+		if _, others := r.view.change(change{seq: seq, op: opDrop, ids: gone}, time.Now()); others {
+			r.wakeAll()
+		}
 		r.orphans(len(gone))
 	}
 	return nil
@@ -815,7 +823,7 @@ func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, met
 		case code == 3 && len(res) == 3:
 			seq, _ := res[1].(int64)
 			ghosts := strs(res[2])
-			r.view.change(change{seq: seq, op: opDrop, ids: ghosts}, time.Now())
+			r.view.change(change{seq: seq, op: opDrop, ids: ghosts}, time.Now()) // lost claims wake below
 			r.orphans(len(ghosts))
 			out[i], lost = ErrNotWaiting, true
 		case code == 4:
@@ -926,7 +934,7 @@ func (r *RedisStore) receive(payload string) {
 	default:
 		return
 	}
-	if r.view.change(c, time.Now()) {
+	if self, others := r.view.change(c, time.Now()); self || others {
 		r.wakeAll()
 	}
 }

@@ -187,41 +187,41 @@ func (v *view) live() bool {
 	return v.state == viewLive
 }
 
-// change applies (or holds) one numbered change. It reports whether a
-// stranger may have become pairable (an add applied), so the caller
-// wakes the pass.
-func (v *view) change(c change, now time.Time) bool {
+// change applies (or holds) one numbered change. It reports whether it
+// made strangers pairable: c itself, an add, applied now (self); adds
+// held behind it, applied with it (others). Whoever applies an add wakes
+// the pass, except a join's own add, whose Join pokes its matcher.
+func (v *view) change(c change, now time.Time) (self, others bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch v.state {
 	case viewSyncing:
 		v.buf = append(v.buf, c)
-		return false
 	case viewLive:
 		return v.changeLocked(c, now)
 	}
-	return false
+	return false, false
 }
 
-func (v *view) changeLocked(c change, now time.Time) (added bool) {
+func (v *view) changeLocked(c change, now time.Time) (self, others bool) {
 	switch {
 	case v.state != viewLive:
-		return false
+		return false, false
 	case c.seq <= v.applied:
 		// Had it already. (A Redis that restarted empty numbers from 1
 		// again, and such changes are taken for old ones: the restart is
 		// told otherwise - the lease is gone, the subscription comes
 		// back, the counter is behind - and the view read again.)
-		return false
+		return false, false
 	case c.seq > v.applied+1:
 		if v.pending == nil {
 			v.pending = map[int64]change{}
 		}
 		v.pending[c.seq] = c
 		v.note(c.seq, now)
-		return false
+		return false, false
 	}
-	added = v.applyLocked(c)
+	self = v.applyLocked(c)
 	v.applied = c.seq
 	for {
 		next, ok := v.pending[v.applied+1]
@@ -229,13 +229,13 @@ func (v *view) changeLocked(c change, now time.Time) (added bool) {
 			break
 		}
 		delete(v.pending, next.seq)
-		added = v.applyLocked(next) || added
+		others = v.applyLocked(next) || others
 		v.applied = next.seq
 	}
 	if v.applied >= v.want && len(v.pending) == 0 {
 		v.gapAt = time.Time{}
 	}
-	return added
+	return self, others
 }
 
 // note records that change seq exists; a gap opens if it is not applied.

@@ -46,14 +46,18 @@ func TestViewAppliesInOrder(t *testing.T) {
 	now := time.Unix(1000, 0)
 	v := liveView(t, 10, now)
 	// 11 adds a, 12 removes it, 13 adds b: they come 13, 12, 11.
-	if v.change(add(13, "b"), now) || v.change(rm(12, "a"), now) {
-		t.Fatal("a change past a gap was applied")
+	for _, c := range []change{add(13, "b"), rm(12, "a")} {
+		if self, others := v.change(c, now); self || others {
+			t.Fatalf("change %d past a gap was applied", c.seq)
+		}
 	}
 	if got := sessionsOf(v.tickets(ModeVideo)); len(got) != 0 {
 		t.Fatalf("before 11 came: %v, want nothing applied", got)
 	}
-	if !v.change(add(11, "a"), now) {
-		t.Fatal("filling the gap applied no add")
+	// 11 applies, and releases 13's add: whoever applies it must wake
+	// the pass.
+	if self, others := v.change(add(11, "a"), now); !self || !others {
+		t.Fatalf("filling the gap: self %v, others %v; want both", self, others)
 	}
 	if got := sessionsOf(v.tickets(ModeVideo)); !slices.Equal(got, []string{"b"}) {
 		t.Fatalf("after 11..13: %v, want [b]", got)
