@@ -11,7 +11,9 @@
 # RATE=1000, LOW_RATE=200 (the relay-latency rows: the load of the soak),
 # REVS="" (git revisions to compare, e.g. REVS="abc123 HEAD": each is
 # built from `git archive` and the runs of a row alternate between them,
-# so that the builds share the machine's mood; empty: the working tree).
+# so that the builds share the machine's mood; empty: the working tree),
+# ROWS="" (an extended regular expression: only the rows whose label
+# matches, e.g. ROWS="1000/s").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,7 @@ RUNS=${RUNS:-3}
 RATE=${RATE:-1000}
 LOW_RATE=${LOW_RATE:-200}
 REVS=${REVS:-}
+ROWS=${ROWS:-}
 OUT=${1:-/dev/stdout}
 . scripts/bench-lib.sh
 start_redis
@@ -113,6 +116,7 @@ measure() {
 LABELS=()
 row() { # label store nodes rate
 	local label=$1 store=$2 nodes=$3 rate=$4 r b f
+	if [ -n "$ROWS" ] && ! grep -qE -- "$ROWS" <<<"$label"; then return; fi
 	local id="r${#LABELS[@]}"
 	LABELS+=("$label|$store|$id")
 	for r in $(seq "$RUNS"); do
