@@ -76,7 +76,10 @@ run() {
 	local tt loss
 	tt=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
 	loss=$(sed -n 's/.*Total lost packets [0-9]* (\([0-9.]*\)%).*/\1/p' <<<"$out" | tail -1)
-	echo "${tt:-fail} ${loss:-fail} $(awk -v t=$((after - before)) -v h="$TICKS" 'BEGIN{printf "%.2f", t/h}')"
+	# CPU per relayed datagram: each client's messages cross the relay
+	# twice (to the peer and back), less what was lost.
+	echo "${tt:-fail} ${loss:-fail} $(awk -v t=$((after - before)) -v h="$TICKS" -v n=$((2 * m * MSGS)) -v l="${loss:-100}" \
+		'BEGIN { c = t / h; r = n * (1 - l / 100); printf "%.2f %.2f", c, (r > 0 ? c * 1e6 / r : 0) }')"
 }
 
 {
@@ -85,10 +88,10 @@ run() {
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); $(go version | cut -d' ' -f3); coturn $(turnserver --version 2>/dev/null | head -1)."
 	echo "Each client sends $MSGS messages of $LEN bytes every ${INTERVAL} ms to a turnutils_peer echo on loopback and counts what comes back (\`turnutils_uclient -c -m N -n $MSGS -l $LEN -z $INTERVAL [-s]\`). Offered rate = N x $((1000 / INTERVAL)) packets/s each way. CPU = server process user+system seconds during the run."
 	echo
-	echo "Each cell is the median of $RUNS runs; the servers ran in turn within each run."
+	echo "Each cell is the median of $RUNS runs; the servers ran in turn within each run. CPU per relayed datagram divides the CPU by what crossed the relay (2 x clients x messages, less the loss), so a run that lost packets to a busy machine is not counted as cheap."
 	echo
-	echo "| mode | clients | offered pkt/s | server | time s | loss % | CPU s | CPU vs coturn |"
-	echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+	echo "| mode | clients | offered pkt/s | server | time s | loss % | CPU s | CPU µs per relayed datagram | that vs coturn | loss-free runs |"
+	echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 
 SERVERS=("${BUILDS[@]}" coturn=coturn)
@@ -109,11 +112,11 @@ for mode in $MODES; do
 			done
 		done
 		col() { awk -v k="$2" '{print $k}' "$1" | median; }
-		cc=$(col "$TMP/coturn" 3)
+		cc=$(col "$TMP/coturn" 4)
 		for b in "${SERVERS[@]}"; do
 			label=${b%%=*}
-			c=$(col "$TMP/$label" 3)
-			echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $label | $(col "$TMP/$label" 1) | $(col "$TMP/$label" 2) | $c | $(awk -v a="$c" -v b="$cc" 'BEGIN { if (b > 0) printf "%.2fx", a / b }') |" >>"$OUT"
+			c=$(col "$TMP/$label" 4)
+			echo "| $mode | $m | $((m * 1000 / INTERVAL)) | $label | $(col "$TMP/$label" 1) | $(col "$TMP/$label" 2) | $(col "$TMP/$label" 3) | $c | $(awk -v a="$c" -v b="$cc" 'BEGIN { if (b > 0) printf "%.2fx", a / b }') | $(awk '$2 == 0 { n++ } END { print n + 0 }' "$TMP/$label")/$RUNS |" >>"$OUT"
 		done
 	done
 done
