@@ -7,6 +7,8 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
+# Firefox drives the cross-browser calls (e2e/firefox_test.go) over WebDriver BiDi.
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 command -v turnutils_uclient >/dev/null || need+=(coturn)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
