@@ -88,6 +88,9 @@ func openRedis(cfg configs.Redis, log *slog.Logger, reg prometheus.Registerer, r
 		WriteTimeout:  time.Second,
 		MaxRetries:    1,
 		DialerRetries: 1,
+		// A caller's deadline shorter than ReadTimeout (a join's, a
+		// leave's) then bounds the socket read too, handshakes included.
+		ContextTimeoutEnabled: true,
 	}
 	rdb := redis.NewUniversalClient(opts)
 	// The pairing pass gets its own small pool: its round trips set the
