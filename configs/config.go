@@ -52,6 +52,30 @@ type HTTP struct {
 	// (WebSockets included; trusted proxies are exempt);
 	// 0 = limits.connections_per_ip + 16.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// ACME obtains and renews the HTTPS certificate by itself (instead
+	// of TLSCertFile/TLSKeyFile); Listen is then the HTTPS address.
+	ACME ACME `yaml:"acme"`
+}
+
+// ACME is http.acme: a certificate from an ACME CA (Let's Encrypt by
+// default), obtained and renewed by the node.
+type ACME struct {
+	Enabled bool     `yaml:"enabled"`
+	Domains []string `yaml:"domains"` // names the certificate covers; the first is the one clients are told
+	Email   string   `yaml:"email"`   // the CA's contact for expiry and policy mail; may be empty
+	// DirectoryURL is the CA's ACME directory (Let's Encrypt production
+	// by default).
+	DirectoryURL string `yaml:"directory_url"`
+	// CacheDir holds the account key and certificates with the memory
+	// store; with store.backend redis they live in Redis, shared by the
+	// nodes.
+	CacheDir string `yaml:"cache_dir"`
+	// CARootFile is a PEM bundle the CA's directory is verified against
+	// (a private CA); empty = the system roots.
+	CARootFile string `yaml:"ca_root_file"`
+	// HTTPListen answers HTTP-01 challenges and redirects everything
+	// else to https://; empty = TLS-ALPN-01 on Listen only.
+	HTTPListen string `yaml:"http_listen"`
 }
 
 type Store struct {
@@ -136,6 +160,11 @@ type TURN struct {
 	// node. 0 = no cap.
 	TCPConnectionsPerIP int `yaml:"tcp_connections_per_ip"`
 	MaxTCPConnections   int `yaml:"max_tcp_connections"`
+	// OnHTTPSPort: when the node serves HTTPS (http.acme or http's
+	// certificate files), TURN over TLS is also answered on http.listen
+	// and offered as turns:<name>:<port>, for networks that let only
+	// TCP 443 out.
+	OnHTTPSPort bool `yaml:"on_https_port"`
 }
 
 type SFU struct {

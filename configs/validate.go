@@ -55,6 +55,7 @@ func (c *Config) Validate() error {
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		bad("http.tls_cert_file", "set both http.tls_cert_file and http.tls_key_file, or neither")
 	}
+	errs = append(errs, c.HTTP.ACME.validate(c.HTTP)...)
 	positive("http.shutdown_grace", c.HTTP.ShutdownGrace)
 	positive("http.idle_timeout", c.HTTP.IdleTimeout)
 	if c.HTTP.MaxConnections < 0 {
@@ -139,8 +140,8 @@ func (c *Config) Validate() error {
 		if c.TURN.ListenUDP == "" && c.TURN.ListenTCP == "" && c.TURN.ListenTLS == "" {
 			bad("turn.listen_udp", "roles.turn is true but listen_udp, listen_tcp and listen_tls are all empty (set roles.turn: false to run no relay)")
 		}
-		if c.TURN.ListenTLS != "" && c.TURN.TLSCertFile == "" && c.HTTP.TLSCertFile == "" {
-			bad("turn.listen_tls", "needs a certificate: set turn.tls_cert_file and turn.tls_key_file (or http's)")
+		if c.TURN.ListenTLS != "" && c.TURN.TLSCertFile == "" && c.HTTP.TLSCertFile == "" && !c.HTTP.ACME.Enabled {
+			bad("turn.listen_tls", "needs a certificate: set turn.tls_cert_file and turn.tls_key_file (or http's, or http.acme)")
 		}
 	}
 	if (c.TURN.TLSCertFile == "") != (c.TURN.TLSKeyFile == "") {
