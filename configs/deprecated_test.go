@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -80,7 +81,7 @@ func TestDeprecatedSwitches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(out), "enabled:") || strings.Contains(string(out), "mode: \"off\"") || strings.Contains(string(out), "Warnings") {
+			if regexp.MustCompile(`(?m)^  enabled:`).Match(out) || strings.Contains(string(out), "mode: \"off\"") || strings.Contains(string(out), "Warnings") {
 				t.Errorf("printed config carries an old key or the warnings:\n%s", out)
 			}
 			back, err := Load(writeFile(t, string(out)), nil)
