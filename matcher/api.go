@@ -27,14 +27,22 @@ type Ticket struct {
 	Session   string
 	Mode      string
 	Interests []string // normalised: lower case, trimmed, unique, never nil
-	Lang      string
-	JoinedAt  time.Time
+	// Lang, when set, is preferred like an interest: strangers who chose
+	// the same language are paired first (see sameLang).
+	Lang     string `json:",omitempty"`
+	JoinedAt time.Time
 	// Node is the node whose socket holds the session; a shared store
 	// fills it so a match can be routed to both owners ("" = this node).
 	Node string `json:",omitempty"`
 	// IPHash is the owner's salted address hash: a report against the
 	// session on another node can ban its address too.
 	IPHash string `json:",omitempty"`
+	// Self is the owner's block identity (an opaque ID the signal layer
+	// derives; "" = none) and Blocked the identities it never wants to
+	// meet (at most MaxBlocked): the matcher never pairs two tickets when
+	// either's Blocked holds the other's Self.
+	Self    string   `json:",omitempty"`
+	Blocked []string `json:",omitempty"`
 }
 
 // Match is a pair the matcher claimed. A is the offerer, B the answerer.

@@ -419,10 +419,11 @@ type cand struct{ idx, score int }
 // first, and drawn at random within a group. A pair that met recently is
 // put aside and used only when both have waited out the interest timeout
 // and nobody else is eligible; Met is asked lazily, so a remote store sees
-// about one query per pairing.
+// about one query per pairing. A blocked pair is never a candidate. A
+// shared language scores like a shared interest.
 func (m *Matcher) choose(ctx context.Context, ti int, all []Ticket, taken []bool, now time.Time, sc *scratch) (int, bool, error) {
 	expired := func(x Ticket) bool { return now.Sub(x.JoinedAt) >= m.opt.InterestTimeout }
-	patient := func(x Ticket) bool { return len(x.Interests) == 0 || expired(x) }
+	patient := func(x Ticket) bool { return (len(x.Interests) == 0 && x.Lang == "") || expired(x) }
 	t := all[ti]
 	tPatient := patient(t)
 
@@ -432,7 +433,10 @@ func (m *Matcher) choose(ctx context.Context, ti int, all []Ticket, taken []bool
 		if j == ti || taken[j] || c.Session == t.Session {
 			continue
 		}
-		score := shared(t.Interests, c.Interests)
+		if (len(t.Blocked) > 0 || len(c.Blocked) > 0) && blocked(t, c) {
+			continue
+		}
+		score := shared(t.Interests, c.Interests) + sameLang(t, c)
 		if score > 0 || (tPatient && patient(c)) {
 			sc.cands = append(sc.cands, cand{j, score})
 			best = max(best, score)

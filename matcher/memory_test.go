@@ -143,6 +143,7 @@ func storeConformance(t *testing.T, newStore func(*testing.T) Store) {
 	t.Run("met window", func(t *testing.T) { conformanceMetWindow(t, newStore) })
 	t.Run("counts", func(t *testing.T) { conformanceCounts(t, newStore) })
 	t.Run("concurrent claims", func(t *testing.T) { conformanceConcurrentClaims(t, newStore) })
+	t.Run("blocks", func(t *testing.T) { conformanceBlocks(t, newStore) })
 }
 
 func TestMemoryStoreConformance(t *testing.T) {
