@@ -18,6 +18,7 @@ type Config struct {
 	SFU        SFU        `yaml:"sfu"`
 	Limits     Limits     `yaml:"limits"`
 	Moderation Moderation `yaml:"moderation"`
+	Bots       Bots       `yaml:"bots"`
 	Admin      Admin      `yaml:"admin"`
 	Metrics    Metrics    `yaml:"metrics"`
 	Log        Log        `yaml:"log"`
@@ -221,6 +222,25 @@ type Moderation struct {
 	ReportsToBan int           `yaml:"reports_to_ban"`
 	ReportWindow time.Duration `yaml:"report_window"`
 	BanDuration  time.Duration `yaml:"ban_duration"`
+}
+
+// Bots holds what makes automated clients pay or show themselves.
+type Bots struct {
+	// POW asks every client to solve a proof-of-work challenge before it
+	// may queue (issue 17); POWKey signs them and must be the same on
+	// every node of a service.
+	POW    bool   `yaml:"pow"`
+	POWKey string `yaml:"pow_key"` // secret
+	// POWExpiry is how long a challenge may be solved and used.
+	POWExpiry time.Duration `yaml:"pow_expiry"`
+	// POWCost is a challenge's maxnumber for an address that joins
+	// rarely; it doubles as the address joins more, up to POWMaxCost.
+	POWCost    int `yaml:"pow_cost"`
+	POWMaxCost int `yaml:"pow_max_cost"`
+	// POWPassJoins and POWPassTTL: one solution lets a session join this
+	// many times within this long.
+	POWPassJoins int           `yaml:"pow_pass_joins"`
+	POWPassTTL   time.Duration `yaml:"pow_pass_ttl"`
 }
 
 type Admin struct {

@@ -250,7 +250,7 @@ func (c *Config) Masked() *Config {
 	for i := range m.TURN.PreviousSecrets {
 		m.TURN.PreviousSecrets[i] = masked
 	}
-	for _, s := range []*string{&m.Store.Redis.Password, &m.TURN.Secret, &m.Admin.Token} {
+	for _, s := range []*string{&m.Store.Redis.Password, &m.TURN.Secret, &m.Admin.Token, &m.Bots.POWKey} {
 		if *s != "" {
 			*s = masked
 		}

@@ -213,6 +213,16 @@ func (c *Config) Validate() error {
 	}
 	positive("moderation.ban_duration", c.Moderation.BanDuration)
 	positive("moderation.report_window", c.Moderation.ReportWindow)
+	if c.Bots.POW {
+		positive("bots.pow_expiry", c.Bots.POWExpiry)
+		positive("bots.pow_pass_ttl", c.Bots.POWPassTTL)
+		if c.Bots.POWCost < 1 || c.Bots.POWMaxCost < c.Bots.POWCost {
+			bad("bots.pow_cost", "want 1 <= pow_cost <= pow_max_cost (%d, %d)", c.Bots.POWCost, c.Bots.POWMaxCost)
+		}
+		if c.Bots.POWPassJoins < 1 {
+			bad("bots.pow_pass_joins", "must be at least 1")
+		}
+	}
 	hostPort("metrics.listen", c.Metrics.Listen, false)
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "text", "json")
