@@ -15,6 +15,7 @@ import (
 // RedisMetrics are the Redis backend's Prometheus series.
 type RedisMetrics struct {
 	roundTrip *prometheus.HistogramVec
+	errs      *prometheus.CounterVec
 	orphans   prometheus.Counter
 	lag       prometheus.Histogram
 	// lastReply is when Redis last answered anything on an instrumented
@@ -31,6 +32,10 @@ func NewRedisMetrics(reg prometheus.Registerer) (*RedisMetrics, error) {
 			Help:    "Redis round trips, by command (pipelines as \"pipeline\").",
 			Buckets: prometheus.ExponentialBucketsRange(0.0001, 1, 12),
 		}, []string{"op"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_redis_errors_total",
+			Help: "Redis commands that failed, by kind: timeout, network (no answer) or reply (Redis answered with an error).",
+		}, []string{"kind"}),
 		orphans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_redis_orphans_total",
 			Help: "Waiting tickets dropped because their node stopped beating.",
@@ -41,17 +46,22 @@ func NewRedisMetrics(reg prometheus.Registerer) (*RedisMetrics, error) {
 			Buckets: prometheus.ExponentialBucketsRange(0.0001, 1, 12),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.roundTrip, m.orphans, m.lag} {
+	for _, c := range []prometheus.Collector{m.roundTrip, m.errs, m.orphans, m.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering Redis metrics: %w", err)
 		}
+	}
+	// Every kind exists from the start, so rate() in an alert sees the
+	// first error rather than a series that appears with it.
+	for _, kind := range []string{"timeout", "network", "reply"} {
+		m.errs.WithLabelValues(kind)
 	}
 	return m, nil
 }
 
 // Instrument times every command rdb sends.
 func (m *RedisMetrics) Instrument(rdb redis.UniversalClient) {
-	rdb.AddHook(timingHook{m.roundTrip, m.lastReply})
+	rdb.AddHook(timingHook{m.roundTrip, m.errs, m.lastReply})
 }
 
 // LastReply is when Redis last answered a command of an instrumented
@@ -81,6 +91,7 @@ func (m *RedisMetrics) Options(opt RedisOptions) RedisOptions {
 
 type timingHook struct {
 	h    *prometheus.HistogramVec
+	errs *prometheus.CounterVec
 	last *atomic.Int64
 }
 
@@ -92,6 +103,7 @@ func (t timingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		err := next(ctx, cmd)
 		t.h.WithLabelValues(opName(cmd)).Observe(time.Since(start).Seconds())
 		answered(t.last, err)
+		t.count(err)
 		return err
 	}
 }
@@ -102,8 +114,40 @@ func (t timingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		err := next(ctx, cmds)
 		t.h.WithLabelValues("pipeline").Observe(time.Since(start).Seconds())
 		answered(t.last, err)
+		t.count(err)
 		return err
 	}
+}
+
+func (t timingHook) count(err error) {
+	if kind := errorKind(err); kind != "" {
+		t.errs.WithLabelValues(kind).Inc()
+	}
+}
+
+// errorKind sorts a command's error for duet_redis_errors_total; "" is
+// not an error worth an operator's attention: none, a missing key, a
+// script Redis has not cached yet (go-redis loads it and retries) or a
+// caller that gave up.
+func errorKind(err error) string {
+	var rerr redis.Error
+	switch {
+	case err == nil, errors.Is(err, redis.Nil), errors.Is(err, context.Canceled):
+		return ""
+	case errors.As(err, &rerr):
+		if strings.HasPrefix(rerr.Error(), "NOSCRIPT") {
+			return ""
+		}
+		return "reply"
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return "timeout"
+	}
+	return "network"
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // opName keeps the label set small: scripts are "evalsha", everything

@@ -205,6 +205,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	if err := n.registerReady(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	if n.pathm, err = newPathMetrics(n); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("registering path metrics: %w", err)
@@ -302,15 +306,25 @@ func (n *Node) Handler() http.Handler { return n.mux }
 func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	// The public body says what is wrong; the errors behind it name
+	// internal addresses (Redis's), so only the admin token reads them.
+	problems := n.readiness(ctx, n.isAdmin(r))
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true, "problems": problems})
+}
+
+// readiness lists what keeps the node from taking users; with detail the
+// errors behind each problem are named.
+func (n *Node) readiness(ctx context.Context, detail bool) []string {
 	n.mu.Lock()
 	running := n.running
 	n.mu.Unlock()
-	// The public body says what is wrong; the errors behind it name
-	// internal addresses (Redis's), so only the admin token reads them.
-	admin := n.isAdmin(r)
 	problems := []string{}
 	problem := func(what string, err error) {
-		if admin && err != nil {
+		if detail && err != nil {
 			what += ": " + err.Error()
 		}
 		problems = append(problems, what)
@@ -328,11 +342,26 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 			problem("node-to-node bus unreachable", err)
 		}
 	}
-	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
-		return
+	return problems
+}
+
+// registerReady exports what /readyz answers, so that an alert can fire
+// on a node no load balancer probes.
+func (n *Node) registerReady() error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "duet_ready", Help: "1 while the node would answer /readyz with 200, else 0.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if len(n.readiness(ctx, false)) > 0 {
+			return 0
+		}
+		return 1
+	})
+	if err := n.reg.Register(g); err != nil {
+		return fmt.Errorf("registering ready gauge: %w", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ready": true, "problems": problems})
+	return nil
 }
 
 func (n *Node) stats(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/duetchat/duet/internal/testtool"
 )
@@ -105,4 +106,39 @@ func TestBearerSchemeAnyCase(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadyAndRedisErrorSeries: the series the alerts watch follow a real
+// Redis going away and coming back: duet_ready drops to 0 and Redis
+// errors are counted while it is gone, and duet_ready is 1 again after.
+func TestReadyAndRedisErrorSeries(t *testing.T) {
+	r := testtool.NewRedis(t)
+	cfg := testConfig(t)
+	cfg.Store.Backend = "redis"
+	cfg.Store.Redis.Addrs = []string{r.Addr}
+	_, n := serveNode(t, cfg, nil, nil, "/readyz")
+
+	ready := func(want float64) {
+		t.Helper()
+		got := testtool.Poll(10*time.Second, func() (float64, bool) {
+			v := metricValue(t, n, "duet_ready")
+			return v, v == want
+		})
+		if got != want {
+			t.Fatalf("duet_ready = %v, want %v", got, want)
+		}
+	}
+	errs := func() float64 {
+		return metricValue(t, n, `duet_redis_errors_total{kind="network"}`) +
+			metricValue(t, n, `duet_redis_errors_total{kind="timeout"}`)
+	}
+	ready(1)
+	before := errs()
+	r.Kill()
+	ready(0)
+	if after := errs(); after <= before {
+		t.Fatalf("Redis errors %v -> %v while Redis was down, want more", before, after)
+	}
+	r.Start()
+	ready(1)
 }
