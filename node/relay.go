@@ -12,6 +12,7 @@ import (
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/signal"
 	"github.com/duetchat/duet/turn"
+	"github.com/duetchat/duet/wire"
 )
 
 // startTURN starts the integrated relay from the turn section.
@@ -63,7 +64,7 @@ type relayICE struct {
 	log   *slog.Logger
 }
 
-func (r relayICE) ICEServers(room, session string) []signal.ICEServer {
+func (r relayICE) ICEServers(room, session string) []wire.ICEServer {
 	out := r.extra.ICEServers(room, session)
 	servers, err := r.turn.ICEServers(room, session)
 	if err != nil {
@@ -73,7 +74,7 @@ func (r relayICE) ICEServers(room, session string) []signal.ICEServer {
 		return out
 	}
 	for _, s := range servers {
-		out = append(out, signal.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+		out = append(out, wire.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/duetchat/duet/sfu"
 	"github.com/duetchat/duet/signal"
 	"github.com/duetchat/duet/turn"
+	"github.com/duetchat/duet/wire"
 )
 
 func startSFU(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*sfu.SFU, error) {
@@ -93,7 +94,7 @@ func (a sfuRoom) Start(send func(side int, sig signal.MediaSignal)) error {
 	return a.r.Start(func(side int, sig sfu.Signal) {
 		out := signal.MediaSignal{SDP: sig.SDP, End: sig.End}
 		if c := sig.Candidate; c != nil {
-			out.Candidate = &signal.ICECandidate{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment}
+			out.Candidate = &wire.ICECandidate{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment}
 		}
 		send(side, out)
 	})
@@ -101,7 +102,7 @@ func (a sfuRoom) Start(send func(side int, sig signal.MediaSignal)) error {
 
 func (a sfuRoom) Answer(side int, sdp string) error { return a.r.Answer(side, sdp) }
 
-func (a sfuRoom) Candidate(side int, c *signal.ICECandidate) error {
+func (a sfuRoom) Candidate(side int, c *wire.ICECandidate) error {
 	if c == nil {
 		return a.r.Candidate(side, nil)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/wire"
 )
 
 // moderationTimeout bounds one report or ban check against the store.
@@ -29,9 +30,9 @@ type reportJob struct {
 
 // sendBanned tells s it is banned and until when (h.mu held).
 func (h *Hub) sendBanned(s *session, b moderation.Ban, ref string) {
-	h.m.errors.WithLabelValues(CodeBanned).Inc()
-	h.send(s, errorMsg{
-		Type: "error", Code: CodeBanned, Ref: ref, Until: b.Until.UnixMilli(),
+	h.m.errors.WithLabelValues(wire.CodeBanned).Inc()
+	h.send(s, wire.ErrorMsg{
+		Type: wire.TypeError, Code: wire.CodeBanned, Ref: ref, Until: b.Until.UnixMilli(),
 		Message: fmt.Sprintf("you are banned from matching until %s", b.Until.UTC().Format(time.RFC3339)),
 	})
 }
@@ -62,7 +63,7 @@ func (h *Hub) refuseBanned(s *session, c *conn) bool {
 		h.sendBanned(s, b, "")
 		s.c = nil
 		h.online--
-		h.endSession(context.Background(), s, ReasonBanned)
+		h.endSession(context.Background(), s, wire.ReasonBanned)
 	}
 	h.unlock()
 	h.m.refused.WithLabelValues("banned").Inc()
@@ -102,7 +103,7 @@ func (h *Hub) runReports(jobs []reportJob) {
 		if err != nil {
 			h.log.Error("recording report failed", "room", j.rep.Room, "err", err)
 			if h.sessions[s.id] == s {
-				h.sendErr(s, perr(CodeUnavailable, "could not record the report; try again"), "report")
+				h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "could not record the report; try again"), "report")
 			}
 			h.unlock()
 			continue
@@ -110,7 +111,7 @@ func (h *Hub) runReports(jobs []reportJob) {
 		h.m.reports.Inc()
 		h.log.Info("report", "room", j.rep.Room, "reporter", j.rep.Reporter, "reported", j.rep.Reported, "reason", j.rep.Reason)
 		if h.sessions[s.id] == s && s.room == j.room {
-			h.endRoom(s, ReasonReported)
+			h.endRoom(s, wire.ReasonReported)
 			h.deferring = true
 			h.join(context.Background(), s)
 			h.deferring = false
@@ -168,9 +169,9 @@ func (h *Hub) applyBan(b moderation.Ban) {
 		}
 		h.sendBanned(s, b, "")
 		h.unqueue(ctx, s)
-		h.endRoom(s, ReasonBanned)
+		h.endRoom(s, wire.ReasonBanned)
 		s.requeue = false
-		h.send(s, modeMsg{Type: "idle"})
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 		h.persist(s)
 	}
 }

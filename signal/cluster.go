@@ -8,6 +8,7 @@ import (
 
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/wire"
 )
 
 // pendingTimeout bounds how long one side of a split match waits for the
@@ -170,7 +171,7 @@ func (h *Hub) abortPending(r *room, tell bool) {
 		defer h.unlock()
 		if h.sessions[s.id] == s && s.state == stateWaiting && s.pend == nil && s.joinedAt.Equal(t.JoinedAt) {
 			s.state = stateIdle
-			h.sendErr(s, perr(CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
+			h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
 			h.persist(s)
 		}
 	})
@@ -218,7 +219,7 @@ func (h *Hub) Deliver(env Envelope) {
 		h.onRemoteSignal(env)
 	case envError:
 		if s := h.sessions[env.To]; s != nil && s.c != nil {
-			h.sendErr(s, perr(env.Code, "%s", env.Text), env.Ref)
+			h.sendErr(s, wire.Errorf(env.Code, "%s", env.Text), env.Ref)
 		}
 	case envMoved:
 		h.onMoved(env)
@@ -227,12 +228,12 @@ func (h *Hub) Deliver(env Envelope) {
 	case envFallback:
 		if r := h.rooms[env.Room]; r != nil && r.side[0].remote == "" {
 			if e := h.fallback(r); e != nil && r.side[1].remote != "" {
-				h.opt.Bus.Publish(r.side[1].remote, Envelope{Type: envError, To: env.From, Code: e.code, Text: e.msg, Ref: "fallback"})
+				h.opt.Bus.Publish(r.side[1].remote, Envelope{Type: envError, To: env.From, Code: e.Code, Text: e.Msg, Ref: "fallback"})
 			}
 		}
 	case envSFU:
 		if r := h.rooms[env.Room]; r != nil {
-			r.media, r.sfuNode = mediaSFU, env.Node
+			r.media, r.sfuNode = wire.MediaSFU, env.Node
 			r.buf, r.bufBytes = [2][][]byte{}, [2]int{}
 		}
 	case envSFUSig:
@@ -282,7 +283,7 @@ func (h *Hub) onGone(env Envelope) {
 	}
 	reason := env.Text
 	if reason == "" || reason == "stale" {
-		reason = ReasonDisconnected
+		reason = wire.ReasonDisconnected
 	}
 	h.endRoom(p, reason)
 }
@@ -303,7 +304,7 @@ func (h *Hub) onRemoteSignal(env Envelope) {
 	l := h.opt.Limits
 	if len(r.buf[i]) >= l.MaxBufferedSignals || r.bufBytes[i]+len(env.Frame) > l.MaxBufferedBytes {
 		from := r.other(to)
-		h.opt.Bus.Publish(from.remote, Envelope{Type: envError, To: env.From, Code: CodeTooLarge,
+		h.opt.Bus.Publish(from.remote, Envelope{Type: envError, To: env.From, Code: wire.CodeTooLarge,
 			Text: "the stranger is not ready and too many signals are waiting for them", Ref: env.Ref})
 		return
 	}
@@ -385,12 +386,12 @@ func (h *Hub) nodeDead(n string) {
 			}
 			p.nodeDown = true
 			o := r.other(p)
-			h.send(o, roomMsg{Type: "peer_reconnecting", Room: r.code})
+			h.send(o, wire.RoomMsg{Type: wire.TypePeerReconnecting, Room: r.code})
 			p.grace = h.opt.AfterFunc(h.opt.Signal.ResumeGrace, func() {
 				h.mu.Lock()
 				defer h.unlock()
 				if p.room == r && p.remote == n && p.nodeDown && h.rooms[r.code] == r {
-					h.endRoom(p, ReasonDisconnected)
+					h.endRoom(p, wire.ReasonDisconnected)
 					h.persist(o)
 				}
 			})
@@ -411,7 +412,7 @@ func (h *Hub) nodeBack(n string) {
 				p.grace.Stop()
 				p.grace = nil
 			}
-			h.send(r.other(p), roomMsg{Type: "peer_resumed", Room: r.code})
+			h.send(r.other(p), wire.RoomMsg{Type: wire.TypePeerResumed, Room: r.code})
 		}
 	}
 	h.log.Info("a node thought gone beats again; its rooms go on", "node", n)
@@ -434,7 +435,7 @@ func (h *Hub) Undelivered(env Envelope) {
 		ref = head.Type
 	}
 	switch ref {
-	case "chat", "offer", "answer", "candidate":
+	case wire.TypeChat, wire.TypeOffer, wire.TypeAnswer, wire.TypeCandidate:
 	default:
 		return // typing and the like: stale by now, nothing to resend
 	}
@@ -449,6 +450,6 @@ func (h *Hub) Undelivered(env Envelope) {
 		return
 	}
 	if s := r.other(p); s.remote == "" && s.c != nil {
-		h.sendErr(s, perr(CodeUnavailable, "%s could not reach your stranger's node; send it again", ref), ref)
+		h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "%s could not reach your stranger's node; send it again", ref), ref)
 	}
 }

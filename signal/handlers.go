@@ -8,6 +8,7 @@ import (
 
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/wire"
 )
 
 // maxReasonChars bounds a report's reason.
@@ -18,10 +19,10 @@ const maxReasonChars = 200
 func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	ctx := context.Background()
 	now := h.opt.Now()
-	var msg *inbound
+	var msg *wire.Inbound
 	derr := errBinary
 	if text {
-		msg, derr = decode(frame)
+		msg, derr = wire.Decode(frame)
 	}
 
 	h.mu.Lock()
@@ -46,12 +47,12 @@ func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
 	h.runMedia(media)
 }
 
-func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *protoError, now time.Time) {
+func (h *Hub) handleLocked(ctx context.Context, s *session, msg *wire.Inbound, derr *wire.Error, now time.Time) {
 	ref := ""
-	if msg != nil && (derr == nil || knownTypes[msg.Type]) {
+	if msg != nil && (derr == nil || wire.IsClientType(msg.Type)) {
 		ref = msg.Type
 	}
-	joining := ref == "queue" || ref == "next"
+	joining := ref == wire.TypeQueue || ref == wire.TypeNext
 	if !h.ips.allowMessage(s.ip, now) || !s.limits.allow(now, classOf(ref)) ||
 		joining && (!s.limits.joins.AllowN(now, 1) || !h.ips.allowJoin(s.ip, now)) {
 		h.m.rateLimited.Inc()
@@ -71,21 +72,21 @@ func (h *Hub) handleLocked(ctx context.Context, s *session, msg *inbound, derr *
 }
 
 var (
-	errRateLimited = perr(CodeRateLimited, "slow down: too many messages")
-	errBinary      = perr(CodeBadRequest, "binary frames are not accepted; send JSON text frames")
+	errRateLimited = wire.Errorf(wire.CodeRateLimited, "slow down: too many messages")
+	errBinary      = wire.Errorf(wire.CodeBadRequest, "binary frames are not accepted; send JSON text frames")
 )
 
-func (h *Hub) dispatch(ctx context.Context, s *session, m *inbound) *protoError {
+func (h *Hub) dispatch(ctx context.Context, s *session, m *wire.Inbound) *wire.Error {
 	switch m.Type {
-	case "queue":
+	case wire.TypeQueue:
 		return h.onQueue(ctx, s, m)
-	case "cancel":
+	case wire.TypeCancel:
 		if s.state != stateWaiting {
-			return perr(CodeWrongState, "cancel: you are not waiting")
+			return wire.Errorf(wire.CodeWrongState, "cancel: you are not waiting")
 		}
 		h.unqueue(ctx, s)
-		h.send(s, modeMsg{Type: "idle"})
-	case "ready":
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
+	case wire.TypeReady:
 		r, e := h.roomOf(s, m)
 		if e != nil {
 			return e
@@ -94,83 +95,83 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *inbound) *protoError 
 		r.ready[i] = true
 		h.flushFrames(s, r.buf[i])
 		r.buf[i], r.bufBytes[i] = nil, 0
-	case "offer", "answer", "candidate":
+	case wire.TypeOffer, wire.TypeAnswer, wire.TypeCandidate:
 		return h.onSignal(s, m)
-	case "chat":
+	case wire.TypeChat:
 		return h.onChat(s, m)
-	case "typing":
+	case wire.TypeTyping:
 		r, e := h.roomOf(s, m)
 		if e != nil {
 			return e
 		}
 		if m.On == nil {
-			return perr(CodeBadRequest, "typing needs a boolean \"on\"")
+			return wire.Errorf(wire.CodeBadRequest, "typing needs a boolean \"on\"")
 		}
-		h.send(r.other(s), typingMsg{Type: "typing", Room: r.code, On: *m.On})
-	case "next":
+		h.send(r.other(s), wire.TypingMsg{Type: wire.TypeTyping, Room: r.code, On: *m.On})
+	case wire.TypeNext:
 		switch s.state {
 		case stateWaiting:
-			h.send(s, modeMsg{Type: "queued", Mode: s.prefs.mode})
+			h.send(s, wire.ModeMsg{Type: wire.TypeQueued, Mode: s.prefs.mode})
 		case stateRoom:
-			h.endRoom(s, ReasonNext)
+			h.endRoom(s, wire.ReasonNext)
 			h.askJoin(ctx, s, "next")
 		default:
 			h.askJoin(ctx, s, "next")
 		}
-	case "leave":
+	case wire.TypeLeave:
 		h.unqueue(ctx, s)
-		h.endRoom(s, ReasonLeave)
-		h.send(s, modeMsg{Type: "idle"})
-	case "report":
+		h.endRoom(s, wire.ReasonLeave)
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
+	case wire.TypeReport:
 		return h.onReport(ctx, s, m)
-	case "fallback":
+	case wire.TypeFallback:
 		r, e := h.roomOf(s, m)
 		if e != nil {
 			return e
 		}
 		if r.mode != matcher.ModeVideo {
-			return perr(CodeWrongState, "fallback: text rooms carry no media")
+			return wire.Errorf(wire.CodeWrongState, "fallback: text rooms carry no media")
 		}
 		return h.fallback(r)
 	default:
-		return perr(CodeUnknownType, "unknown message type %q", truncate(m.Type, 40))
+		return wire.Errorf(wire.CodeUnknownType, "unknown message type %q", truncate(m.Type, 40))
 	}
 	return nil
 }
 
 // roomOf checks that s is in a room and that the message names that room.
-func (h *Hub) roomOf(s *session, m *inbound) (*room, *protoError) {
+func (h *Hub) roomOf(s *session, m *wire.Inbound) (*room, *wire.Error) {
 	if s.state != stateRoom || s.room == nil {
-		return nil, perr(CodeWrongState, "%s: you are not in a room", m.Type)
+		return nil, wire.Errorf(wire.CodeWrongState, "%s: you are not in a room", m.Type)
 	}
 	if m.Room == nil {
-		return nil, perr(CodeBadRequest, "%s needs \"room\"", m.Type)
+		return nil, wire.Errorf(wire.CodeBadRequest, "%s needs \"room\"", m.Type)
 	}
 	if *m.Room != s.room.code {
-		return nil, perr(CodeNotInRoom, "that room is not yours")
+		return nil, wire.Errorf(wire.CodeNotInRoom, "that room is not yours")
 	}
 	return s.room, nil
 }
 
-func (h *Hub) onQueue(ctx context.Context, s *session, m *inbound) *protoError {
+func (h *Hub) onQueue(ctx context.Context, s *session, m *wire.Inbound) *wire.Error {
 	if s.state != stateIdle {
-		return perr(CodeWrongState, "queue: you are already waiting or in a room; send next or leave")
+		return wire.Errorf(wire.CodeWrongState, "queue: you are already waiting or in a room; send next or leave")
 	}
 	if !matcher.ValidMode(m.Mode) {
-		return perr(CodeBadRequest, "mode must be \"video\" or \"text\"")
+		return wire.Errorf(wire.CodeBadRequest, "mode must be \"video\" or \"text\"")
 	}
 	l := h.opt.Limits
 	if len(m.Interests) > l.MaxInterests {
-		return perr(CodeTooLarge, "at most %d interests", l.MaxInterests)
+		return wire.Errorf(wire.CodeTooLarge, "at most %d interests", l.MaxInterests)
 	}
 	for _, in := range m.Interests {
 		if utf8.RuneCountInString(in) > l.MaxInterestChars {
-			return perr(CodeTooLarge, "an interest may have at most %d characters", l.MaxInterestChars)
+			return wire.Errorf(wire.CodeTooLarge, "an interest may have at most %d characters", l.MaxInterestChars)
 		}
 	}
 	lang := strings.TrimSpace(m.Lang)
 	if len(lang) > 35 { // the longest sensible BCP 47 tag
-		return perr(CodeBadRequest, "lang is not a language tag")
+		return wire.Errorf(wire.CodeBadRequest, "lang is not a language tag")
 	}
 	if h.opt.Signal.FaceCheck && m.Mode == matcher.ModeVideo {
 		h.m.faceChecks.WithLabelValues(faceResult(m.Face)).Inc()
@@ -196,44 +197,44 @@ func faceResult(face *bool) string {
 func cleanInterests(in []string) []string {
 	out := make([]string, 0, len(in))
 	for _, s := range in {
-		out = append(out, SanitizeChat(s))
+		out = append(out, wire.SanitizeChat(s))
 	}
 	return matcher.NormalizeInterests(out)
 }
 
-func (h *Hub) onSignal(s *session, m *inbound) *protoError {
+func (h *Hub) onSignal(s *session, m *wire.Inbound) *wire.Error {
 	r, e := h.roomOf(s, m)
 	if e != nil {
 		return e
 	}
 	if r.mode != matcher.ModeVideo {
-		return perr(CodeWrongState, "%s: text rooms carry no media", m.Type)
+		return wire.Errorf(wire.CodeWrongState, "%s: text rooms carry no media", m.Type)
 	}
 	var frame []byte
-	var cand *ICECandidate
-	if m.Type == "candidate" {
+	var cand *wire.ICECandidate
+	if m.Type == wire.TypeCandidate {
 		if len(m.Candidate) > h.opt.Limits.MaxSDPBytes {
-			return perr(CodeTooLarge, "candidate larger than %d bytes", h.opt.Limits.MaxSDPBytes)
+			return wire.Errorf(wire.CodeTooLarge, "candidate larger than %d bytes", h.opt.Limits.MaxSDPBytes)
 		}
-		c, e := parseCandidate(m.Candidate)
+		c, e := wire.ParseCandidate(m.Candidate)
 		if e != nil {
 			return e
 		}
 		cand = c
-		frame = encode(candidateMsg{Type: "candidate", Room: r.code, Candidate: cand})
+		frame = wire.Encode(wire.CandidateMsg{Type: wire.TypeCandidate, Room: r.code, Candidate: cand})
 	} else {
 		if m.SDP == nil || *m.SDP == "" {
-			return perr(CodeBadRequest, "%s needs a non-empty \"sdp\" string", m.Type)
+			return wire.Errorf(wire.CodeBadRequest, "%s needs a non-empty \"sdp\" string", m.Type)
 		}
 		if len(*m.SDP) > h.opt.Limits.MaxSDPBytes {
-			return perr(CodeTooLarge, "sdp larger than %d bytes", h.opt.Limits.MaxSDPBytes)
+			return wire.Errorf(wire.CodeTooLarge, "sdp larger than %d bytes", h.opt.Limits.MaxSDPBytes)
 		}
-		frame = encode(sdpMsg{Type: m.Type, Room: r.code, SDP: *m.SDP})
+		frame = wire.Encode(wire.SDPMsg{Type: m.Type, Room: r.code, SDP: *m.SDP})
 	}
-	if m.Leg == mediaSFU {
+	if m.Leg == wire.LegSFU {
 		return h.onSFUSignal(s, r, m, cand)
 	}
-	if r.media == mediaSFU {
+	if r.media == wire.MediaSFU {
 		// A P2P signal sent before the client heard `media` `sfu`: the
 		// P2P connection is gone on both sides, so it goes nowhere.
 		return nil
@@ -251,38 +252,38 @@ func (h *Hub) onSignal(s *session, m *inbound) *protoError {
 	}
 	l := h.opt.Limits
 	if len(r.buf[i]) >= l.MaxBufferedSignals || r.bufBytes[i]+len(frame) > l.MaxBufferedBytes {
-		return perr(CodeTooLarge, "the stranger is not ready and too many signals are waiting for them")
+		return wire.Errorf(wire.CodeTooLarge, "the stranger is not ready and too many signals are waiting for them")
 	}
 	r.buf[i] = append(r.buf[i], frame)
 	r.bufBytes[i] += len(frame)
 	return nil
 }
 
-func (h *Hub) onChat(s *session, m *inbound) *protoError {
+func (h *Hub) onChat(s *session, m *wire.Inbound) *wire.Error {
 	r, e := h.roomOf(s, m)
 	if e != nil {
 		return e
 	}
 	if m.Text == nil {
-		return perr(CodeBadRequest, "chat needs a \"text\" string")
+		return wire.Errorf(wire.CodeBadRequest, "chat needs a \"text\" string")
 	}
-	text := SanitizeChat(*m.Text)
+	text := wire.SanitizeChat(*m.Text)
 	if text == "" {
-		return perr(CodeBadRequest, "chat text is empty")
+		return wire.Errorf(wire.CodeBadRequest, "chat text is empty")
 	}
 	if n := utf8.RuneCountInString(text); n > h.opt.Signal.ChatMaxChars {
-		return perr(CodeTooLarge, "chat text has %d characters; at most %d", n, h.opt.Signal.ChatMaxChars)
+		return wire.Errorf(wire.CodeTooLarge, "chat text has %d characters; at most %d", n, h.opt.Signal.ChatMaxChars)
 	}
-	h.send(r.other(s), chatMsg{Type: "chat", Room: r.code, Text: text, At: h.opt.Now().UnixMilli()})
+	h.send(r.other(s), wire.ChatMsg{Type: wire.TypeChat, Room: r.code, Text: text, At: h.opt.Now().UnixMilli()})
 	return nil
 }
 
-func (h *Hub) onReport(ctx context.Context, s *session, m *inbound) *protoError {
+func (h *Hub) onReport(ctx context.Context, s *session, m *wire.Inbound) *wire.Error {
 	r, e := h.roomOf(s, m)
 	if e != nil {
 		return e
 	}
-	reason := truncate(SanitizeChat(m.Reason), maxReasonChars)
+	reason := truncate(wire.SanitizeChat(m.Reason), maxReasonChars)
 	other := r.other(s)
 	h.reports = append(h.reports, reportJob{
 		rep: moderation.Report{

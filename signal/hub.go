@@ -29,6 +29,7 @@ import (
 	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/wire"
 )
 
 // Queue is what the hub needs of the matcher.
@@ -48,18 +49,18 @@ type Moderator interface {
 // ICEProvider hands out the ICE servers for one stranger of one room; the
 // TURN role mints short-lived credentials here.
 type ICEProvider interface {
-	ICEServers(room, session string) []ICEServer
+	ICEServers(room, session string) []wire.ICEServer
 }
 
 // StaticICE serves the same URLs to everyone (STUN, no credentials).
 type StaticICE []string
 
 // ICEServers implements ICEProvider.
-func (s StaticICE) ICEServers(_, _ string) []ICEServer {
+func (s StaticICE) ICEServers(_, _ string) []wire.ICEServer {
 	if len(s) == 0 {
-		return []ICEServer{}
+		return []wire.ICEServer{}
 	}
-	return []ICEServer{{URLs: append([]string(nil), s...)}}
+	return []wire.ICEServer{{URLs: append([]string(nil), s...)}}
 }
 
 // Timer is the part of *time.Timer the hub uses.
@@ -236,7 +237,7 @@ func (r *room) other(s *session) *session { return r.side[1-r.index(s)] }
 
 func (r *room) mediaPath() string {
 	if r.media == "" {
-		return mediaP2P
+		return wire.MediaP2P
 	}
 	return r.media
 }
@@ -397,7 +398,7 @@ func (h *Hub) unlock() {
 // ---- sending (h.mu held) ----
 
 func (h *Hub) send(s *session, v any) {
-	frame := encode(v)
+	frame := wire.Encode(v)
 	if s.remote != "" {
 		code := ""
 		if s.room != nil {
@@ -415,21 +416,21 @@ func (h *Hub) send(s *session, v any) {
 	}
 }
 
-func (h *Hub) sendErr(s *session, e *protoError, ref string) {
-	h.m.errors.WithLabelValues(e.code).Inc()
-	h.send(s, errorMsg{Type: "error", Code: e.code, Message: e.msg, Ref: ref})
+func (h *Hub) sendErr(s *session, e *wire.Error, ref string) {
+	h.m.errors.WithLabelValues(e.Code).Inc()
+	h.send(s, wire.ErrorMsg{Type: wire.TypeError, Code: e.Code, Message: e.Msg, Ref: ref})
 }
 
 func (h *Hub) welcome(s *session, resumed bool) {
-	h.send(s, welcomeMsg{
-		Type: "welcome", Protocol: ProtocolVersion, Session: s.id, Token: s.token,
-		Features: features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck},
+	h.send(s, wire.WelcomeMsg{
+		Type: wire.TypeWelcome, Protocol: wire.ProtocolVersion, Session: s.id, Token: s.token,
+		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck},
 		Online:   h.online, Resumed: resumed,
 	})
 }
 
-func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
-	ice, policy := []ICEServer{}, ""
+func (h *Hub) matchedFor(r *room, s *session) wire.MatchedMsg {
+	ice, policy := []wire.ICEServer{}, ""
 	if r.mode == matcher.ModeVideo {
 		ice, policy = h.opt.ICE.ICEServers(r.code, s.id), "all"
 		if h.opt.RelayOnly {
@@ -440,8 +441,8 @@ func (h *Hub) matchedFor(r *room, s *session) matchedMsg {
 	if r.index(s) == 1 {
 		role = "answerer"
 	}
-	return matchedMsg{
-		Type: "matched", Room: r.code, Role: role, Mode: r.mode,
+	return wire.MatchedMsg{
+		Type: wire.TypeMatched, Room: r.code, Role: role, Mode: r.mode,
 		CommonInterests: r.common, ICEServers: ice, Media: r.mediaPath(),
 		P2PTimeoutMS:       h.opt.Signal.P2PTimeout.Milliseconds(),
 		ICETransportPolicy: policy,
@@ -473,7 +474,7 @@ func (h *Hub) endRoom(s *session, reason string) {
 	if other.remote != "" {
 		h.opt.Bus.Publish(other.remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: reason})
 	} else {
-		h.send(other, roomMsg{Type: "peer_left", Room: r.code, Reason: reason})
+		h.send(other, wire.RoomMsg{Type: wire.TypePeerLeft, Room: r.code, Reason: reason})
 		h.persist(other)
 	}
 	h.m.roomEnded(r.mode)
@@ -545,7 +546,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.closing = true
 	for _, s := range h.sessions {
 		if s.c != nil {
-			h.sendErr(s, perr(CodeUnavailable, "this node is shutting down; reconnect shortly"), "")
+			h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "this node is shutting down; reconnect shortly"), "")
 			s.c.close(websocket.CloseServiceRestart, "service restart")
 		}
 	}

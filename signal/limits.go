@@ -7,6 +7,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/wire"
 )
 
 // class groups message types that share a budget.
@@ -21,11 +22,11 @@ const (
 
 func classOf(msgType string) class {
 	switch msgType {
-	case "offer", "answer", "candidate":
+	case wire.TypeOffer, wire.TypeAnswer, wire.TypeCandidate:
 		return classSignal
-	case "chat":
+	case wire.TypeChat:
 		return classChat
-	case "queue", "next", "report":
+	case wire.TypeQueue, wire.TypeNext, wire.TypeReport:
 		return classQueue
 	}
 	return classOther

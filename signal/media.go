@@ -1,6 +1,10 @@
 package signal
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/duetchat/duet/wire"
+)
 
 // MediaServer is the node's SFU as the hub sees it.
 type MediaServer interface {
@@ -15,7 +19,7 @@ type MediaRoom interface {
 	// from the SFU's own goroutines.
 	Start(send func(side int, sig MediaSignal)) error
 	Answer(side int, sdp string) error
-	Candidate(side int, c *ICECandidate) error // nil: end of candidates
+	Candidate(side int, c *wire.ICECandidate) error // nil: end of candidates
 	Close()
 }
 
@@ -23,27 +27,15 @@ type MediaRoom interface {
 // or the end of its candidates.
 type MediaSignal struct {
 	SDP       string
-	Candidate *ICECandidate
+	Candidate *wire.ICECandidate
 	End       bool
 }
 
-type mediaMsg struct {
-	Type string `json:"type"`
-	Room string `json:"room"`
-	Mode string `json:"mode"`
-}
-
-// Media paths of a room.
-const (
-	mediaP2P = "p2p"
-	mediaSFU = "sfu"
-)
-
 // fallback moves r onto the SFU: both strangers hear `media` `sfu` (and
 // drop their P2P connection), then each gets the node's offer (h.mu held).
-func (h *Hub) fallback(r *room) *protoError {
+func (h *Hub) fallback(r *room) *wire.Error {
 	switch {
-	case r.media == mediaSFU:
+	case r.media == wire.MediaSFU:
 		return nil // a second fallback for the same room is ignored
 	case r.side[0].remote != "":
 		// A room spanning two nodes has its SFU on the offerer's node, so
@@ -51,9 +43,9 @@ func (h *Hub) fallback(r *room) *protoError {
 		h.opt.Bus.Publish(r.side[0].remote, Envelope{Type: envFallback, Room: r.code, From: r.side[1].id})
 		return nil
 	case h.opt.SFU == nil:
-		return perr(CodeUnavailable, "this node has no SFU; the room stays peer to peer")
+		return wire.Errorf(wire.CodeUnavailable, "this node has no SFU; the room stays peer to peer")
 	}
-	r.media = mediaSFU
+	r.media = wire.MediaSFU
 	if o := r.side[1]; o.remote != "" {
 		// First the state, then the frames: same destination, in order.
 		h.opt.Bus.Publish(o.remote, Envelope{Type: envSFU, Room: r.code, Node: h.opt.Bus.Node()})
@@ -61,7 +53,7 @@ func (h *Hub) fallback(r *room) *protoError {
 	for i, s := range r.side {
 		// P2P signals still held for a side are void now.
 		r.buf[i], r.bufBytes[i] = nil, 0
-		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
+		h.send(s, wire.MediaMsg{Type: wire.TypeMedia, Room: r.code, Mode: wire.MediaSFU})
 	}
 	h.log.Info("room moved to the SFU", "room", r.code)
 	h.spawn(func() { h.openSFU(r) })
@@ -77,13 +69,13 @@ func (h *Hub) openSFU(r *room) {
 		h.log.Error("opening the SFU room failed", "room", r.code, "err", err)
 		for _, s := range r.side {
 			if s.remote == "" && s.room == r {
-				h.sendErr(s, perr(CodeUnavailable, "the node could not move this room to its SFU"), "fallback")
+				h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "the node could not move this room to its SFU"), "fallback")
 			}
 		}
 		h.unlock()
 		return
 	}
-	if h.rooms[r.code] != r || r.media != mediaSFU {
+	if h.rooms[r.code] != r || r.media != wire.MediaSFU {
 		h.unlock()
 		mr.Close() // the room ended meanwhile
 		return
@@ -107,9 +99,9 @@ func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
 	}
 	var frame []byte
 	if sig.SDP != "" {
-		frame = encode(sdpMsg{Type: "offer", Room: code, SDP: sig.SDP, Leg: mediaSFU})
+		frame = wire.Encode(wire.SDPMsg{Type: wire.TypeOffer, Room: code, SDP: sig.SDP, Leg: wire.LegSFU})
 	} else {
-		frame = encode(candidateMsg{Type: "candidate", Room: code, Candidate: sig.Candidate, Leg: mediaSFU})
+		frame = wire.Encode(wire.CandidateMsg{Type: wire.TypeCandidate, Room: code, Candidate: sig.Candidate, Leg: wire.LegSFU})
 	}
 	s := r.side[side]
 	if s.remote != "" {
@@ -134,38 +126,38 @@ type mediaJob struct {
 	side int
 	kind string
 	sdp  string
-	cand *ICECandidate
+	cand *wire.ICECandidate
 }
 
 // apply hands the job's answer or candidate to the SFU room.
 func (j mediaJob) apply() error {
-	if j.kind == "answer" {
+	if j.kind == wire.TypeAnswer {
 		return j.r.Answer(j.side, j.sdp)
 	}
 	return j.r.Candidate(j.side, j.cand)
 }
 
 // onSFUSignal takes a client's `leg: "sfu"` answer or candidate (h.mu held).
-func (h *Hub) onSFUSignal(s *session, r *room, m *inbound, cand *ICECandidate) *protoError {
-	if m.Type == "offer" {
-		return perr(CodeBadRequest, "the node makes every SFU offer; answer it instead")
+func (h *Hub) onSFUSignal(s *session, r *room, m *wire.Inbound, cand *wire.ICECandidate) *wire.Error {
+	if m.Type == wire.TypeOffer {
+		return wire.Errorf(wire.CodeBadRequest, "the node makes every SFU offer; answer it instead")
 	}
 	if r.sfu == nil && r.sfuNode != "" {
 		// The room's SFU is on the other node: the signal goes there.
 		var frame []byte
-		if m.Type == "answer" {
-			frame = encode(map[string]string{"sdp": *m.SDP})
+		if m.Type == wire.TypeAnswer {
+			frame = wire.Encode(map[string]string{"sdp": *m.SDP})
 		} else {
-			frame = encode(cand)
+			frame = wire.Encode(cand)
 		}
 		h.opt.Bus.Publish(r.sfuNode, Envelope{Type: envSFUSig, Room: r.code, From: s.id, Ref: m.Type, Frame: frame})
 		return nil
 	}
 	if r.sfu == nil {
-		return perr(CodeWrongState, "%s: this room is not on the SFU", m.Type)
+		return wire.Errorf(wire.CodeWrongState, "%s: this room is not on the SFU", m.Type)
 	}
 	job := mediaJob{s: s, r: r.sfu, side: r.index(s), kind: m.Type, cand: cand}
-	if m.Type == "answer" {
+	if m.Type == wire.TypeAnswer {
 		job.sdp = *m.SDP
 	}
 	h.media = append(h.media, job)
@@ -179,7 +171,7 @@ func (h *Hub) runMedia(jobs []mediaJob) {
 		if err := j.apply(); err != nil {
 			h.mu.Lock()
 			if j.s.c != nil {
-				h.sendErr(j.s, perr(CodeBadRequest, "the SFU refused this %s: %v", j.kind, err), j.kind)
+				h.sendErr(j.s, wire.Errorf(wire.CodeBadRequest, "the SFU refused this %s: %v", j.kind, err), j.kind)
 			}
 			h.unlock()
 		}
@@ -200,7 +192,7 @@ func (h *Hub) startSFUAtMatch(r *room) {
 	if !h.opt.SFUAlways || h.opt.SFU == nil || r.mode != "video" {
 		return
 	}
-	r.media = mediaSFU
+	r.media = wire.MediaSFU
 	h.spawn(func() { h.openSFU(r) })
 }
 
@@ -208,14 +200,14 @@ func (h *Hub) startSFUAtMatch(r *room) {
 // on a new socket (its browser built a new connection, with new DTLS
 // keys): both sides hear `media` `sfu` again and get new offers (h.mu held).
 func (h *Hub) restartSFU(r *room) {
-	if r.media != mediaSFU || r.side[0].remote != "" || r.side[1].remote != "" {
+	if r.media != wire.MediaSFU || r.side[0].remote != "" || r.side[1].remote != "" {
 		return
 	}
 	old := r.sfu
 	r.sfu = nil
 	for i, s := range r.side {
 		r.buf[i], r.bufBytes[i] = nil, 0
-		h.send(s, mediaMsg{Type: "media", Room: r.code, Mode: mediaSFU})
+		h.send(s, wire.MediaMsg{Type: wire.TypeMedia, Room: r.code, Mode: wire.MediaSFU})
 	}
 	h.spawn(func() {
 		if old != nil {
@@ -239,7 +231,7 @@ func (h *Hub) onRemoteSFUSignal(env Envelope) {
 	}
 	job := mediaJob{r: r.sfu, side: r.index(p), kind: env.Ref}
 	switch env.Ref {
-	case "answer":
+	case wire.TypeAnswer:
 		var a struct {
 			SDP string `json:"sdp"`
 		}
@@ -247,9 +239,9 @@ func (h *Hub) onRemoteSFUSignal(env Envelope) {
 			return
 		}
 		job.sdp = a.SDP
-	case "candidate":
+	case wire.TypeCandidate:
 		if string(env.Frame) != "null" {
-			var c ICECandidate
+			var c wire.ICECandidate
 			if json.Unmarshal(env.Frame, &c) != nil {
 				return
 			}

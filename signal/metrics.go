@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // metrics are the hub's Prometheus series. Room codes and session ids are
@@ -55,14 +57,14 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 			Name: "duet_stale_matches_total", Help: "Matches dropped because a side had left; the other side was re-queued.",
 		}),
 	}
-	m.byType = make(map[string]prometheus.Counter, len(knownTypes)+1)
-	for t := range knownTypes {
+	types := wire.ClientTypes()
+	m.byType = make(map[string]prometheus.Counter, len(types)+1)
+	for _, t := range types {
 		m.byType[t] = m.messages.WithLabelValues(t)
 	}
 	m.byType["unknown"] = m.messages.WithLabelValues("unknown")
 	// Zero series up front, so dashboards and alerts see every code.
-	for _, code := range []string{CodeBadJSON, CodeBadRequest, CodeUnknownType, CodeTooLarge,
-		CodeRateLimited, CodeWrongState, CodeNotInRoom, CodeBanned, CodeUnavailable, CodeInternal} {
+	for _, code := range wire.Codes() {
 		m.errors.WithLabelValues(code)
 	}
 	if reg == nil {

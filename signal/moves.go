@@ -6,6 +6,8 @@ package signal
 import (
 	"context"
 	"time"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // saved is what a session's last record said; persist writes on change.
@@ -59,7 +61,7 @@ func (h *Hub) onMoved(env Envelope) {
 	r := h.rooms[env.Room]
 	if r == nil {
 		// The room ended while its side was moving: say so, once.
-		h.opt.Bus.Publish(env.Node, Envelope{Type: envGone, Room: env.Room, Text: ReasonDisconnected})
+		h.opt.Bus.Publish(env.Node, Envelope{Type: envGone, Room: env.Room, Text: wire.ReasonDisconnected})
 		return
 	}
 	p := r.sideByID(env.From)
@@ -77,7 +79,7 @@ func (h *Hub) onMoved(env Envelope) {
 	p.remote, p.nodeDown = env.Node, false
 	o := r.other(p)
 	if o.remote == "" {
-		h.send(o, roomMsg{Type: "peer_resumed", Room: r.code})
+		h.send(o, wire.RoomMsg{Type: wire.TypePeerResumed, Room: r.code})
 		h.persist(o)
 	}
 }
@@ -149,7 +151,7 @@ func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*sessi
 		h.leave(s.id, "dropping the old ticket")
 		h.join(ctx, s)
 	default:
-		h.send(s, modeMsg{Type: "idle"})
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 	}
 	// After moved: when the old node also holds the stranger, it must turn
 	// its side into a proxy before it forgets this one.
@@ -166,7 +168,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 		// The stranger is here: replace our proxy for s with s itself.
 		p := r.sideByID(s.id)
 		if p == nil || p.remote == "" {
-			h.send(s, modeMsg{Type: "idle"})
+			h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 			return
 		}
 		if p.grace != nil {
@@ -176,14 +178,14 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 		s.state, s.room = stateRoom, r
 		r.ready[r.index(s)], r.buf[r.index(s)], r.bufBytes[r.index(s)] = false, nil, 0
 		h.send(s, h.matchedFor(r, s))
-		h.send(r.other(s), roomMsg{Type: "peer_resumed", Room: r.code})
+		h.send(r.other(s), wire.RoomMsg{Type: wire.TypePeerResumed, Room: r.code})
 		h.persist(r.other(s))
 		return
 	}
 	if rr.PeerNode == h.opt.Bus.Node() || rr.Index < 0 || rr.Index > 1 {
 		// The stranger was here and the room is gone.
-		h.send(s, roomMsg{Type: "peer_left", Room: rr.Code, Reason: ReasonDisconnected})
-		h.send(s, modeMsg{Type: "idle"})
+		h.send(s, wire.RoomMsg{Type: wire.TypePeerLeft, Room: rr.Code, Reason: wire.ReasonDisconnected})
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 		return
 	}
 	r := &room{code: rr.Code, mode: rr.Mode, common: append([]string{}, rr.Common...), started: rr.Started}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/duetchat/duet/matcher"
+	"github.com/duetchat/duet/wire"
 )
 
 // StoreReset re-adds the tickets of every session waiting here: the store
@@ -164,7 +165,7 @@ func (h *Hub) joined(s *session, t matcher.Ticket, err error) {
 	if err != nil && !errors.Is(err, matcher.ErrAlreadyWaiting) {
 		h.log.Error("queue join failed", "session", s.id, "err", err)
 		s.state = stateIdle
-		h.sendErr(s, perr(CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
+		h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "matching is unavailable right now; try again shortly"), "queue")
 		return
 	}
 	h.confirmQueued(s)
@@ -176,7 +177,7 @@ func (h *Hub) confirmQueued(s *session) {
 		return
 	}
 	s.queuedFor = s.joinedAt
-	h.send(s, modeMsg{Type: "queued", Mode: s.prefs.mode})
+	h.send(s, wire.ModeMsg{Type: wire.TypeQueued, Mode: s.prefs.mode})
 }
 
 // runJoins makes the store calls handleFrame deferred, without the lock,

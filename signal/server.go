@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // ServeHTTP upgrades GET /ws to a WebSocket session (or resumes one with
@@ -35,7 +37,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
-		_, _ = w.Write(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: why}))
+		_, _ = w.Write(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeRateLimited, Message: why}))
 		return
 	}
 	up := websocket.Upgrader{
@@ -83,7 +85,7 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	s, err := h.attach(c, ip, resume)
 	if errors.Is(err, errTooManySessions) {
 		h.m.refused.WithLabelValues("ip_sessions").Inc()
-		c.send(encode(errorMsg{Type: "error", Code: CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))
+		c.send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))
 		c.close(websocket.CloseTryAgainLater, "too many sessions")
 		return
 	}
@@ -98,7 +100,7 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	if h.Closing() {
 		// Shutdown began while this socket was being attached, too early
 		// to find its session: it goes the way Shutdown sends the others.
-		c.send(encode(errorMsg{Type: "error", Code: CodeUnavailable, Message: "this node is shutting down; reconnect shortly"}))
+		c.send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeUnavailable, Message: "this node is shutting down; reconnect shortly"}))
 		c.close(websocket.CloseServiceRestart, "service restart")
 	}
 	clientClosed := h.readLoop(s, c)

@@ -6,6 +6,8 @@ package signal
 import (
 	"context"
 	"errors"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // attach registers a new socket: a resumed session when token names one,
@@ -40,7 +42,7 @@ func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
 	}
 	h.welcome(s, false)
 	if token != "" {
-		h.sendErr(s, perr(CodeBadRequest, "resume token unknown or expired; this is a new session"), "resume")
+		h.sendErr(s, wire.Errorf(wire.CodeBadRequest, "resume token unknown or expired; this is a new session"), "resume")
 	}
 	h.persist(s)
 	h.log.Debug("session started", "session", id, "ip", s.ipHash)
@@ -103,7 +105,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 		r.ready[i], r.buf[i], r.bufBytes[i] = false, nil, 0
 		h.send(s, h.matchedFor(r, s))
 		h.flushFrames(s, pending)
-		h.send(r.other(s), roomMsg{Type: "peer_resumed", Room: r.code})
+		h.send(r.other(s), wire.RoomMsg{Type: wire.TypePeerResumed, Room: r.code})
 		h.restartSFU(r)
 	case s.requeue:
 		s.requeue = false
@@ -111,7 +113,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 		h.join(ctx, s)
 	default:
 		h.flushFrames(s, pending)
-		h.send(s, modeMsg{Type: "idle"})
+		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 	}
 	h.m.resumes.Inc()
 	h.persist(s)
@@ -138,7 +140,7 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	h.online--
 	if clientClosed || h.closing && !h.opt.Bus.Shared() {
 		// Nowhere to resume once a lone node is gone.
-		h.endSession(ctx, s, ReasonDisconnected)
+		h.endSession(ctx, s, wire.ReasonDisconnected)
 		return
 	}
 	if s.state == stateWaiting {
@@ -149,7 +151,7 @@ func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
 	if r := s.room; r != nil {
 		i := r.index(s)
 		r.ready[i], r.buf[i], r.bufBytes[i] = false, nil, 0
-		h.send(r.other(s), roomMsg{Type: "peer_reconnecting", Room: r.code})
+		h.send(r.other(s), wire.RoomMsg{Type: wire.TypePeerReconnecting, Room: r.code})
 	}
 	s.dropGen++
 	gen := s.dropGen
@@ -164,7 +166,7 @@ func (h *Hub) expire(s *session, gen int) {
 	if s.c != nil || s.dropGen != gen || h.sessions[s.id] != s {
 		return
 	}
-	h.endSession(context.Background(), s, ReasonDisconnected)
+	h.endSession(context.Background(), s, wire.ReasonDisconnected)
 }
 
 // endSession forgets s for good (h.mu held).

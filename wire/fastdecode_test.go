@@ -1,4 +1,4 @@
-package signal
+package wire
 
 import (
 	"encoding/json"
@@ -8,8 +8,8 @@ import (
 )
 
 // slowDecode is what encoding/json makes of a frame.
-func slowDecode(frame []byte) (*inbound, error) {
-	var m inbound
+func slowDecode(frame []byte) (*Inbound, error) {
+	var m Inbound
 	err := json.Unmarshal(frame, &m)
 	return &m, err
 }
@@ -81,7 +81,7 @@ func TestFastDecode(t *testing.T) {
 }
 
 // sameCandidateAsSlow fails t when fastCandidate took raw and answered
-// other than parseCandidate's encoding/json path.
+// other than ParseCandidate's encoding/json path.
 func sameCandidateAsSlow(t *testing.T, raw []byte) (taken bool) {
 	t.Helper()
 	fast, ok := fastCandidate(raw)

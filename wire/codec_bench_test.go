@@ -1,4 +1,4 @@
-package signal
+package wire
 
 import (
 	"strings"
@@ -18,12 +18,12 @@ func BenchmarkDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(f)))
 			for b.Loop() {
-				if _, err := decode(f); err != nil {
+				if _, err := Decode(f); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
-		// The same frame through encoding/json alone: what decode cost
+		// The same frame through encoding/json alone: what Decode cost
 		// before its fast path.
 		b.Run(name+"/encoding-json", func(b *testing.B) {
 			b.ReportAllocs()
@@ -39,16 +39,16 @@ func BenchmarkDecode(b *testing.B) {
 
 func BenchmarkEncode(b *testing.B) {
 	msgs := map[string]any{
-		"chat": chatMsg{Type: "chat", Room: "Br7eBJ6mPFz0kpEWRecmqg", Text: "hello there, where are you from?", At: 1764500000000},
-		"matched": matchedMsg{Type: "matched", Room: "Br7eBJ6mPFz0kpEWRecmqg", Role: "offerer", Mode: "video",
+		"chat": ChatMsg{Type: "chat", Room: "Br7eBJ6mPFz0kpEWRecmqg", Text: "hello there, where are you from?", At: 1764500000000},
+		"matched": MatchedMsg{Type: "matched", Room: "Br7eBJ6mPFz0kpEWRecmqg", Role: "offerer", Mode: "video",
 			CommonInterests: []string{"music"}, ICEServers: []ICEServer{{URLs: []string{"stun:192.0.2.1:3478", "turn:192.0.2.1:3478?transport=udp"}, Username: "1764503600:room:session", Credential: "c2VjcmV0"}}},
-		"offer": sdpMsg{Type: "offer", Room: "Br7eBJ6mPFz0kpEWRecmqg", SDP: "v=0\r\n" + strings.Repeat("a=a-typical-sdp-attribute-line-of-a-browser-offer\r\n", 60)},
+		"offer": SDPMsg{Type: "offer", Room: "Br7eBJ6mPFz0kpEWRecmqg", SDP: "v=0\r\n" + strings.Repeat("a=a-typical-sdp-attribute-line-of-a-browser-offer\r\n", 60)},
 	}
 	for name, m := range msgs {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				_ = encode(m)
+				_ = Encode(m)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package signal
+package wire
 
 import (
 	"strings"
@@ -27,19 +27,19 @@ func FuzzDecode(f *testing.F) {
 		if utf8.Valid(frame) {
 			sameAsSlow(t, frame)
 		}
-		m, e := decode(frame)
+		m, e := Decode(frame)
 		if e != nil {
-			if !codes[e.code] || e.msg == "" {
-				t.Fatalf("decode(%q) error %q/%q", frame, e.code, e.msg)
+			if !codes[e.Code] || e.Msg == "" {
+				t.Fatalf("Decode(%q) error %q/%q", frame, e.Code, e.Msg)
 			}
 			return
 		}
 		if m == nil || m.Type == "" {
-			t.Fatalf("decode(%q) accepted a message without type", frame)
+			t.Fatalf("Decode(%q) accepted a message without type", frame)
 		}
 		if m.Candidate != nil {
 			sameCandidateAsSlow(t, m.Candidate)
-			_, _ = parseCandidate(m.Candidate)
+			_, _ = ParseCandidate(m.Candidate)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package signal
+package wire
 
 import "encoding/json"
 
@@ -14,13 +14,13 @@ import "encoding/json"
 // with encoding/json, which also words the errors: this is only a fast
 // path, and where it answers it answers exactly what encoding/json would
 // (FuzzDecode checks that on every input it takes).
-func fastDecode(frame []byte) (*inbound, bool) {
+func fastDecode(frame []byte) (*Inbound, bool) {
 	p := parser{b: frame}
 	p.space()
 	if !p.byte('{') {
 		return nil, false
 	}
-	m := &inbound{}
+	m := &Inbound{}
 	if _, ok := p.object(func(key []byte) (uint16, bool) { return p.field(m, key) }); !ok {
 		return nil, false
 	}
@@ -80,7 +80,7 @@ func (p *parser) key() ([]byte, bool) {
 }
 
 // field reads the value of key into m; the bit marks the field as seen.
-func (p *parser) field(m *inbound, key []byte) (uint16, bool) {
+func (p *parser) field(m *Inbound, key []byte) (uint16, bool) {
 	var ok bool
 	switch string(key) { // no allocation: the compiler compares in place
 	case "type":
@@ -124,7 +124,7 @@ func (p *parser) field(m *inbound, key []byte) (uint16, bool) {
 }
 
 // str reads a string with at most the short escapes (\" \\ \/ \b \f \n
-// \r \t); the frame is valid UTF-8 (decode checked), so its bytes copy
+// \r \t); the frame is valid UTF-8 (Decode checked), so its bytes copy
 // as they are.
 func (p *parser) str() (string, bool) {
 	if !p.byte('"') {
@@ -358,7 +358,7 @@ func (p *parser) digits() bool {
 
 // fastCandidate parses the RTCIceCandidateInit browsers send - its four
 // keys spelled exactly, each once, sdpMLineIndex a plain integer - in one
-// pass; false leaves the candidate to parseCandidate's encoding/json path
+// pass; false leaves the candidate to ParseCandidate's encoding/json path
 // (FuzzDecode checks both agree wherever this one answers).
 func fastCandidate(raw []byte) (*ICECandidate, bool) {
 	p := parser{b: raw}
