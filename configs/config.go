@@ -18,6 +18,7 @@ type Config struct {
 	SFU        SFU        `yaml:"sfu"`
 	Limits     Limits     `yaml:"limits"`
 	Moderation Moderation `yaml:"moderation"`
+	Site       Site       `yaml:"site"`
 	Bots       Bots       `yaml:"bots"`
 	Admin      Admin      `yaml:"admin"`
 	Metrics    Metrics    `yaml:"metrics"`
@@ -123,6 +124,17 @@ type Signal struct {
 	// FaceCheck asks browsers to look for a face in their own camera
 	// before a video queue; only the yes/no reaches the node.
 	FaceCheck bool `yaml:"face_check"`
+	// ChatLinks is what happens to a chat holding a link before the
+	// strangers have talked for a while (ChatLinksAfter and
+	// ChatLinksAfterMessages): allow (relayed as is), plain (relayed
+	// flagged, and the page shows it as text nobody can click) or hold
+	// (not relayed; the sender gets error link_held).
+	ChatLinks string `yaml:"chat_links"`
+	// ChatLinksAfter is how long a room must be open, and
+	// ChatLinksAfterMessages how many chats each stranger must have sent,
+	// before links go through as they are; 0 drops that condition.
+	ChatLinksAfter         time.Duration `yaml:"chat_links_after"`
+	ChatLinksAfterMessages int           `yaml:"chat_links_after_messages"`
 }
 
 type TURN struct {
@@ -216,6 +228,16 @@ type Limits struct {
 	// every per-address limit, quota and ban keys an IPv6 address by
 	// its /IPv6Prefix (a subscriber is routinely handed a whole /64).
 	IPv6Prefix int `yaml:"ipv6_prefix"`
+}
+
+// Site is what the page shows a newcomer before the first Start.
+type Site struct {
+	// Rules is the house rules text (plain text, shown as is); with
+	// MinAge, the page asks the user to accept them once, before the
+	// first Start, and remembers it in the browser.
+	Rules string `yaml:"rules"`
+	// MinAge is the minimum age to use the service; 0 = not asked.
+	MinAge int `yaml:"min_age"`
 }
 
 type Moderation struct {

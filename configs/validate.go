@@ -114,6 +114,19 @@ func (c *Config) Validate() error {
 	positive("signal.resume_grace", c.Signal.ResumeGrace)
 	positive("signal.ping_interval", c.Signal.PingInterval)
 	positive("signal.p2p_timeout", c.Signal.P2PTimeout)
+	oneOf("signal.chat_links", c.Signal.ChatLinks, "allow", "plain", "hold")
+	if c.Signal.ChatLinksAfter < 0 {
+		bad("signal.chat_links_after", "must be 0 (no wait) or a positive duration")
+	}
+	if c.Signal.ChatLinksAfterMessages < 0 {
+		bad("signal.chat_links_after_messages", "must be 0 or more")
+	}
+	if c.Site.MinAge < 0 || c.Site.MinAge > 99 {
+		bad("site.min_age", "must be 0 (not asked) to 99, got %d", c.Site.MinAge)
+	}
+	if n := len([]rune(c.Site.Rules)); n > 4000 {
+		bad("site.rules", "%d characters; at most 4000 (it is shown to every newcomer)", n)
+	}
 
 	oneOf("turn.mode", c.TURN.Mode, "auto", "always")
 	hostPort("turn.listen_udp", c.TURN.ListenUDP, false)
