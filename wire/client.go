@@ -111,6 +111,10 @@ type DialOptions struct {
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HandshakeTimeout bounds the handshake; zero means 10 s.
 	HandshakeTimeout time.Duration
+	// BufferSize sizes the socket's read and write buffers; zero means
+	// gorilla/websocket's default. Small buffers let one process hold
+	// tens of thousands of idle sockets.
+	BufferSize int
 }
 
 // DialError is a handshake the node refused or that failed; Response is
@@ -152,6 +156,8 @@ func Dial(ctx context.Context, url string, opt DialOptions) (*Client, error) {
 		HandshakeTimeout: opt.HandshakeTimeout,
 		NetDialContext:   opt.NetDialContext,
 		Proxy:            http.ProxyFromEnvironment,
+		ReadBufferSize:   opt.BufferSize,
+		WriteBufferSize:  opt.BufferSize,
 	}
 	if d.HandshakeTimeout == 0 {
 		d.HandshakeTimeout = 10 * time.Second

@@ -12,8 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // Mode idle: hold N sessions that only answer pings, as open tabs whose
@@ -80,7 +81,7 @@ func runIdle(ctx context.Context, cfg idleConfig, progress io.Writer) (IdleResul
 	res.NodeRSSBefore = rss(cfg.PID)
 
 	lim := rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/10)))
-	conns := make([]*websocket.Conn, cfg.Sessions)
+	conns := make([]*wire.Client, cfg.Sessions)
 	var dropped atomic.Int64
 	var holding atomic.Bool
 	var wg sync.WaitGroup
@@ -91,21 +92,16 @@ func runIdle(ctx context.Context, cfg idleConfig, progress io.Writer) (IdleResul
 		if lim.Wait(ctx) != nil {
 			break
 		}
-		d := websocket.Dialer{
-			HandshakeTimeout: 10 * time.Second,
-			NetDialContext:   (&net.Dialer{LocalAddr: sourceAddr(i, cfg.Addrs)}).DialContext,
-			ReadBufferSize:   1024, WriteBufferSize: 1024,
-		}
-		ws, _, err := d.DialContext(ctx, cfg.URL, nil)
+		c, err := wire.Dial(ctx, cfg.URL, wire.DialOptions{
+			NetDialContext: (&net.Dialer{LocalAddr: sourceAddr(i, cfg.Addrs)}).DialContext,
+			BufferSize:     1024,
+		})
 		if err == nil {
-			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-			var m struct{ Type string }
-			if err = ws.ReadJSON(&m); err == nil && m.Type != "welcome" {
-				err = fmt.Errorf("first frame %q, want welcome", m.Type)
-			}
-			_ = ws.SetReadDeadline(time.Time{})
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = c.Expect(wctx, wire.TypeWelcome)
+			cancel()
 			if err != nil {
-				ws.Close()
+				_ = c.Close()
 			}
 		}
 		if err != nil {
@@ -113,14 +109,14 @@ func runIdle(ctx context.Context, cfg idleConfig, progress io.Writer) (IdleResul
 			errOnce.Do(func() { res.FirstError = fmt.Sprintf("session %d: %v", i, err) })
 			continue
 		}
-		conns[i] = ws
+		conns[i] = c
 		res.Connected++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// Reading answers the node's pings; an idle tab sends nothing.
 			for {
-				if _, _, err := ws.ReadMessage(); err != nil {
+				if _, err := c.NextFrame(context.Background()); err != nil {
 					if holding.Load() {
 						dropped.Add(1)
 					}
@@ -152,9 +148,9 @@ func runIdle(ctx context.Context, cfg idleConfig, progress io.Writer) (IdleResul
 		res.Projected50k = float64(res.NodeRSSBefore) + 50000*res.BytesPerSession
 	}
 	holding.Store(false)
-	for _, ws := range conns {
-		if ws != nil {
-			ws.Close()
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close()
 		}
 	}
 	wg.Wait()

@@ -13,8 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // recorder collects what the users measure once the warm-up is over.
@@ -42,17 +43,16 @@ func runMatch(ctx context.Context, cfg matchConfig, progress io.Writer) (Result,
 		// Two queues per match; a small burst keeps the pacing smooth.
 		lim = rate.NewLimiter(rate.Limit(2*cfg.Rate), max(1, int(cfg.Rate/50)))
 	}
-	conns := make([]*websocket.Conn, cfg.Users)
-	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	conns := make([]*wire.Client, cfg.Users)
 	for i := range conns {
-		ws, _, err := dialer.DialContext(ctx, cfg.URLs[i%len(cfg.URLs)], nil)
+		c, err := wire.Dial(ctx, cfg.URLs[i%len(cfg.URLs)], wire.DialOptions{})
 		if err != nil {
 			for _, c := range conns[:i] {
-				c.Close()
+				_ = c.Close()
 			}
-			return Result{}, fmt.Errorf("user %d: dial %s: %w", i, cfg.URLs[i%len(cfg.URLs)], err)
+			return Result{}, fmt.Errorf("user %d: %w", i, err)
 		}
-		conns[i] = ws
+		conns[i] = c
 	}
 	fmt.Fprintf(progress, "%d users connected over %d node(s); warming up %v\n", cfg.Users, len(cfg.URLs), cfg.Warmup)
 
@@ -60,9 +60,9 @@ func runMatch(ctx context.Context, cfg matchConfig, progress io.Writer) (Result,
 	defer cancel()
 	var wg sync.WaitGroup
 	users := make([]*user, len(conns))
-	for i, ws := range conns {
-		queue, _ := json.Marshal(map[string]string{"type": "queue", "mode": cfg.Mode})
-		users[i] = &user{ws: ws, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim, signal: cfg.Signal && cfg.Mode == "video", queueFrame: queue}
+	queue, _ := json.Marshal(wire.Request{Type: wire.TypeQueue, Mode: cfg.Mode}) // a Request always encodes
+	for i, c := range conns {
+		users[i] = &user{c: c, node: i % len(cfg.URLs), mode: cfg.Mode, rec: rec, lim: lim, signal: cfg.Signal && cfg.Mode == wire.ModeVideo, queueFrame: queue}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -94,8 +94,8 @@ wait:
 
 	secs := time.Since(rec.start).Seconds()
 	cancel()
-	for _, ws := range conns {
-		_ = ws.Close() // unblocks the readers
+	for _, c := range conns {
+		_ = c.Close() // unblocks the readers
 	}
 	wg.Wait()
 	if os.Getenv("BENCH_DEBUG") != "" {
@@ -116,7 +116,7 @@ wait:
 // user is one simulated stranger: queue, match, one chat, leave, again.
 type user struct {
 	last string // the last message type read, for the stuck report
-	ws   *websocket.Conn
+	c    *wire.Client
 	node int
 	mode string
 	rec  *recorder
@@ -128,17 +128,9 @@ type user struct {
 
 var leaveFrame = []byte(`{"type":"leave"}`)
 
-type inMsg struct {
-	Type string `json:"type"`
-	Room string `json:"room"`
-	Role string `json:"role"`
-	Text string `json:"text"`
-	Code string `json:"code"`
-}
-
 // sendRaw writes a frame built by hand: the generator shares the machine
 // with the node it measures, so its own frames skip reflection.
-func (u *user) sendRaw(b []byte) error { return u.ws.WriteMessage(websocket.TextMessage, b) }
+func (u *user) sendRaw(b []byte) error { return u.c.SendRaw(b) }
 
 // fakeSDP is the size of a browser's audio+video offer; the node relays
 // SDP without reading it. sdpField is the frame's "sdp" member, encoded
@@ -178,7 +170,7 @@ func (u *user) sendSignals(room []byte, kind string) bool {
 	}
 	for i := range 2 {
 		c := fmt.Sprintf(`"candidate":{"candidate":"candidate:%d 1 udp 2122260223 192.0.2.%d 5%d000 typ host","sdpMid":"0","sdpMLineIndex":0}`, i, u.node+1, i)
-		if u.sendRaw(frame("candidate", room, c)) != nil {
+		if u.sendRaw(frame(wire.TypeCandidate, room, c)) != nil {
 			return false
 		}
 	}
@@ -188,32 +180,34 @@ func (u *user) sendSignals(room []byte, kind string) bool {
 // sendStamp sends the chat that carries its send time, for relay latency.
 func (u *user) sendStamp(room []byte) bool {
 	text := `"text":"bench ` + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + strconv.Itoa(u.node) + `"`
-	return u.sendRaw(frame("chat", room, text)) == nil
+	return u.sendRaw(frame(wire.TypeChat, room, text)) == nil
 }
 
-func (u *user) read() (inMsg, error) {
+func (u *user) read() (*wire.Message, error) {
 	u.last = "reading after " + u.last
-	var m inMsg
-	_, b, err := u.ws.ReadMessage()
+	b, err := u.c.NextFrame(context.Background()) // Close ends the wait
 	if err != nil {
-		return m, err
+		return nil, err
 	}
 	if t, room, ok := sdpHead(b); ok {
 		// An offer or answer: what the user needs is in front of ~3 KiB
 		// of SDP that encoding/json would scan twice.
-		m.Type, m.Room, u.last = t, room, t
-		return m, nil
+		u.last = t
+		return &wire.Message{Type: t, Room: room}, nil
 	}
-	err = json.Unmarshal(b, &m)
+	m, err := wire.ParseMessage(b)
+	if err != nil {
+		return nil, err
+	}
 	u.last = m.Type
-	return m, err
+	return m, nil
 }
 
 // sdpHead reads type and room from the front of a relayed offer or answer
 // as the node encodes it (type, then room, then sdp). Any other shape -
 // another field order, an escaped room - is left to encoding/json.
 func sdpHead(b []byte) (typ, room string, ok bool) {
-	for _, t := range []string{"offer", "answer"} {
+	for _, t := range []string{wire.TypeOffer, wire.TypeAnswer} {
 		head := `{"type":"` + t + `","room":"`
 		if len(b) < len(head) || string(b[:len(head)]) != head {
 			continue
@@ -256,39 +250,39 @@ func (u *user) oneMatch(ctx context.Context, queued time.Time) bool {
 			return false
 		}
 		switch m.Type {
-		case "queued":
-		case "matched":
+		case wire.TypeQueued:
+		case wire.TypeMatched:
 			if u.rec.measuring.Load() {
 				u.rec.notify.add(time.Since(queued))
-				if m.Role == "answerer" {
+				if m.Role == wire.RoleAnswerer {
 					u.rec.matches.Add(1)
 				}
 			}
 			room = m.Room
 			roomJSON, _ = json.Marshal(room)
 			if !u.signal {
-				if m.Role == "offerer" && !u.sendStamp(roomJSON) {
+				if m.Role == wire.RoleOfferer && !u.sendStamp(roomJSON) {
 					return false
 				}
 				break
 			}
 			// Signalling as a browser does it: ready, the offerer's offer
 			// and trickled candidates; the chat follows the answer.
-			if u.sendRaw(frame("ready", roomJSON)) != nil {
+			if u.sendRaw(frame(wire.TypeReady, roomJSON)) != nil {
 				return false
 			}
-			if m.Role == "offerer" && !u.sendSignals(roomJSON, "offer") {
+			if m.Role == wire.RoleOfferer && !u.sendSignals(roomJSON, wire.TypeOffer) {
 				return false
 			}
-		case "offer":
-			if m.Room == room && !u.sendSignals(roomJSON, "answer") {
+		case wire.TypeOffer:
+			if m.Room == room && !u.sendSignals(roomJSON, wire.TypeAnswer) {
 				return false
 			}
-		case "answer":
+		case wire.TypeAnswer:
 			if m.Room == room && !u.sendStamp(roomJSON) {
 				return false
 			}
-		case "chat":
+		case wire.TypeChat:
 			if f := strings.Fields(m.Text); len(f) == 3 && f[0] == "bench" {
 				sent, _ := strconv.ParseInt(f[1], 10, 64)
 				from, _ := strconv.Atoi(f[2])
@@ -304,11 +298,11 @@ func (u *user) oneMatch(ctx context.Context, queued time.Time) bool {
 			if u.sendRaw(leaveFrame) != nil {
 				return false
 			}
-		case "idle", "peer_left":
+		case wire.TypeIdle, wire.TypePeerLeft:
 			return true
-		case "error":
+		case wire.TypeError:
 			u.rec.err(m.Code)
-			if m.Code == "rate_limited" || m.Code == "unavailable" {
+			if m.Code == wire.CodeRateLimited || m.Code == wire.CodeUnavailable {
 				// Back off, then start over from idle (leave answers idle
 				// wherever we were, so no pair waits on a lost chat).
 				select {

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/duetchat/duet/wire"
 )
 
 // mediaConfig is the media mode: rooms of two strangers (litePeer: real
@@ -70,37 +70,35 @@ func (r MediaResult) table(w io.Writer) {
 
 // mediaSide is one stranger of a media room.
 type mediaSide struct {
-	ws   *websocket.Conn
+	c    *wire.Client
 	peer *litePeer
 	room string
-	msgs chan map[string]any
+	msgs chan *wire.Message
 }
 
 func dialSide(ctx context.Context, wsURL string) (*mediaSide, error) {
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
+	c, err := wire.Dial(ctx, wsURL, wire.DialOptions{})
 	if err != nil {
 		return nil, err
 	}
-	s := &mediaSide{ws: ws, peer: newLitePeer(), msgs: make(chan map[string]any, 256)}
+	s := &mediaSide{c: c, peer: newLitePeer(), msgs: make(chan *wire.Message, 256)}
 	go func() {
 		defer close(s.msgs)
 		for {
-			var m map[string]any
-			if ws.ReadJSON(&m) != nil {
+			m, err := c.Next(context.Background())
+			if err != nil {
 				return
 			}
 			s.msgs <- m
 		}
 	}()
-	return s, ws.WriteJSON(map[string]any{"type": "queue", "mode": "video"})
+	return s, c.Queue(wire.ModeVideo)
 }
-
-func str(m map[string]any, k string) string { v, _ := m[k].(string); return v }
 
 // connect follows the protocol until the SFU leg carries SRTP.
 func (s *mediaSide) connect(ctx context.Context) error {
 	for {
-		var m map[string]any
+		var m *wire.Message
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -112,29 +110,29 @@ func (s *mediaSide) connect(ctx context.Context) error {
 			}
 			m = mm
 		}
-		switch str(m, "type") {
-		case "matched":
-			if str(m, "media") != "sfu" {
+		switch m.Type {
+		case wire.TypeMatched:
+			if m.Media != wire.MediaSFU {
 				return errors.New("matched without media sfu: run the node with sfu.mode: always")
 			}
-			s.room = str(m, "room")
-			if err := s.ws.WriteJSON(map[string]any{"type": "ready", "room": s.room}); err != nil {
+			s.room = m.Room
+			if err := s.c.Ready(s.room); err != nil {
 				return err
 			}
-		case "offer":
-			ans, err := s.peer.answer(str(m, "sdp"))
+		case wire.TypeOffer:
+			ans, err := s.peer.answer(m.SDP)
 			if err != nil {
 				return err
 			}
-			if err := s.ws.WriteJSON(map[string]any{"type": "answer", "room": s.room, "sdp": ans, "leg": "sfu"}); err != nil {
+			if err := s.c.Answer(s.room, ans, wire.LegSFU); err != nil {
 				return err
 			}
-		case "candidate":
-			if c, ok := m["candidate"].(map[string]any); ok {
-				s.peer.candidate(str(c, "candidate"))
+		case wire.TypeCandidate:
+			if m.Candidate != nil {
+				s.peer.candidate(m.Candidate.Candidate)
 			}
-		case "error":
-			return fmt.Errorf("server: %s %s", str(m, "code"), str(m, "message"))
+		case wire.TypeError:
+			return fmt.Errorf("server: %s %s", m.Code, m.Message)
 		}
 	}
 }
@@ -144,7 +142,7 @@ func runMedia(ctx context.Context, cfg mediaConfig, progress io.Writer) (MediaRe
 	sides := make([]*mediaSide, 0, 2*cfg.Rooms)
 	defer func() {
 		for _, s := range sides {
-			_ = s.ws.Close()
+			_ = s.c.Close()
 			s.peer.close()
 		}
 	}()
