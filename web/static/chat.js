@@ -1,6 +1,7 @@
 // Text chat: sending, showing, and both typing indicators.
 
 import { el, addLine, setTyping } from './ui.js';
+import { plainParts } from './links.js';
 
 const TYPING_EVERY_MS = 2000; // re-send "typing on" at most this often
 const TYPING_IDLE_MS = 3000;  // quiet this long: "typing off"
@@ -67,10 +68,31 @@ export class Chat {
 
   received(msg) {
     setTyping(false);
-    addLine('stranger', String(msg.text ?? ''));
+    const text = String(msg.text ?? '');
+    const li = addLine('stranger', text);
+    if (msg.links === 'plain') showPlain(li, text);
   }
 
   strangerTyping(on) {
     setTyping(on === true);
   }
+}
+
+// showPlain rewrites a chat line whose links the node flagged (sent before
+// the strangers talked a while, signal.chat_links: plain): each link is
+// defanged ("example[.]com") in a span, text only, so neither the page
+// nor the OS nor a copy and paste turns it into something to click.
+function showPlain(li, text) {
+  const body = li.querySelector('.text');
+  if (!body) return;
+  const nodes = plainParts(text).map((p) => {
+    if (!p.link) return document.createTextNode(p.text);
+    const s = document.createElement('span');
+    s.className = 'link-plain';
+    s.title = 'Links are shown as text until you have talked a while';
+    s.textContent = p.text;
+    return s;
+  });
+  body.replaceChildren(...nodes);
+  li.classList.add('has-plain-links');
 }
