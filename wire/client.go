@@ -111,6 +111,8 @@ type DialOptions struct {
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HandshakeTimeout bounds the handshake; zero means 10 s.
 	HandshakeTimeout time.Duration
+	// WriteTimeout bounds each write; zero means none.
+	WriteTimeout time.Duration
 	// BufferSize sizes the socket's read and write buffers; zero means
 	// gorilla/websocket's default. Small buffers let one process hold
 	// tens of thousands of idle sockets.
@@ -145,8 +147,9 @@ func (e *DialError) StatusCode() int {
 // Client is one session's socket to a node, as a browser would hold it.
 // Sends may come from any goroutine; reads from one at a time.
 type Client struct {
-	ws  *websocket.Conn
-	wmu sync.Mutex
+	ws           *websocket.Conn
+	writeTimeout time.Duration
+	wmu          sync.Mutex
 }
 
 // Dial opens a socket to url (ws:// or wss://, …/ws with ?resume= when
@@ -173,7 +176,7 @@ func Dial(ctx context.Context, url string, opt DialOptions) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{URL: url, Response: resp, Err: err}
 	}
-	return &Client{ws: ws}, nil
+	return &Client{ws: ws, writeTimeout: opt.WriteTimeout}, nil
 }
 
 // Send encodes v (a Request, or any value that encodes as a client
@@ -200,6 +203,9 @@ func (c *Client) SendBinary(b []byte) error {
 func (c *Client) write(kind int, b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.writeTimeout > 0 {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	if err := c.ws.WriteMessage(kind, b); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
@@ -323,10 +329,16 @@ func (c *Client) CloseCode(ctx context.Context) (int, error) {
 // frame, then the connection.
 func (c *Client) CloseNormally() error {
 	c.wmu.Lock()
-	_ = c.ws.WriteControl(websocket.CloseMessage,
+	err := c.ws.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()
-	return c.ws.Close()
+	if cerr := c.ws.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
 }
 
 // Close cuts the connection without a close frame, as a dropped network

@@ -26,10 +26,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
+
+	"github.com/duetchat/duet/wire"
 )
 
 type result struct {
@@ -104,37 +105,15 @@ func httpGet(url, token string) int {
 	return 0
 }
 
-// peer holds one session's state; ws writes are serialised by wmu.
+// peer holds one session's state.
 type peer struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
+	sock    *wire.Client
 	cmu     sync.Mutex
 	c       *conn
 	room    string
 	pending []webrtc.ICECandidateInit // candidates before the remote description
 	remote  []string                  // the current leg's remote candidates, summarised
 	packets atomic.Int64
-}
-
-func (p *peer) send(v any) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	_ = p.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	return p.ws.WriteJSON(v)
-}
-
-type wire struct {
-	Type       string                   `json:"type"`
-	Room       string                   `json:"room"`
-	Role       string                   `json:"role"`
-	SDP        string                   `json:"sdp"`
-	Candidate  *webrtc.ICECandidateInit `json:"candidate"`
-	ICEServers []webrtc.ICEServer       `json:"ice_servers"`
-	Policy     string                   `json:"ice_transport_policy"`
-	Code       string                   `json:"code"`
-	Leg        string                   `json:"leg"`
-	Mode       string                   `json:"mode"`
-	Message    string                   `json:"message"`
 }
 
 type options struct {
@@ -191,16 +170,12 @@ func (p *peer) newConn(cfg webrtc.Configuration, leg string) (*conn, error) {
 		}
 	})
 	pc.OnICECandidate(func(ic *webrtc.ICECandidate) {
-		var init *webrtc.ICECandidateInit
+		var cand *wire.ICECandidate
 		if ic != nil {
 			j := ic.ToJSON()
-			init = &j
+			cand = &wire.ICECandidate{Candidate: j.Candidate, SDPMid: j.SDPMid, SDPMLineIndex: j.SDPMLineIndex, UsernameFragment: j.UsernameFragment}
 		}
-		msg := map[string]any{"type": "candidate", "room": p.room, "candidate": init}
-		if leg != "" {
-			msg["leg"] = leg
-		}
-		_ = p.send(msg)
+		_ = p.sock.Candidate(p.room, cand, leg)
 	})
 	var once, failOnce sync.Once
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
@@ -239,34 +214,34 @@ func (c *conn) addTrack() error {
 
 func run(ctx context.Context, url string, opt options) (res result) {
 	fail := func(err error) result { res.Error = err.Error(); return res }
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	sock, err := wire.Dial(ctx, url, wire.DialOptions{WriteTimeout: 5 * time.Second})
 	if err != nil {
-		return fail(fmt.Errorf("dial: %w", err))
+		return fail(err)
 	}
-	defer ws.Close()
-	p := &peer{ws: ws}
-	msgs := make(chan wire, 64)
+	defer sock.Close()
+	p := &peer{sock: sock}
+	msgs := make(chan *wire.Message, 64)
 	go func() {
 		defer close(msgs)
 		for {
-			var m wire
-			if err := ws.ReadJSON(&m); err != nil {
+			m, err := sock.Next(context.Background()) // Close ends the wait
+			if err != nil {
 				return
 			}
 			msgs <- m
 		}
 	}()
-	if err := p.send(map[string]any{"type": "queue", "mode": "video"}); err != nil {
+	if err := sock.Queue(wire.ModeVideo); err != nil {
 		return fail(err)
 	}
-	var matched wire
-	for matched.Type != "matched" {
+	matched := &wire.Message{}
+	for matched.Type != wire.TypeMatched {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
 				return fail(errors.New("socket closed before matched"))
 			}
-			if m.Type == "error" {
+			if m.Type == wire.TypeError {
 				return fail(fmt.Errorf("server error %s: %s", m.Code, m.Message))
 			}
 			matched = m
@@ -274,12 +249,13 @@ func run(ctx context.Context, url string, opt options) (res result) {
 			return fail(errors.New("never matched"))
 		}
 	}
-	p.room, res.Room, res.Path = matched.Room, matched.Room, "p2p"
+	p.room, res.Room, res.Path = matched.Room, matched.Room, wire.MediaP2P
 
-	servers := matched.ICEServers
+	servers := iceServers(matched.ICEServers)
 	if opt.stunOnly {
+		all := servers
 		servers = nil
-		for _, s := range matched.ICEServers {
+		for _, s := range all {
 			var urls []string
 			for _, u := range s.URLs {
 				if strings.HasPrefix(u, "stun:") {
@@ -295,7 +271,7 @@ func run(ctx context.Context, url string, opt options) (res result) {
 		servers = turnServers(servers, opt.turnTransport)
 	}
 	cfg := webrtc.Configuration{ICEServers: servers}
-	if matched.Policy == "relay" || opt.relayOnly {
+	if matched.ICETransportPolicy == "relay" || opt.relayOnly {
 		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
 	}
 	c, err := p.newConn(cfg, "")
@@ -304,10 +280,10 @@ func run(ctx context.Context, url string, opt options) (res result) {
 	}
 	p.c = c
 	defer func() { _ = p.c.pc.Close() }()
-	if err := p.send(map[string]any{"type": "ready", "room": p.room}); err != nil {
+	if err := sock.Ready(p.room); err != nil {
 		return fail(err)
 	}
-	if matched.Role == "offerer" {
+	if matched.Role == wire.RoleOfferer {
 		offer, err := c.pc.CreateOffer(nil)
 		if err != nil {
 			return fail(err)
@@ -315,7 +291,7 @@ func run(ctx context.Context, url string, opt options) (res result) {
 		if err := c.pc.SetLocalDescription(offer); err != nil {
 			return fail(err)
 		}
-		if err := p.send(map[string]any{"type": "offer", "room": p.room, "sdp": offer.SDP}); err != nil {
+		if err := sock.Offer(p.room, offer.SDP, ""); err != nil {
 			return fail(err)
 		}
 	}
@@ -367,7 +343,7 @@ func run(ctx context.Context, url string, opt options) (res result) {
 		askedFallback = true
 		p2pBudget = nil
 		fmt.Fprintln(os.Stderr, "testpeer: asking for the fallback:", reason)
-		return p.send(map[string]any{"type": "fallback", "room": p.room, "reason": reason})
+		return sock.Fallback(p.room, reason)
 	}
 	var holdDone <-chan time.Time
 	for {
@@ -384,17 +360,17 @@ func run(ctx context.Context, url string, opt options) (res result) {
 			if !ok {
 				return fail(errors.New("socket closed"))
 			}
-			if m.Type == "media" && m.Mode == "sfu" {
+			if m.Type == wire.TypeMedia && m.Mode == wire.MediaSFU {
 				// Close the P2P connection; the node's offer comes next.
 				fmt.Fprintln(os.Stderr, "testpeer: media sfu")
-				nc, err := p.newConn(webrtc.Configuration{}, "sfu")
+				nc, err := p.newConn(webrtc.Configuration{}, wire.LegSFU)
 				if err != nil {
 					return fail(err)
 				}
 				old := p.swap(nc)
 				// Closing may wait on TURN allocations that never came.
 				go func() { _ = old.pc.Close() }()
-				res.Path = "sfu"
+				res.Path = wire.MediaSFU
 				p.packets.Store(0) // count what comes through the SFU
 				continue
 			}
@@ -427,7 +403,7 @@ func run(ctx context.Context, url string, opt options) (res result) {
 		case <-deadline.C:
 			return fail(errors.New("ICE did not connect in time"))
 		case <-holdDone:
-			_ = p.send(map[string]any{"type": "leave"})
+			_ = sock.Leave()
 			return snapshot()
 		case <-ctx.Done():
 			return fail(ctx.Err())
@@ -459,16 +435,16 @@ func (p *peer) swap(c *conn) *conn {
 
 var errStrangerLeft = errors.New("stranger left")
 
-func (p *peer) handle(m wire) error {
+func (p *peer) handle(m *wire.Message) error {
 	if m.Room != "" && m.Room != p.room {
 		return nil
 	}
 	c := p.current()
-	if (m.Type == "offer" || m.Type == "answer" || m.Type == "candidate") && m.Leg != c.leg {
+	if (m.Type == wire.TypeOffer || m.Type == wire.TypeAnswer || m.Type == wire.TypeCandidate) && m.Leg != c.leg {
 		return nil // the other leg's late signals
 	}
 	switch m.Type {
-	case "offer":
+	case wire.TypeOffer:
 		for _, l := range strings.Split(m.SDP, "\n") {
 			if cand, ok := strings.CutPrefix(strings.TrimSpace(l), "a=candidate:"); ok {
 				p.noteRemote(cand)
@@ -493,29 +469,27 @@ func (p *peer) handle(m wire) error {
 		if err := c.pc.SetLocalDescription(answer); err != nil {
 			return err
 		}
-		msg := map[string]any{"type": "answer", "room": p.room, "sdp": answer.SDP}
-		if c.leg != "" {
-			msg["leg"] = c.leg
-		}
-		return p.send(msg)
-	case "answer":
+		return p.sock.Answer(p.room, answer.SDP, c.leg)
+	case wire.TypeAnswer:
 		if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
 			return fmt.Errorf("remote answer: %w", err)
 		}
 		return p.flush()
-	case "candidate":
+	case wire.TypeCandidate:
 		if m.Candidate == nil {
 			return nil // end of candidates
 		}
 		p.noteRemote(strings.TrimPrefix(m.Candidate.Candidate, "candidate:"))
+		init := webrtc.ICECandidateInit{Candidate: m.Candidate.Candidate, SDPMid: m.Candidate.SDPMid,
+			SDPMLineIndex: m.Candidate.SDPMLineIndex, UsernameFragment: m.Candidate.UsernameFragment}
 		if c.pc.RemoteDescription() == nil {
-			p.pending = append(p.pending, *m.Candidate)
+			p.pending = append(p.pending, init)
 			return nil
 		}
-		return c.pc.AddICECandidate(*m.Candidate)
-	case "peer_left":
+		return c.pc.AddICECandidate(init)
+	case wire.TypePeerLeft:
 		return errStrangerLeft
-	case "error":
+	case wire.TypeError:
 		return fmt.Errorf("server error %s: %s", m.Code, m.Message)
 	}
 	return nil
@@ -542,6 +516,19 @@ func (p *peer) noteRemote(line string) {
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
 	p.remote = append(p.remote, strings.ToLower(f[2])+" "+net.JoinHostPort(f[4], f[5])+" "+f[7])
+}
+
+// iceServers is matched.ice_servers as pion takes them.
+func iceServers(in []wire.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		is := webrtc.ICEServer{URLs: s.URLs, Username: s.Username}
+		if s.Credential != "" {
+			is.Credential = s.Credential // pion tells a missing one by nil
+		}
+		out = append(out, is)
+	}
+	return out
 }
 
 // turnServers keeps the TURN URLs of one transport ("udp" or "tcp") and
