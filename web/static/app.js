@@ -30,6 +30,8 @@ const app = {
   starting: false,    // waiting for the camera after Start video
   expectQueued: '',   // "next"/"report" sent, shown as waiting before `queued`
   faceCheck: false,   // the node asks for a face check before video (welcome.features)
+  shield: null,       // the nudity shield (shield.js), loaded only once it is on
+  shieldDefault: 'off', // the operator's moderation.shield (welcome.features)
 };
 
 const sig = new Signaling({ onWelcome, onMessage, onDrop, onRefused });
@@ -52,6 +54,7 @@ const send = (msg) => sig.send(msg);
 
 function leaveRoom() {
   if (app.call) app.call.close();
+  if (app.shield) app.shield.stop();
   app.call = null;
   app.fellBack = false;
   app.early = [];
@@ -104,7 +107,7 @@ function newCall(msg, leg) {
     p2pTimeoutMs: leg ? 0 : msg.p2p_timeout_ms,
     stream,
     send,
-    onRemoteStream: showRemote,
+    onRemoteStream: (s) => { showRemote(s); shieldWatch(); },
     onState: (st) => {
       console.debug('duet: connection', leg || 'p2p', st);
       if (app.state === 'room' && st === 'connected' && getStatus() !== STATUS.peerReconnecting) {
@@ -163,6 +166,8 @@ function switchToSfu(msg) {
 function onWelcome(msg, info) {
   setOnline(Number(msg.online));
   app.faceCheck = !!(msg.features && msg.features.face_check);
+  app.shieldDefault = SHIELD_MODES.includes(msg.features && msg.features.shield) ? msg.features.shield : 'off';
+  applyShield();
   if (msg.protocol !== 1) console.warn('duet: server speaks protocol', msg.protocol);
   clearTimeout(app.giveUp);
   app.giveUp = 0;
@@ -435,9 +440,9 @@ function stop() {
   setState('idle');
 }
 
-function report() {
+function report(reason) {
   if (app.state !== 'room') return;
-  send({ type: 'report', room: app.room, reason: 'inappropriate' });
+  send({ type: 'report', room: app.room, reason: typeof reason === 'string' ? reason : 'inappropriate' });
   leaveRoom();
   addLine('system', 'Thanks: the stranger was reported. Looking for someone new…');
   setCommon([]);
@@ -445,6 +450,64 @@ function report() {
   setState('waiting');
   app.expectQueued = 'report';
 }
+
+// ---- the nudity shield ----
+// Off, nothing of it loads. On, body[data-shield] blurs the stranger's
+// video by CSS at once and shield.js (with its worker and model) loads.
+
+const SHIELD_MODES = ['off', 'blur-until-safe', 'blur-on-detect'];
+const SHIELD_KEY = 'duet.shield'; // the user's own choice, in this browser
+
+function shieldOwn() {
+  let own = null;
+  try { own = localStorage.getItem(SHIELD_KEY); } catch { /* storage off */ }
+  return SHIELD_MODES.includes(own) ? own : '';
+}
+
+function shieldMode() {
+  return shieldOwn() || app.shieldDefault;
+}
+
+function applyShield() {
+  const mode = shieldMode();
+  document.body.dataset.shield = mode;
+  el.shieldMode.options[0].textContent = `default (${app.shieldDefault.replace(/-/g, ' ')})`;
+  el.shieldMode.value = shieldOwn();
+  if (app.shield) app.shield.setMode(mode);
+  if (mode !== 'off' && app.state === 'room' && app.mode === 'video') shieldWatch();
+}
+
+let shieldLoading = null;
+async function shieldWatch() {
+  const mode = shieldMode();
+  if (mode === 'off') return;
+  if (!app.shield) {
+    shieldLoading = shieldLoading || import('./shield.js').then((m) => {
+      app.shield = new m.Shield({
+        video: el.remoteVideo,
+        tile: el.remoteVideo.parentElement,
+        mode: shieldMode(),
+        send: (event) => send({ type: 'shield', event }),
+        onNext: next,
+        onReport: report,
+      });
+      m.installTestHook(app.shield);
+    });
+    await shieldLoading;
+  }
+  if (app.state === 'room' && app.shield.room !== app.room) {
+    app.shield.room = app.room;
+    app.shield.watch();
+  }
+}
+
+el.shieldMode.addEventListener('change', () => {
+  try {
+    if (el.shieldMode.value) localStorage.setItem(SHIELD_KEY, el.shieldMode.value);
+    else localStorage.removeItem(SHIELD_KEY);
+  } catch { /* storage off: this page only */ }
+  applyShield();
+});
 
 // ---- wiring ----
 
@@ -477,6 +540,7 @@ window.duet = Object.freeze({
   get mode() { return app.mode; },
   get pc() { return app.call ? app.call.pc : null; },
   get ws() { return sig.ws; },
+  get shield() { return app.shield ? app.shield.mode : 'off'; },
 });
 
 // Keep "N online" fresh; welcome only gives the count at connect time.

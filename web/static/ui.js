@@ -23,6 +23,7 @@ export const el = {
   chatInput: $('chat-input'),
   chatSend: $('chat-send'),
   typing: $('typing'),
+  shieldMode: $('shield-mode'),
 };
 
 export const STATUS = {
