@@ -1,72 +1,64 @@
 package e2e
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // wsPeer is a protocol client for tests that span processes.
 type wsPeer struct {
+	*wire.Client
 	t       *testing.T
 	name    string
-	ws      *websocket.Conn
-	welcome map[string]any
+	welcome *wire.Message
 }
 
 func dialPeer(t *testing.T, addr, query, name string) *wsPeer {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws"+query, nil)
+	c, err := wire.Dial(context.Background(), "ws://"+addr+"/ws"+query, wire.DialOptions{})
 	if err != nil {
-		t.Fatalf("%s: dial %s: %v", name, addr, err)
+		t.Fatalf("%s: %v", name, err)
 	}
-	t.Cleanup(func() { ws.Close() })
-	p := &wsPeer{t: t, name: name, ws: ws}
-	p.welcome = p.expect("welcome")
+	t.Cleanup(func() { _ = c.Close() })
+	p := &wsPeer{Client: c, t: t, name: name}
+	p.welcome = p.expect(wire.TypeWelcome)
 	return p
 }
 
-func (p *wsPeer) send(v map[string]any) {
+// ok fails the test when a send failed.
+func (p *wsPeer) ok(err error) {
 	p.t.Helper()
-	if err := p.ws.WriteJSON(v); err != nil {
-		p.t.Fatalf("%s: write: %v", p.name, err)
+	if err != nil {
+		p.t.Fatalf("%s: %v", p.name, err)
 	}
 }
 
 // expect reads until a message of type typ, skipping the types in skip;
 // anything else fails the test.
-func (p *wsPeer) expect(typ string, skip ...string) map[string]any {
+func (p *wsPeer) expect(typ string, skip ...string) *wire.Message {
 	p.t.Helper()
-	_ = p.ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	for {
-		_, b, err := p.ws.ReadMessage()
+		m, err := p.Next(ctx)
 		if err != nil {
 			p.t.Fatalf("%s: waiting for %s: %v", p.name, typ, err)
 		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			p.t.Fatalf("%s: invalid JSON %q", p.name, b)
-		}
-		if m["type"] == typ {
+		if m.Type == typ {
 			return m
 		}
-		skipped := false
-		for _, s := range skip {
-			skipped = skipped || m["type"] == s
-		}
-		if !skipped {
-			p.t.Fatalf("%s: got %v while waiting for %s", p.name, m, typ)
+		if !slices.Contains(skip, m.Type) {
+			p.t.Fatalf("%s: got %s while waiting for %s", p.name, m.Raw, typ)
 		}
 	}
 }
-
-func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
 
 // TestClusterThreeProcesses: three duet processes on one Redis. Strangers
 // on different nodes are matched and relay signalling and chat; one node
@@ -82,70 +74,70 @@ func TestClusterThreeProcesses(t *testing.T) {
 			"DUET_STORE_REDIS_KEY_PREFIX=e2e:", "DUET_SIGNAL_RESUME_GRACE=6s", "DUET_HTTP_SHUTDOWN_GRACE=1s"))
 	}
 	a, b := dialPeer(t, nodes[0].addr, "", "a"), dialPeer(t, nodes[1].addr, "", "b")
-	a.send(map[string]any{"type": "queue", "mode": "video"})
-	a.expect("queued")
-	b.send(map[string]any{"type": "queue", "mode": "video"})
-	b.expect("queued")
-	ma, mb := a.expect("matched"), b.expect("matched")
-	room := str(ma, "room")
-	if room == "" || str(mb, "room") != room || str(ma, "role") == str(mb, "role") {
-		t.Fatalf("matched: %v / %v", ma, mb)
+	a.ok(a.Queue(wire.ModeVideo))
+	a.expect(wire.TypeQueued)
+	b.ok(b.Queue(wire.ModeVideo))
+	b.expect(wire.TypeQueued)
+	ma, mb := a.expect(wire.TypeMatched), b.expect(wire.TypeMatched)
+	room := ma.Room
+	if room == "" || mb.Room != room || ma.Role == mb.Role {
+		t.Fatalf("matched: %s / %s", ma.Raw, mb.Raw)
 	}
 	off, ans := a, b
-	if str(ma, "role") == "answerer" {
+	if ma.Role == wire.RoleAnswerer {
 		off, ans = b, a
 	}
 	for _, p := range []*wsPeer{a, b} {
-		p.send(map[string]any{"type": "ready", "room": room})
+		p.ok(p.Ready(room))
 	}
-	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 cross-node"})
-	if m := ans.expect("offer"); str(m, "sdp") != "v=0 cross-node" {
-		t.Fatalf("offer = %v", m)
+	off.ok(off.Offer(room, "v=0 cross-node", ""))
+	if m := ans.expect(wire.TypeOffer); m.SDP != "v=0 cross-node" {
+		t.Fatalf("offer = %s", m.Raw)
 	}
-	ans.send(map[string]any{"type": "answer", "room": room, "sdp": "v=0 answer"})
-	if m := off.expect("answer"); str(m, "sdp") != "v=0 answer" {
-		t.Fatalf("answer = %v", m)
+	ans.ok(ans.Answer(room, "v=0 answer", ""))
+	if m := off.expect(wire.TypeAnswer); m.SDP != "v=0 answer" {
+		t.Fatalf("answer = %s", m.Raw)
 	}
-	a.send(map[string]any{"type": "chat", "room": room, "text": "hi from node1"})
-	if m := b.expect("chat"); str(m, "text") != "hi from node1" {
-		t.Fatalf("chat = %v", m)
+	a.ok(a.Chat(room, "hi from node1"))
+	if m := b.expect(wire.TypeChat); m.Text != "hi from node1" {
+		t.Fatalf("chat = %s", m.Raw)
 	}
 
 	// node1 dies without a word; a comes back through node3.
-	token, session, role := str(a.welcome, "token"), str(a.welcome, "session"), str(ma, "role")
+	token, session, role := a.welcome.Token, a.welcome.Session, ma.Role
 	nodes[0].proc.kill(t)
 	a2 := dialPeer(t, nodes[2].addr, "?resume="+token, "a2")
-	if str(a2.welcome, "session") != session || a2.welcome["resumed"] != true {
-		t.Fatalf("welcome on node3 = %v, want session %s resumed", a2.welcome, session)
+	if a2.welcome.Session != session || !a2.welcome.Resumed {
+		t.Fatalf("welcome on node3 = %s, want session %s resumed", a2.welcome.Raw, session)
 	}
-	if m := a2.expect("matched"); str(m, "room") != room || str(m, "role") != role {
-		t.Fatalf("matched on node3 = %v, want room %s as %s", m, room, role)
+	if m := a2.expect(wire.TypeMatched); m.Room != room || m.Role != role {
+		t.Fatalf("matched on node3 = %s, want room %s as %s", m.Raw, room, role)
 	}
 	// b may first hear that a's node went quiet.
-	b.expect("peer_resumed", "peer_reconnecting")
-	a2.send(map[string]any{"type": "ready", "room": room})
-	b.send(map[string]any{"type": "chat", "room": room, "text": "welcome back"})
-	if m := a2.expect("chat"); str(m, "text") != "welcome back" {
-		t.Fatalf("chat on node3 = %v", m)
+	b.expect(wire.TypePeerResumed, wire.TypePeerReconnecting)
+	a2.ok(a2.Ready(room))
+	b.ok(b.Chat(room, "welcome back"))
+	if m := a2.expect(wire.TypeChat); m.Text != "welcome back" {
+		t.Fatalf("chat on node3 = %s", m.Raw)
 	}
-	a2.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 restart"})
-	if m := b.expect("offer"); str(m, "sdp") != "v=0 restart" {
-		t.Fatalf("offer after resume = %v", m)
+	a2.ok(a2.Offer(room, "v=0 restart", ""))
+	if m := b.expect(wire.TypeOffer); m.SDP != "v=0 restart" {
+		t.Fatalf("offer after resume = %s", m.Raw)
 	}
-	a2.send(map[string]any{"type": "leave"})
-	a2.expect("idle")
-	if m := b.expect("peer_left"); str(m, "reason") != "leave" {
-		t.Fatalf("peer_left = %v", m)
+	a2.ok(a2.Leave())
+	a2.expect(wire.TypeIdle)
+	if m := b.expect(wire.TypePeerLeft); m.Reason != wire.ReasonLeave {
+		t.Fatalf("peer_left = %s", m.Raw)
 	}
 
 	// The survivors still match each other, across nodes.
 	c := dialPeer(t, nodes[2].addr, "", "c")
-	b.send(map[string]any{"type": "queue", "mode": "text"})
-	b.expect("queued")
-	c.send(map[string]any{"type": "queue", "mode": "text"})
-	c.expect("queued")
-	if mb, mc := b.expect("matched"), c.expect("matched"); str(mb, "room") != str(mc, "room") {
-		t.Fatalf("b and c in different rooms: %v / %v", mb, mc)
+	b.ok(b.Queue(wire.ModeText))
+	b.expect(wire.TypeQueued)
+	c.ok(c.Queue(wire.ModeText))
+	c.expect(wire.TypeQueued)
+	if mb, mc := b.expect(wire.TypeMatched), c.expect(wire.TypeMatched); mb.Room != mc.Room {
+		t.Fatalf("b and c in different rooms: %s / %s", mb.Raw, mc.Raw)
 	}
 	for _, n := range nodes[1:] {
 		resp, err := http.Get("http://" + n.addr + "/readyz")
@@ -159,11 +151,11 @@ func TestClusterThreeProcesses(t *testing.T) {
 	// lapses b hears peer_reconnecting, and after the grace peer_left.
 	nodes[2].proc.kill(t)
 	start := time.Now()
-	b.expect("peer_reconnecting")
-	if m := b.expect("peer_left"); str(m, "reason") != "disconnected" {
-		t.Fatalf("peer_left = %v", m)
+	b.expect(wire.TypePeerReconnecting)
+	if m := b.expect(wire.TypePeerLeft); m.Reason != wire.ReasonDisconnected {
+		t.Fatalf("peer_left = %s", m.Raw)
 	}
 	t.Logf("stranger's node died: peer_left after %v", time.Since(start))
-	b.send(map[string]any{"type": "queue", "mode": "text"})
-	b.expect("queued")
+	b.ok(b.Queue(wire.ModeText))
+	b.expect(wire.TypeQueued)
 }

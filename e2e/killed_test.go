@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -8,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // TestNodeKilledUnderLoad: two duet processes on one Redis carry sixteen
@@ -46,13 +46,13 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 		}
 		for k := range 2 {
 			p := dialPeer(t, on(r.nodes[k]).addr, "", fmt.Sprintf("room%d-%d", i, k))
-			p.send(map[string]any{"type": "queue", "mode": "text"})
-			p.expect("queued")
-			r.peers[k], r.tokens[k] = p, str(p.welcome, "token")
+			p.ok(p.Queue(wire.ModeText))
+			p.expect(wire.TypeQueued)
+			r.peers[k], r.tokens[k] = p, p.welcome.Token
 		}
 		for k := range 2 {
-			m := r.peers[k].expect("matched")
-			r.code, r.roles[k] = str(m, "room"), str(m, "role")
+			m := r.peers[k].expect(wire.TypeMatched)
+			r.code, r.roles[k] = m.Room, m.Role
 		}
 		rooms = append(rooms, r)
 	}
@@ -85,12 +85,12 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 			}
 			old := r.peers[k]
 			p := dialPeer(t, node2.addr, "?resume="+r.tokens[k], old.name+"'")
-			if str(p.welcome, "session") != str(old.welcome, "session") {
+			if p.welcome.Session != old.welcome.Session {
 				t.Fatalf("%s resumed as a new session", old.name)
 			}
-			m := p.expect("matched")
-			if str(m, "room") != r.code || str(m, "role") != r.roles[k] {
-				t.Fatalf("%s: matched %v, want room %s as %s", p.name, m, r.code, r.roles[k])
+			m := p.expect(wire.TypeMatched)
+			if m.Room != r.code || m.Role != r.roles[k] {
+				t.Fatalf("%s: matched %s, want room %s as %s", p.name, m.Raw, r.code, r.roles[k])
 			}
 			r.peers[k] = p
 		}
@@ -99,9 +99,9 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 	for _, r := range rooms {
 		for k := range 2 {
 			text := fmt.Sprintf("%s after the crash", r.peers[k].name)
-			r.peers[k].send(map[string]any{"type": "chat", "room": r.code, "text": text})
-			if m := r.peers[1-k].expect("chat", "peer_reconnecting", "peer_resumed"); str(m, "text") != text {
-				t.Fatalf("%s got %v", r.peers[1-k].name, m)
+			r.peers[k].ok(r.peers[k].Chat(r.code, text))
+			if m := r.peers[1-k].expect(wire.TypeChat, wire.TypePeerReconnecting, wire.TypePeerResumed); m.Text != text {
+				t.Fatalf("%s got %s", r.peers[1-k].name, m.Raw)
 			}
 		}
 	}
@@ -126,7 +126,7 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 	// Everyone leaves: no room and no ticket may be left anywhere.
 	for _, r := range rooms {
 		for k := range 2 {
-			r.peers[k].send(map[string]any{"type": "leave"})
+			r.peers[k].ok(r.peers[k].Leave())
 		}
 	}
 	deadline = time.Now().Add(15 * time.Second)
@@ -155,17 +155,17 @@ func stats(t *testing.T, addr string) map[string]any {
 // churn queues, waits to be matched, skips, until quit closes; then it
 // leaves and ends its session with a close frame.
 func churn(addr, name string, quit <-chan struct{}, matches *atomic.Int64) error {
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	c, err := wire.Dial(context.Background(), "ws://"+addr+"/ws", wire.DialOptions{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	defer ws.Close()
-	msgs := make(chan map[string]any)
+	defer c.Close()
+	msgs := make(chan *wire.Message)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
-			var m map[string]any
-			if err := ws.ReadJSON(&m); err != nil {
+			m, err := c.Next(context.Background()) // Close ends the wait
+			if err != nil {
 				readErr <- err
 				return
 			}
@@ -176,31 +176,31 @@ func churn(addr, name string, quit <-chan struct{}, matches *atomic.Int64) error
 			}
 		}
 	}()
-	if err := ws.WriteJSON(map[string]any{"type": "queue", "mode": "video"}); err != nil {
+	if err := c.Queue(wire.ModeVideo); err != nil {
 		return err
 	}
 	for {
 		select {
 		case <-quit:
-			_ = ws.WriteJSON(map[string]any{"type": "leave"})
-			return ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			_ = c.Leave()
+			return c.CloseNormally()
 		case err := <-readErr:
 			return fmt.Errorf("%s: %w", name, err)
 		case <-time.After(20 * time.Second):
 			return fmt.Errorf("%s: nothing from the node for 20 s", name)
 		case m := <-msgs:
-			switch m["type"] {
-			case "matched":
+			switch m.Type {
+			case wire.TypeMatched:
 				matches.Add(1)
-				if err := ws.WriteJSON(map[string]any{"type": "next"}); err != nil {
+				if err := c.Skip(); err != nil {
 					return err
 				}
-			case "peer_left":
-				if err := ws.WriteJSON(map[string]any{"type": "next"}); err != nil {
+			case wire.TypePeerLeft:
+				if err := c.Skip(); err != nil {
 					return err
 				}
-			case "error":
-				return fmt.Errorf("%s: %v", name, m)
+			case wire.TypeError:
+				return fmt.Errorf("%s: %s", name, m.Raw)
 			}
 		}
 	}

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -9,17 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // faultClient reads one socket on its own goroutine and keeps what
 // arrived, with arrival times, for the fault test's checks.
 type faultClient struct {
+	*wire.Client
 	name string
-	ws   *websocket.Conn
-	wmu  sync.Mutex
 
 	mu   sync.Mutex
 	msgs []timedMsg
@@ -28,20 +26,20 @@ type faultClient struct {
 
 type timedMsg struct {
 	at time.Time
-	m  map[string]any
+	m  *wire.Message
 }
 
 func dialFault(t *testing.T, addr, name string) *faultClient {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	ws, err := wire.Dial(context.Background(), "ws://"+addr+"/ws", wire.DialOptions{})
 	if err != nil {
-		t.Fatalf("%s: dial: %v", name, err)
+		t.Fatalf("%s: %v", name, err)
 	}
-	c := &faultClient{name: name, ws: ws}
-	t.Cleanup(func() { ws.Close() })
+	c := &faultClient{Client: ws, name: name}
+	t.Cleanup(func() { _ = ws.Close() })
 	go func() {
 		for {
-			_, b, err := ws.ReadMessage()
+			b, err := ws.NextFrame(context.Background()) // Close ends the wait
 			now := time.Now()
 			c.mu.Lock()
 			if err != nil {
@@ -49,8 +47,7 @@ func dialFault(t *testing.T, addr, name string) *faultClient {
 				c.mu.Unlock()
 				return
 			}
-			var m map[string]any
-			if json.Unmarshal(b, &m) == nil {
+			if m, err := wire.ParseMessage(b); err == nil {
 				c.msgs = append(c.msgs, timedMsg{now, m})
 			}
 			c.mu.Unlock()
@@ -59,11 +56,10 @@ func dialFault(t *testing.T, addr, name string) *faultClient {
 	return c
 }
 
-func (c *faultClient) send(t *testing.T, v map[string]any) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteJSON(v); err != nil {
-		t.Errorf("%s: write: %v", c.name, err)
+// sent reports a send that failed (from any goroutine, so not fatal).
+func (c *faultClient) sent(t *testing.T, err error) {
+	if err != nil {
+		t.Errorf("%s: %v", c.name, err)
 	}
 }
 
@@ -80,7 +76,7 @@ func (c *faultClient) await(typ string, i int, timeout time.Duration) int {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		for k, m := range c.since(i) {
-			if m.m["type"] == typ {
+			if m.m.Type == typ {
 				return i + k
 			}
 		}
@@ -120,17 +116,17 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 	pairUp := func(a, b *faultClient) string {
 		t.Helper()
 		ia, ib := a.count(), b.count()
-		a.send(t, map[string]any{"type": "queue", "mode": "text", "interests": []string{"fault"}})
-		if a.await("queued", ia, 5*time.Second) < 0 {
+		a.sent(t, a.Queue(wire.ModeText, "fault"))
+		if a.await(wire.TypeQueued, ia, 5*time.Second) < 0 {
 			t.Fatalf("%s not queued", a.name)
 		}
-		b.send(t, map[string]any{"type": "queue", "mode": "text", "interests": []string{"fault"}})
-		ka, kb := a.await("matched", ia, 10*time.Second), b.await("matched", ib, 10*time.Second)
+		b.sent(t, b.Queue(wire.ModeText, "fault"))
+		ka, kb := a.await(wire.TypeMatched, ia, 10*time.Second), b.await(wire.TypeMatched, ib, 10*time.Second)
 		if ka < 0 || kb < 0 {
 			t.Fatalf("%s and %s not matched", a.name, b.name)
 		}
-		room := str(a.since(ka)[0].m, "room")
-		if str(b.since(kb)[0].m, "room") != room {
+		room := a.since(ka)[0].m.Room
+		if b.since(kb)[0].m.Room != room {
 			t.Fatalf("%s and %s matched into different rooms", a.name, b.name)
 		}
 		return room
@@ -165,7 +161,7 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 						sentMu.Unlock()
 						return
 					case <-tick.C:
-						c.send(t, map[string]any{"type": "chat", "room": room, "text": c.name + "#" + strconv.Itoa(n)})
+						c.sent(t, c.Chat(room, c.name+"#"+strconv.Itoa(n)))
 					}
 				}
 			}(r.room, c)
@@ -190,16 +186,16 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 				}
 				i0 := c.count()
 				asked := time.Now()
-				c.send(t, map[string]any{"type": "queue", "mode": "video"})
-				var answer map[string]any
+				c.sent(t, c.Queue(wire.ModeVideo))
+				var answer *wire.Message
 				for answer == nil && time.Since(asked) < 5*time.Second {
 					for _, m := range c.since(i0) {
-						switch m.m["type"] {
-						case "queued", "matched", "error":
+						switch m.m.Type {
+						case wire.TypeQueued, wire.TypeMatched, wire.TypeError:
 							if answer == nil {
 								answer = m.m
 								slowMu.Lock()
-								answers[str(m.m, "type")+" "+str(m.m, "code")]++
+								answers[m.m.Type+" "+m.m.Code]++
 								slowest = max(slowest, m.at.Sub(asked))
 								slowMu.Unlock()
 							}
@@ -218,23 +214,23 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 				i1 := c.count()
 				matched := false
 				for _, m := range c.since(i0) {
-					matched = matched || m.m["type"] == "matched"
+					matched = matched || m.m.Type == wire.TypeMatched
 				}
 				if matched {
-					c.send(t, map[string]any{"type": "leave"})
+					c.sent(t, c.Leave())
 				} else {
-					c.send(t, map[string]any{"type": "cancel"})
+					c.sent(t, c.Cancel())
 				}
-				if k := c.await("idle", i1, 5*time.Second); k < 0 || func() bool {
+				if k := c.await(wire.TypeIdle, i1, 5*time.Second); k < 0 || func() bool {
 					for _, m := range c.since(i1) {
-						if m.m["type"] == "error" && str(m.m, "code") == "wrong_state" {
+						if m.m.Type == wire.TypeError && m.m.Code == wire.CodeWrongState {
 							return true
 						}
 					}
 					return false
 				}() {
-					c.send(t, map[string]any{"type": "leave"})
-					c.await("idle", c.count(), 5*time.Second)
+					c.sent(t, c.Leave())
+					c.await(wire.TypeIdle, c.count(), 5*time.Second)
 				}
 			}
 		}(c)
@@ -278,9 +274,9 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 		var last time.Time
 		var gap time.Duration
 		for _, m := range c.since(start[0][i]) {
-			switch m.m["type"] {
-			case "chat":
-				if text := str(m.m, "text"); text != from+"#"+strconv.Itoa(want) {
+			switch m.m.Type {
+			case wire.TypeChat:
+				if text := m.m.Text; text != from+"#"+strconv.Itoa(want) {
 					t.Fatalf("%s: got chat %q when %s#%d was due", c.name, text, from, want)
 				}
 				want++
@@ -288,9 +284,9 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 					gap = max(gap, m.at.Sub(last))
 				}
 				last = m.at
-			case "typing":
+			case wire.TypeTyping:
 			default:
-				t.Errorf("%s (same-node room) got %v", c.name, m.m)
+				t.Errorf("%s (same-node room) got %s", c.name, m.m.Raw)
 			}
 		}
 		t.Logf("%s: %d chats, longest gap %v", c.name, want, gap)
@@ -308,22 +304,22 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 		got := map[int]int{}
 		reconnecting := 0
 		for _, m := range c.since(start[1][i]) {
-			switch m.m["type"] {
-			case "chat":
+			switch m.m.Type {
+			case wire.TypeChat:
 				var n int
-				if _, err := fmt.Sscanf(str(m.m, "text"), from+"#%d", &n); err != nil {
-					t.Fatalf("%s: odd chat %v", c.name, m.m)
+				if _, err := fmt.Sscanf(m.m.Text, from+"#%d", &n); err != nil {
+					t.Fatalf("%s: odd chat %s", c.name, m.m.Raw)
 				}
 				got[n]++
-			case "peer_reconnecting":
+			case wire.TypePeerReconnecting:
 				reconnecting++
-			case "peer_resumed":
+			case wire.TypePeerResumed:
 				reconnecting--
-			case "peer_left":
-				t.Errorf("%s: the cross-node room ended: %v", c.name, m.m)
-			case "error":
-				if str(m.m, "code") != "unavailable" || str(m.m, "ref") != "chat" {
-					t.Errorf("%s: unexpected error %v", c.name, m.m)
+			case wire.TypePeerLeft:
+				t.Errorf("%s: the cross-node room ended: %s", c.name, m.m.Raw)
+			case wire.TypeError:
+				if m.m.Code != wire.CodeUnavailable || m.m.Ref != wire.TypeChat {
+					t.Errorf("%s: unexpected error %s", c.name, m.m.Raw)
 				}
 			}
 		}
@@ -332,7 +328,7 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 		}
 		refused := 0
 		for _, m := range sender.since(start[1][1-i]) {
-			if m.m["type"] == "error" && str(m.m, "ref") == "chat" {
+			if m.m.Type == wire.TypeError && m.m.Ref == wire.TypeChat {
 				refused++
 			}
 		}
@@ -353,8 +349,8 @@ func TestRedisFaultsOpenRoomsDoNotNotice(t *testing.T) {
 	// The cross-node room still carries chat both ways.
 	for i, c := range cross {
 		k := cross[1-i].count()
-		c.send(t, map[string]any{"type": "chat", "room": crossRoom, "text": "after"})
-		if cross[1-i].await("chat", k, 5*time.Second) < 0 {
+		c.sent(t, c.Chat(crossRoom, "after"))
+		if cross[1-i].await(wire.TypeChat, k, 5*time.Second) < 0 {
 			t.Errorf("%s -> %s: no chat after the faults", c.name, cross[1-i].name)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // TestRollingRestartOnOnePort: with http.reuse_port the next duet binds
@@ -33,18 +34,18 @@ func TestRollingRestartOnOnePort(t *testing.T) {
 
 	a, b := dialPeer(t, addr, "", "a"), dialPeer(t, addr, "", "b")
 	for _, p := range []*wsPeer{a, b} {
-		p.send(map[string]any{"type": "queue", "mode": "text"})
-		p.expect("queued")
+		p.ok(p.Queue(wire.ModeText))
+		p.expect(wire.TypeQueued)
 	}
-	room := str(a.expect("matched"), "room")
-	if got := str(b.expect("matched"), "room"); got != room {
+	room := a.expect(wire.TypeMatched).Room
+	if got := b.expect(wire.TypeMatched).Room; got != room {
 		t.Fatalf("a in %s, b in %s", room, got)
 	}
 	talk := func(from, to *wsPeer, text string) {
 		t.Helper()
-		from.send(map[string]any{"type": "chat", "room": room, "text": text})
-		if m := to.expect("chat", "peer_reconnecting", "peer_resumed"); str(m, "text") != text {
-			t.Fatalf("%s got %v", to.name, m)
+		from.ok(from.Chat(room, text))
+		if m := to.expect(wire.TypeChat, wire.TypePeerReconnecting, wire.TypePeerResumed); m.Text != text {
+			t.Fatalf("%s got %s", to.name, m.Raw)
 		}
 	}
 	talk(a, b, "before the restart")
@@ -69,22 +70,25 @@ func TestRollingRestartOnOnePort(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []*wsPeer{a, b} {
-		if m := p.expect("error", "peer_reconnecting"); str(m, "code") != "unavailable" {
-			t.Fatalf("%s got %v, want error unavailable", p.name, m)
+		if m := p.expect(wire.TypeError, wire.TypePeerReconnecting); m.Code != wire.CodeUnavailable {
+			t.Fatalf("%s got %s, want error unavailable", p.name, m.Raw)
 		}
-		_, _, err := p.ws.ReadMessage()
-		if !websocket.IsCloseError(err, websocket.CloseServiceRestart) {
+		closeCtx, cancelClose := context.WithTimeout(context.Background(), 15*time.Second)
+		_, err := p.NextFrame(closeCtx)
+		cancelClose()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseServiceRestart {
 			t.Fatalf("%s: %v, want close 1012", p.name, err)
 		}
 	}
 	resume := func(p *wsPeer) *wsPeer {
 		t.Helper()
-		q := dialPeer(t, addr, "?resume="+str(p.welcome, "token"), p.name+"'")
-		if str(q.welcome, "session") != str(p.welcome, "session") {
+		q := dialPeer(t, addr, "?resume="+p.welcome.Token, p.name+"'")
+		if q.welcome.Session != p.welcome.Session {
 			t.Fatalf("%s resumed as a new session", p.name)
 		}
-		if m := q.expect("matched"); str(m, "room") != room {
-			t.Fatalf("%s: matched %v, want room %s", q.name, m, room)
+		if m := q.expect(wire.TypeMatched); m.Room != room {
+			t.Fatalf("%s: matched %s, want room %s", q.name, m.Raw, room)
 		}
 		return q
 	}
