@@ -51,6 +51,8 @@ type Node struct {
 	banCache  *moderation.Cache
 	// revoker ends the TURN credentials of every room that ends
 	revoker *revoker
+	// pow is the proof-of-work gate before joins; nil unless bots.pow
+	pow *powGate
 	// opsMux serves /metrics and /debug/pprof/ on metricsLn, bound at
 	// metrics.listen; both nil when that is empty (they are on mux then)
 	opsMux    *http.ServeMux
@@ -167,6 +169,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		storeSeen = n.redis.metrics.LastReply
 	}
 	n.revoker = newRevoker(revoke, rdb, cfg.Store.Redis.KeyPrefix, log.With("role", "turn"))
+	if n.pow, err = n.newPOW(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	fwd := &notifier{}
 	n.matcher = matcher.New(n.store, fwd, matcher.Options{
 		InterestTimeout: cfg.Matcher.InterestTimeout,
@@ -192,6 +198,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 		Rooms:          n.revoker,
 		StoreSeen:      storeSeen,
+		Gate:           n.pow.gatekeeper(),
 	})
 	if err != nil {
 		n.Close()
@@ -284,6 +291,10 @@ func (n *Node) routes() {
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
 	n.mux.HandleFunc("GET /api/node", n.adminOnly(n.apiNode))
 	n.mux.HandleFunc("GET /api/bans", n.adminOnly(n.listBans))
+	if n.pow != nil {
+		n.pow.clientKey = n.hub.ClientKey
+		n.mux.HandleFunc("GET /api/pow/challenge", n.pow.serveChallenge)
+	}
 	n.mux.HandleFunc("POST /api/bans", n.adminOnly(n.addBan))
 	n.mux.HandleFunc("DELETE /api/bans/{id}", n.adminOnly(n.liftBan))
 	// /metrics and the profiles: on their own listener when

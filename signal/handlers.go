@@ -114,9 +114,9 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 			h.send(s, wire.ModeMsg{Type: wire.TypeQueued, Mode: s.prefs.mode})
 		case stateRoom:
 			h.endRoom(s, wire.ReasonNext)
-			h.askJoin(ctx, s, "next")
+			h.askJoin(ctx, s, "next", m.Pow)
 		default:
-			h.askJoin(ctx, s, "next")
+			h.askJoin(ctx, s, "next", m.Pow)
 		}
 	case wire.TypeLeave:
 		h.unqueue(ctx, s)
@@ -177,7 +177,7 @@ func (h *Hub) onQueue(ctx context.Context, s *session, m *wire.Inbound) *wire.Er
 		h.m.faceChecks.WithLabelValues(faceResult(m.Face)).Inc()
 	}
 	s.prefs = &prefs{mode: m.Mode, interests: cleanInterests(m.Interests), lang: lang}
-	h.askJoin(ctx, s, "queue")
+	h.askJoin(ctx, s, "queue", m.Pow)
 	return nil
 }
 

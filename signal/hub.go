@@ -105,6 +105,9 @@ type Options struct {
 	// command of the node): a join on a busy node waits while the store
 	// answers, and gives up soon only when it is silent.
 	StoreSeen func() time.Time
+	// Gate, if set, must admit every join a client asks for (the
+	// proof-of-work check, bots.pow); nil: joins are free.
+	Gate Gatekeeper
 }
 
 // RoomListener hears that a room has ended. It is called with the hub's
@@ -424,7 +427,7 @@ func (h *Hub) sendErr(s *session, e *wire.Error, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, wire.WelcomeMsg{
 		Type: wire.TypeWelcome, Protocol: wire.ProtocolVersion, Session: s.id, Token: s.token,
-		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck},
+		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck, POW: h.opt.Gate != nil},
 		Online:   h.online, Resumed: resumed,
 	})
 }

@@ -139,16 +139,19 @@ type joinJob struct {
 	// earlier store calls took.
 	by time.Time
 	// ref: the client asked for this join (queue or next), so the ticket
-	// goes in only if the session and its address are not banned.
+	// goes in only if the session and its address are not banned (and,
+	// with a Gate, have paid: pow is the solution the client sent).
 	ref string
+	pow string
 }
 
 // askJoin is a join the client asked for: handleFrame checks bans before
 // the ticket goes in (h.mu held, inside handleFrame).
-func (h *Hub) askJoin(ctx context.Context, s *session, ref string) {
+func (h *Hub) askJoin(ctx context.Context, s *session, ref, pow string) {
 	h.join(ctx, s)
 	if n := len(h.joins); n > 0 && h.joins[n-1].s == s {
 		h.joins[n-1].ref = ref
+		h.joins[n-1].pow = pow
 	}
 }
 
@@ -184,7 +187,7 @@ func (h *Hub) confirmQueued(s *session) {
 // each bounded by storeTimeout so a client always hears back.
 func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 	for _, j := range jobs {
-		if j.ref != "" && h.refuseBannedJoin(j) {
+		if j.ref != "" && (h.refuseBannedJoin(j) || h.refuseUnpaidJoin(j)) {
 			continue
 		}
 		err, late := h.storeJoin(ctx, j.t, j.by)

@@ -22,6 +22,8 @@ type Inbound struct {
 	On        *bool           `json:"on"`
 	Reason    string          `json:"reason"`
 	Face      *bool           `json:"face"`
+	// Pow is a solved proof-of-work challenge (queue, next).
+	Pow string `json:"pow"`
 }
 
 // Error is a refusal that goes back to the client as an `error` frame.

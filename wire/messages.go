@@ -72,6 +72,11 @@ const (
 	CodeBanned      = "banned"
 	CodeUnavailable = "unavailable"
 	CodeInternal    = "internal"
+	// CodePOWRequired and CodePOWInvalid refuse a join (queue, next) on a
+	// node that asks for proof of work: none was sent and the session
+	// has no pass, or what was sent is not a good solution.
+	CodePOWRequired = "pow_required"
+	CodePOWInvalid  = "pow_invalid"
 )
 
 // Codes lists every error code.
@@ -117,6 +122,9 @@ type Features struct {
 	// FaceCheck: look for a face in your own camera before a video queue
 	// and send the answer as queue.face.
 	FaceCheck bool `json:"face_check"`
+	// POW: a join needs a solved proof-of-work challenge (queue.pow)
+	// or a pass bought by one.
+	POW bool `json:"pow"`
 }
 
 // WelcomeMsg is always the first frame on a socket.
