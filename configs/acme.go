@@ -48,7 +48,7 @@ func (a ACME) validate(h HTTP) []error {
 	if a.CacheDir == "" {
 		bad("cache_dir", "must be set: the account key and certificates are kept there (with store.backend: redis they are shared in Redis, and the directory keeps a local copy)")
 	}
-	if h.Listen != "" && h.Listen == a.HTTPListen {
+	if _, p, _ := net.SplitHostPort(h.Listen); h.Listen == a.HTTPListen && p != "0" {
 		bad("http_listen", "%q is also http.listen: the challenge and redirect listener needs its own port (80)", a.HTTPListen)
 	}
 	return errs

@@ -313,6 +313,14 @@ func (l *connLimiter) connState(c net.Conn, s http.ConnState) {
 
 // Close releases the connection's place, once.
 func (c *limitedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// release gives the connection's place back without closing it: a TURN
+// connection on the HTTPS port leaves for the relay, which counts it
+// under its own caps (turn.tcp_connections_per_ip).
+func (c *limitedConn) release() {
 	c.once.Do(func() {
 		l := c.l
 		l.mu.Lock()
@@ -330,5 +338,4 @@ func (c *limitedConn) Close() error {
 		l.mu.Unlock()
 		l.m.open.Dec()
 	})
-	return c.Conn.Close()
 }

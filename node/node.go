@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,12 @@ type Node struct {
 	// metrics.listen; both nil when that is empty (they are on mux then)
 	opsMux    *http.ServeMux
 	metricsLn net.Listener
+	// httpsTLS serves https:// on the HTTP listener (http.acme, or
+	// http's certificate files); nil = plain HTTP. httpsHost names the
+	// certificate's host, for the turns: URL on the HTTPS port.
+	httpsTLS  *tls.Config
+	httpsHost string
+	acme      *acmeManager // nil unless http.acme.enabled
 
 	mu      sync.Mutex
 	running bool // the matcher loop is up
@@ -110,9 +117,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
 	}
 	moderator := moderation.NewModerator(modStore, moderation.Policy{
-		ReportsToBan: cfg.Moderation.ReportsToBan,
-		Window:       cfg.Moderation.ReportWindow,
-		BanDuration:  cfg.Moderation.BanDuration,
+		ReportsToBan:       cfg.Moderation.ReportsToBan,
+		ShieldReportsToBan: cfg.Moderation.ShieldReportsToBan,
+		Window:             cfg.Moderation.ReportWindow,
+		BanDuration:        cfg.Moderation.BanDuration,
 	}, nil, nil)
 	n.moderator = moderator
 	if n.redisBans != nil {
@@ -128,9 +136,13 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("limits.ipv6_prefix: %w", err)
 	}
 	gate := &turnGate{mod: n.moderator, keys: keys}
+	if err := n.setupHTTPS(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	revoke := func(string) {}
 	if cfg.Roles.TURN {
-		srv, err := startTURN(cfg, log.With("role", "turn"), reg, gate)
+		srv, err := startTURN(cfg, log.With("role", "turn"), reg, gate, n.httpsTLS)
 		if err != nil {
 			n.Close()
 			return nil, err
@@ -198,6 +210,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 		Rooms:          n.revoker,
 		StoreSeen:      storeSeen,
+		Shield:         cfg.Moderation.Shield,
 		Gate:           n.pow.gatekeeper(),
 	})
 	if err != nil {
@@ -234,6 +247,11 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 // a node that never served.
 func (n *Node) Close() {
 	n.closeMetrics()
+	if n.acme != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n.acme.close(ctx)
+		cancel()
+	}
 	if n.sfu != nil {
 		if err := n.sfu.Close(); err != nil {
 			n.log.Warn("closing the SFU", "err", err)
@@ -420,18 +438,16 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	n.running = true
 	n.mu.Unlock()
 
-	srv, ln := n.httpServer(ln)
+	srv, lim := n.httpServer(ln)
+	ln = n.httpsListener(lim, srv.ErrorLog)
 	errc := make(chan error, 1)
-	go func() {
-		var err error
-		if n.cfg.HTTP.TLSCertFile != "" {
-			err = srv.ServeTLS(ln, n.cfg.HTTP.TLSCertFile, n.cfg.HTTP.TLSKeyFile)
-		} else {
-			err = srv.Serve(ln)
+	go func() { errc <- srv.Serve(ln) }()
+	n.log.Info("duet listening", "addr", ln.Addr().String(), "https", n.httpsTLS != nil, "store", n.cfg.Store.Backend)
+	if n.acme != nil {
+		if err := n.acme.start(); err != nil {
+			n.log.Error("ACME not started", "err", err)
 		}
-		errc <- err
-	}()
-	n.log.Info("duet listening", "addr", ln.Addr().String(), "store", n.cfg.Store.Backend)
+	}
 	metrics := n.serveMetrics()
 
 	var serveErr error

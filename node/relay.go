@@ -16,7 +16,10 @@ import (
 )
 
 // startTURN starts the integrated relay from the turn section.
-func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, gate *turnGate) (*turn.Server, error) {
+// https is the HTTPS listener's TLS (nil: plain HTTP): turns: falls back
+// to its certificate, and TURN is also answered on that port
+// (turn.on_https_port).
+func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, gate *turnGate, https *tls.Config) (*turn.Server, error) {
 	secrets := append([]string{cfg.TURN.Secret}, cfg.TURN.PreviousSecrets...)
 	if cfg.TURN.Secret == "" {
 		// A relay must never run without credentials; a random secret
@@ -35,20 +38,24 @@ func startTURN(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer,
 	}
 	log.Info("TURN relay address", "ip", ip.String(), "from", source)
 	var tlsCfg *tls.Config
-	if cfg.TURN.ListenTLS != "" {
-		certFile, keyFile := cfg.TURN.TLSCertFile, cfg.TURN.TLSKeyFile
-		if certFile == "" {
-			certFile, keyFile = cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile
-		}
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	switch {
+	case cfg.TURN.ListenTLS == "":
+	case cfg.TURN.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.TURN.TLSCertFile, cfg.TURN.TLSKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("turn.listen_tls: loading certificate: %w", err)
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case https != nil:
+		// http's certificate, or the ACME one (renewals included).
+		tlsCfg = &tls.Config{GetCertificate: https.GetCertificate, MinVersion: tls.VersionTLS12}
+	default:
+		return nil, fmt.Errorf("turn.listen_tls: no certificate (set turn.tls_cert_file, http's, or http.acme)")
 	}
 	srv, err := turn.New(turn.Options{
 		TURN: cfg.TURN, RelayIP: ip, Secrets: secrets, TLS: tlsCfg,
 		Logger: log, Registerer: reg, Keys: gate.keys, Gate: gate,
+		OnHTTPSPort: https != nil && cfg.TURN.OnHTTPSPort,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the TURN relay: %w", err)

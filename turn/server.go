@@ -46,6 +46,9 @@ type Options struct {
 	// Gate refuses credentials of banned sessions and addresses; nil
 	// refuses none.
 	Gate Gate
+	// OnHTTPSPort takes TURN-over-TLS connections from the node's HTTPS
+	// listener (HandOff; see handoff.go).
+	OnHTTPSPort bool
 }
 
 // Server is the running relay.
@@ -57,6 +60,7 @@ type Server struct {
 	keys    *keyChooser
 	streams *streamConfig
 	guard   *connlimit.Guard
+	handoff *handoff // nil unless Options.OnHTTPSPort
 	acc     *accounting
 	revoked *revocations
 	metrics *metrics
@@ -211,6 +215,9 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 			return cfg, err
 		}
 	}
+	if s.opt.OnHTTPSPort {
+		s.addHandoff(&cfg, gen)
+	}
 	return cfg, nil
 }
 
@@ -334,7 +341,7 @@ func (s *Server) transportOf(dst net.Addr) string {
 	switch {
 	case !ok:
 		return "udp"
-	case s.tlsPort != 0 && a.Port == s.tlsPort:
+	case s.tlsPort != 0 && a.Port == s.tlsPort, a.Port == s.handoffPort():
 		return "tls"
 	default:
 		return "tcp"
@@ -431,6 +438,9 @@ func (s *Server) URLs() (stun []string, turn []string) {
 	}
 	if s.tlsPort != 0 {
 		turn = append(turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(s.tlsPort))+"?transport=tcp")
+	}
+	if u := s.handoffURL(); u != "" {
+		turn = append(turn, u)
 	}
 	return stun, turn
 }
