@@ -124,6 +124,13 @@ type Signal struct {
 	// FaceCheck asks browsers to look for a face in their own camera
 	// before a video queue; only the yes/no reaches the node.
 	FaceCheck bool `yaml:"face_check"`
+	// FaceCheckInterval, with FaceCheck, has the page look again this
+	// often during a video call (0: only before a queue).
+	// FaceCheckMissing is what it does when the face is gone: warn, or
+	// warn_then_leave (the room, after FaceCheckGrace without a face).
+	FaceCheckInterval time.Duration `yaml:"face_check_interval"`
+	FaceCheckMissing  string        `yaml:"face_check_missing"`
+	FaceCheckGrace    time.Duration `yaml:"face_check_grace"`
 	// ChatLinks is what happens to a chat holding a link before the
 	// strangers have talked for a while (ChatLinksAfter and
 	// ChatLinksAfterMessages): allow (relayed as is), plain (relayed

@@ -115,6 +115,13 @@ func (c *Config) Validate() error {
 	positive("signal.ping_interval", c.Signal.PingInterval)
 	positive("signal.p2p_timeout", c.Signal.P2PTimeout)
 	oneOf("signal.chat_links", c.Signal.ChatLinks, "allow", "plain", "hold")
+	if c.Signal.FaceCheckInterval != 0 && c.Signal.FaceCheckInterval < time.Second {
+		bad("signal.face_check_interval", "must be 0 (no re-check during a call) or at least 1s, got %s", c.Signal.FaceCheckInterval)
+	}
+	oneOf("signal.face_check_missing", c.Signal.FaceCheckMissing, "warn", "warn_then_leave")
+	if c.Signal.FaceCheckGrace < 0 {
+		bad("signal.face_check_grace", "must be 0 (leave at once) or a positive duration")
+	}
 	if c.Signal.ChatLinksAfter < 0 {
 		bad("signal.chat_links_after", "must be 0 (no wait) or a positive duration")
 	}

@@ -124,6 +124,8 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 	case wire.TypeReport:
 		return h.onReport(ctx, s, m)
+	case wire.TypeFace:
+		return h.onFace(s, m)
 	case wire.TypeFallback:
 		r, e := h.roomOf(s, m)
 		if e != nil {

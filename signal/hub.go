@@ -427,7 +427,7 @@ func (h *Hub) sendErr(s *session, e *wire.Error, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, wire.WelcomeMsg{
 		Type: wire.TypeWelcome, Protocol: wire.ProtocolVersion, Session: s.id, Token: s.token,
-		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck, POW: h.opt.Gate != nil},
+		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck, FaceRecheck: faceRecheck(h.opt.Signal), POW: h.opt.Gate != nil},
 		Online:   h.online, Resumed: resumed,
 	})
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	reports      prometheus.Counter
 	staleMatches prometheus.Counter
 	faceChecks   *prometheus.CounterVec
+	faceRecheck  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
@@ -53,6 +54,9 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		faceChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_face_checks_total", Help: "Video queues by what the browser's own face check said (signal.face_check).",
 		}, []string{"result"}),
+		faceRecheck: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_face_rechecks_total", Help: "What browsers' face re-checks during video calls saw: missing, back, left (signal.face_check_interval).",
+		}, []string{"event"}),
 		staleMatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_stale_matches_total", Help: "Matches dropped because a side had left; the other side was re-queued.",
 		}),
@@ -75,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	}, func() float64 { return float64(h.Stats().Online) })
 	for _, c := range []prometheus.Collector{
 		m.messages, m.errors, m.refused, m.rooms, m.roomsTotal, m.rateLimited,
-		m.resumes, m.reports, m.staleMatches, m.faceChecks, sessions,
+		m.resumes, m.reports, m.staleMatches, m.faceChecks, m.faceRecheck, sessions,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("signal: registering metrics: %w", err)

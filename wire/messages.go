@@ -27,6 +27,16 @@ const (
 	TypeLeave     = "leave"
 	TypeReport    = "report"
 	TypeFallback  = "fallback"
+	// TypeFace reports what the page's face re-check during a call saw
+	// (reason: FaceMissing, FaceBack or FaceLeft); only counted.
+	TypeFace = "face"
+)
+
+// The reasons of a `face` message.
+const (
+	FaceMissing = "missing"
+	FaceBack    = "back"
+	FaceLeft    = "left"
 )
 
 // Message types only the node sends (offer, answer, candidate, chat and
@@ -47,14 +57,14 @@ const (
 // of the node's per-type message counter.
 func ClientTypes() []string {
 	return []string{TypeQueue, TypeCancel, TypeReady, TypeOffer, TypeAnswer,
-		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback}
+		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeFace}
 }
 
 // IsClientType says whether t is a type a client may send.
 func IsClientType(t string) bool {
 	switch t {
 	case TypeQueue, TypeCancel, TypeReady, TypeOffer, TypeAnswer,
-		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback:
+		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeFace:
 		return true
 	}
 	return false
@@ -122,9 +132,21 @@ type Features struct {
 	// FaceCheck: look for a face in your own camera before a video queue
 	// and send the answer as queue.face.
 	FaceCheck bool `json:"face_check"`
+	// FaceRecheck, with FaceCheck, has the page look again during video
+	// calls; absent, it looks only before a queue.
+	FaceRecheck *FaceRecheck `json:"face_recheck,omitempty"`
 	// POW: a join needs a solved proof-of-work challenge (queue.pow)
 	// or a pass bought by one.
 	POW bool `json:"pow"`
+}
+
+// FaceRecheck is welcome.features.face_recheck: look every IntervalMS
+// during a video call; when the face is gone, Missing says what to do:
+// "warn", or "leave" the room after GraceMS without a face.
+type FaceRecheck struct {
+	IntervalMS int64  `json:"interval_ms"`
+	Missing    string `json:"missing"`
+	GraceMS    int64  `json:"grace_ms"`
 }
 
 // WelcomeMsg is always the first frame on a socket.
