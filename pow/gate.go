@@ -20,7 +20,7 @@ type Options struct {
 	// Expiry is how long a challenge may be solved and used [2m].
 	Expiry time.Duration
 	// Cost is the maxnumber of a challenge for an address that joins
-	// rarely [50000]; MaxCost is the most it grows to [64 x Cost].
+	// rarely [200000]; MaxCost is the most it grows to [64 x Cost].
 	Cost, MaxCost int64
 	// PassJoins and PassTTL: one solution lets a session join this many
 	// times [20] within this long [10m].
@@ -77,7 +77,7 @@ func New(opt Options) (*Gate, error) {
 	defDur(&opt.Expiry, 2*time.Minute)
 	defDur(&opt.PassTTL, 10*time.Minute)
 	defDur(&opt.HalfLife, 10*time.Minute)
-	def(&opt.Cost, 50000)
+	def(&opt.Cost, 200000)
 	def(&opt.MaxCost, 64*opt.Cost)
 	if opt.MaxCost < opt.Cost {
 		return nil, fmt.Errorf("pow: the largest cost %d is below the base cost %d", opt.MaxCost, opt.Cost)

@@ -5,6 +5,7 @@
 import { Signaling } from './signaling.js';
 import { Call } from './call.js';
 import { Chat } from './chat.js';
+import { PowGate } from './pow.js';
 import { localStream, openCamera, cameraProblem, toggle, stopCamera } from './media.js';
 import { checkFace } from './face.js';
 import {
@@ -48,7 +49,10 @@ function refresh() {
   setControls({ state: app.state, canNext: app.canNext, hasStream: !!localStream() });
 }
 
-const send = (msg) => sig.send(msg);
+// pow pays for a join the node refused for want of proof of work
+// (bots.pow); every frame passes it so it knows what to send again.
+const pow = new PowGate({ send: (m) => sig.send(m), fail: (m) => onError(m) });
+const send = (msg) => sig.send(pow.outgoing(msg));
 
 // ---- the call ----
 
@@ -343,6 +347,7 @@ function onPeerLeft(msg) {
 }
 
 function onError(msg) {
+  if (pow.handles(msg)) return; // solving, then sent again
   console.warn('duet: server error', msg.code, msg.ref || '', msg.message || '');
   const text = userErrorText(msg);
   if (!text) return;

@@ -170,6 +170,7 @@ export function userErrorText(msg) {
       return until ? `You are banned from meeting strangers until ${until}.` : 'You are banned from meeting strangers for now.';
     }
     case 'unavailable': case 'too_large': return String(msg.message || 'Something went wrong.');
+    case 'pow_required': case 'pow_invalid': return `The check that you're not a bot failed: ${msg.message || 'try again'}`;
     default: return '';
   }
 }
