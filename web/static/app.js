@@ -7,7 +7,6 @@ import { Call } from './call.js';
 import { Chat } from './chat.js';
 import { PowGate } from './pow.js';
 import { localStream, openCamera, cameraProblem, toggle, stopCamera } from './media.js';
-import { checkFace } from './face.js';
 import {
   el, STATUS, setStatus, getStatus, setControls, setMode, setCommon, setPath,
   setOnline, clearChat, addLine, showRemote, clearRemote, attention, parseInterests,
@@ -31,6 +30,9 @@ const app = {
   starting: false,    // waiting for the camera after Start video
   expectQueued: '',   // "next"/"report" sent, shown as waiting before `queued`
   faceCheck: false,   // the node asks for a face check before video (welcome.features)
+  face: null,         // face.js's FaceCheck, imported only once a check runs
+  faceRecheck: null,  // {intervalMs, leave, graceMs} during calls (welcome.features)
+  faceGone: 0,        // the timer that leaves a room whose face stayed away
   shield: null,       // the nudity shield (shield.js), loaded only once it is on
   shieldDefault: 'off', // the operator's moderation.shield (welcome.features)
 };
@@ -58,6 +60,7 @@ const send = (msg) => sig.send(pow.outgoing(msg));
 
 function leaveRoom() {
   if (app.call) app.call.close();
+  faceUnwatch();
   if (app.shield) app.shield.stop();
   app.call = null;
   app.fellBack = false;
@@ -170,6 +173,7 @@ function switchToSfu(msg) {
 function onWelcome(msg, info) {
   setOnline(Number(msg.online));
   app.faceCheck = !!(msg.features && msg.features.face_check);
+  app.faceRecheck = faceRecheckOf(msg.features);
   app.shieldDefault = SHIELD_MODES.includes(msg.features && msg.features.shield) ? msg.features.shield : 'off';
   applyShield();
   if (msg.protocol !== 1) console.warn('duet: server speaks protocol', msg.protocol);
@@ -318,7 +322,10 @@ function onMatched(msg) {
   setStatus(app.mode === 'text' ? STATUS.connected : STATUS.connecting);
   setState('room');
   if (app.mode === 'text') send({ type: 'ready', room: app.room });
-  else buildCall(msg);
+  else {
+    buildCall(msg);
+    faceWatch();
+  }
 }
 
 function onSignal(msg) {
@@ -404,7 +411,10 @@ async function queue(mode, interests) {
   refresh();
   let res;
   try {
-    res = await checkFace(localStream());
+    if (!app.face) app.face = new (await import('./face.js')).FaceCheck();
+    res = await app.face.check(localStream());
+  } catch (err) {
+    res = { available: false, why: String(err) };
   } finally {
     app.starting = false;
     refresh();
@@ -420,6 +430,53 @@ async function queue(mode, interests) {
     return;
   }
   send({ type: 'queue', mode, interests, face: true });
+}
+
+// ---- the face re-check during a call ----
+
+// faceRecheckOf reads welcome.features.face_recheck (absent: no re-check).
+function faceRecheckOf(f) {
+  const r = f && f.face_check && f.face_recheck;
+  const ms = r && Number(r.interval_ms);
+  if (!(ms > 0)) return null;
+  return { intervalMs: ms, leave: r.missing === 'leave', graceMs: Math.max(0, Number(r.grace_ms) || 0) };
+}
+
+function faceWatch() {
+  const rc = app.faceRecheck;
+  if (!rc || !app.face || !localStream()) return;
+  const room = app.room;
+  app.face.startWatching(localStream(), {
+    intervalMs: rc.intervalMs,
+    onChange: (present) => {
+      if (app.room !== room || app.state !== 'room') return;
+      send({ type: 'face', room, reason: present ? 'back' : 'missing' });
+      clearTimeout(app.faceGone);
+      app.faceGone = 0;
+      if (present) {
+        addLine('system', 'Thanks: your face is in view again.');
+        return;
+      }
+      const secs = Math.round(rc.graceMs / 1000);
+      addLine('system', rc.leave
+        ? `We can't see your face. This service asks that it stays in view: show it within ${secs} seconds or you will leave this chat.`
+        : "We can't see your face. This service asks that it stays in view during a chat.");
+      if (!rc.leave) return;
+      app.faceGone = setTimeout(() => {
+        app.faceGone = 0;
+        if (app.room !== room || app.state !== 'room') return;
+        send({ type: 'face', room, reason: 'left' });
+        stop();
+        addLine('system', 'You left the chat: your face was not in view. Press Start to meet someone again.');
+      }, rc.graceMs);
+    },
+  });
+}
+
+function faceUnwatch() {
+  if (app.face) app.face.stopWatching();
+  clearTimeout(app.faceGone);
+  app.faceGone = 0;
 }
 
 function next() {
@@ -545,6 +602,7 @@ window.duet = Object.freeze({
   get mode() { return app.mode; },
   get pc() { return app.call ? app.call.pc : null; },
   get ws() { return sig.ws; },
+  get face() { return app.face ? { ...app.face.stats } : null; },
   get shield() { return app.shield ? app.shield.mode : 'off'; },
 });
 
