@@ -52,7 +52,7 @@ func TestBrowserFaceCheck(t *testing.T) {
 // warns, sees the face come back, and when it goes for good A leaves the
 // room after the grace and B is told. The node counts only yes/no events.
 func TestBrowserFaceCheckCall(t *testing.T) {
-	ctx := startBrowser(t, chromedp.Flag("allow-loopback-in-peer-connection", true), faceCamera(t, 2))
+	ctx := startBrowser(t, chromedpLoopback(), faceCamera(t, 2))
 	d := startDuet(t, faceEnv...)
 	url := "http://" + d.addr + "/"
 	a := openPageWith(t, ctx, "A", url, cameraShim(""))
@@ -135,6 +135,12 @@ func cameraShim(picture string) string {
 })();`
 }
 
+// chromedpLoopback is browser()'s flag: this machine may have only
+// loopback for WebRTC.
+func chromedpLoopback() chromedp.ExecAllocatorOption {
+	return chromedp.Flag("allow-loopback-in-peer-connection", true)
+}
+
 // facePictureURL is the face picture as a data: URL, for cameraShim.
 func facePictureURL(t *testing.T) string {
 	t.Helper()
@@ -169,11 +175,13 @@ func systemLine(text string) string {
 
 // checkRanInWorker: the check loaded its model in a Worker, on the wasm
 // backend (the page's main thread only grabbed frames).
-func checkRanInWorker(t *testing.T, p *page) {
+func checkRanInWorker(t *testing.T, p *page) { t.Helper(); checkRanInWorkerOn(t, p) }
+
+func checkRanInWorkerOn(t *testing.T, p browserPage) {
 	t.Helper()
-	where := evalOn[string](p, `window.duet.face ? window.duet.face.where + "/" + window.duet.face.backend : "none"`)
+	where := evalAs[string](p, `window.duet.face ? window.duet.face.where + "/" + window.duet.face.backend : "none"`)
 	if where != "worker/wasm" {
-		t.Fatalf("%s: face check ran in %q, want worker/wasm", p.name, where)
+		t.Fatalf("%s: face check ran in %q, want worker/wasm", p.label(), where)
 	}
 }
 
