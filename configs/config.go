@@ -251,6 +251,14 @@ type Moderation struct {
 	ReportsToBan int           `yaml:"reports_to_ban"`
 	ReportWindow time.Duration `yaml:"report_window"`
 	BanDuration  time.Duration `yaml:"ban_duration"`
+	// Shield is the default of the page's on-device nudity shield: off,
+	// blur-until-safe or blur-on-detect (users may change it for
+	// themselves). The node only counts what shields did.
+	Shield string `yaml:"shield"`
+	// ShieldReportsToBan, when above 0, bans after this many different
+	// sessions reported nudity their shield had flagged (within
+	// ReportWindow); 0: such reports count like any other.
+	ShieldReportsToBan int `yaml:"shield_reports_to_ban"`
 }
 
 // Bots holds what makes automated clients pay or show themselves.

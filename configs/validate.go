@@ -233,6 +233,10 @@ func (c *Config) Validate() error {
 	}
 	positive("moderation.ban_duration", c.Moderation.BanDuration)
 	positive("moderation.report_window", c.Moderation.ReportWindow)
+	oneOf("moderation.shield", c.Moderation.Shield, "off", "blur-until-safe", "blur-on-detect")
+	if n := c.Moderation.ShieldReportsToBan; n < 0 || n > c.Moderation.ReportsToBan {
+		bad("moderation.shield_reports_to_ban", "%d is outside 0..reports_to_ban (%d): 0 counts shield reports like any other", n, c.Moderation.ReportsToBan)
+	}
 	if c.Bots.POW {
 		positive("bots.pow_expiry", c.Bots.POWExpiry)
 		positive("bots.pow_pass_ttl", c.Bots.POWPassTTL)

@@ -72,6 +72,10 @@ type Policy struct {
 	ReportsToBan int
 	Window       time.Duration
 	BanDuration  time.Duration
+	// ShieldReportsToBan, when above 0, bans after fewer reports: as many
+	// different sessions whose nudity shield had flagged the reported
+	// session (Report.Shield).
+	ShieldReportsToBan int
 }
 
 // Moderator applies a Policy to a Store.
@@ -108,21 +112,27 @@ func (m *Moderator) Report(ctx context.Context, r Report, reportedIP string) (*B
 		return nil, err
 	}
 	since := r.At.Add(-m.policy.Window)
-	reporters := map[string]bool{}
+	reporters, shielded := map[string]bool{}, map[string]bool{}
 	for _, a := range against {
 		if !a.At.Before(since) {
 			reporters[a.Reporter] = true
+			if a.Shield {
+				shielded[a.Reporter] = true
+			}
 		}
 	}
+	reason := fmt.Sprintf("%d reports within %s", len(reporters), m.policy.Window)
 	if len(reporters) < m.policy.ReportsToBan {
-		return nil, nil
+		if m.policy.ShieldReportsToBan <= 0 || len(shielded) < m.policy.ShieldReportsToBan {
+			return nil, nil
+		}
+		reason = fmt.Sprintf("%d nudity reports flagged by the reporters' shields within %s", len(shielded), m.policy.Window)
 	}
 	if _, ok, err := m.store.FindBan(ctx, r.Reported, "", m.now()); err != nil || ok {
 		return nil, err // already banned: further reports change nothing
 	}
 	b, err := m.Add(ctx, Ban{
-		Session: r.Reported, IPHash: reportedIP, By: ByReports,
-		Reason: fmt.Sprintf("%d reports within %s", len(reporters), m.policy.Window),
+		Session: r.Reported, IPHash: reportedIP, By: ByReports, Reason: reason,
 	}, m.policy.BanDuration)
 	if err != nil {
 		return nil, err

@@ -18,6 +18,9 @@ type Report struct {
 	Reported string // session id
 	Reason   string
 	At       time.Time
+	// Shield: the reporter's nudity shield had flagged the reported
+	// session's video in this room (what the reporter's page says).
+	Shield bool `json:",omitempty"`
 }
 
 // MemoryStore keeps reports and bans in memory. Reports are bounded (the

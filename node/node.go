@@ -117,9 +117,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("store.backend %q: want memory or redis", cfg.Store.Backend)
 	}
 	moderator := moderation.NewModerator(modStore, moderation.Policy{
-		ReportsToBan: cfg.Moderation.ReportsToBan,
-		Window:       cfg.Moderation.ReportWindow,
-		BanDuration:  cfg.Moderation.BanDuration,
+		ReportsToBan:       cfg.Moderation.ReportsToBan,
+		ShieldReportsToBan: cfg.Moderation.ShieldReportsToBan,
+		Window:             cfg.Moderation.ReportWindow,
+		BanDuration:        cfg.Moderation.BanDuration,
 	}, nil, nil)
 	n.moderator = moderator
 	if n.redisBans != nil {
@@ -209,6 +210,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		SFUAlways:      media != nil && cfg.SFU.Mode == "always",
 		Rooms:          n.revoker,
 		StoreSeen:      storeSeen,
+		Shield:         cfg.Moderation.Shield,
 		Gate:           n.pow.gatekeeper(),
 	})
 	if err != nil {

@@ -124,6 +124,8 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 		h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 	case wire.TypeReport:
 		return h.onReport(ctx, s, m)
+	case wire.TypeShield:
+		return h.onShield(s, m)
 	case wire.TypeFace:
 		return h.onFace(s, m)
 	case wire.TypeFallback:
@@ -290,6 +292,7 @@ func (h *Hub) onReport(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 	h.reports = append(h.reports, reportJob{
 		rep: moderation.Report{
 			Room: r.code, Reporter: s.id, Reported: other.id, Reason: reason, At: h.opt.Now(),
+			Shield: h.shieldReport(s, r, reason),
 		},
 		ip: other.ipHash, node: other.remote, reporter: s, room: r,
 	})

@@ -105,6 +105,9 @@ type Options struct {
 	// command of the node): a join on a busy node waits while the store
 	// answers, and gives up soon only when it is silent.
 	StoreSeen func() time.Time
+	// Shield is the operator's default for the page's nudity shield
+	// (moderation.shield), sent in welcome.features; "" is off.
+	Shield string
 	// Gate, if set, must admit every join a client asks for (the
 	// proof-of-work check, bots.pow); nil: joins are free.
 	Gate Gatekeeper
@@ -219,6 +222,8 @@ type room struct {
 	media    string    // p2p | sfu
 	sfu      MediaRoom // set once the SFU room is open (on this node)
 	sfuNode  string    // the node whose SFU carries this room, if not this one
+	// shieldHit: that side's nudity shield flagged the other's video.
+	shieldHit [2]bool
 }
 
 // ticket is s's current queue ticket (prefs set).
@@ -427,7 +432,7 @@ func (h *Hub) sendErr(s *session, e *wire.Error, ref string) {
 func (h *Hub) welcome(s *session, resumed bool) {
 	h.send(s, wire.WelcomeMsg{
 		Type: wire.TypeWelcome, Protocol: wire.ProtocolVersion, Session: s.id, Token: s.token,
-		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, FaceCheck: h.opt.Signal.FaceCheck, FaceRecheck: faceRecheck(h.opt.Signal), POW: h.opt.Gate != nil},
+		Features: wire.Features{TURN: h.opt.TURN, SFU: h.opt.SFU != nil, Text: true, Shield: h.shieldMode(), FaceCheck: h.opt.Signal.FaceCheck, FaceRecheck: faceRecheck(h.opt.Signal), POW: h.opt.Gate != nil},
 		Online:   h.online, Resumed: resumed,
 	})
 }

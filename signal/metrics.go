@@ -22,6 +22,7 @@ type metrics struct {
 	reports      prometheus.Counter
 	staleMatches prometheus.Counter
 	faceChecks   *prometheus.CounterVec
+	shield       *prometheus.CounterVec // duet_shield_events_total
 	faceRecheck  *prometheus.CounterVec
 }
 
@@ -57,6 +58,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 		faceRecheck: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_face_rechecks_total", Help: "What browsers' face re-checks during video calls saw: missing, back, left (signal.face_check_interval).",
 		}, []string{"event"}),
+		shield: newShieldCounter(),
 		staleMatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_stale_matches_total", Help: "Matches dropped because a side had left; the other side was re-queued.",
 		}),
@@ -79,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, h *Hub) (*metrics, error) {
 	}, func() float64 { return float64(h.Stats().Online) })
 	for _, c := range []prometheus.Collector{
 		m.messages, m.errors, m.refused, m.rooms, m.roomsTotal, m.rateLimited,
-		m.resumes, m.reports, m.staleMatches, m.faceChecks, m.faceRecheck, sessions,
+		m.resumes, m.reports, m.staleMatches, m.faceChecks, m.shield, m.faceRecheck, sessions,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("signal: registering metrics: %w", err)

@@ -22,6 +22,8 @@ type Inbound struct {
 	On        *bool           `json:"on"`
 	Reason    string          `json:"reason"`
 	Face      *bool           `json:"face"`
+	// Event is what a shield message counts.
+	Event string `json:"event"`
 	// Pow is a solved proof-of-work challenge (queue, next).
 	Pow string `json:"pow"`
 }

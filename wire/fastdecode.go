@@ -119,6 +119,9 @@ func (p *parser) field(m *Inbound, key []byte) (uint16, bool) {
 	case "face":
 		m.Face, ok = p.boolPtr()
 		return 1 << 11, ok
+	case "event":
+		m.Event, ok = p.str()
+		return 1 << 13, ok
 	case "pow":
 		m.Pow, ok = p.str()
 		return 1 << 12, ok

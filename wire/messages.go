@@ -27,6 +27,9 @@ const (
 	TypeLeave     = "leave"
 	TypeReport    = "report"
 	TypeFallback  = "fallback"
+	// TypeShield counts what the page's nudity shield did (event: one of
+	// ShieldEvents); only counted.
+	TypeShield = "shield"
 	// TypeFace reports what the page's face re-check during a call saw
 	// (reason: FaceMissing, FaceBack or FaceLeft); only counted.
 	TypeFace = "face"
@@ -57,14 +60,14 @@ const (
 // of the node's per-type message counter.
 func ClientTypes() []string {
 	return []string{TypeQueue, TypeCancel, TypeReady, TypeOffer, TypeAnswer,
-		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeFace}
+		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeShield, TypeFace}
 }
 
 // IsClientType says whether t is a type a client may send.
 func IsClientType(t string) bool {
 	switch t {
 	case TypeQueue, TypeCancel, TypeReady, TypeOffer, TypeAnswer,
-		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeFace:
+		TypeCandidate, TypeChat, TypeTyping, TypeNext, TypeLeave, TypeReport, TypeFallback, TypeShield, TypeFace:
 		return true
 	}
 	return false
@@ -132,6 +135,9 @@ type Features struct {
 	// FaceCheck: look for a face in your own camera before a video queue
 	// and send the answer as queue.face.
 	FaceCheck bool `json:"face_check"`
+	// Shield is the operator's default for the page's nudity shield:
+	// off, blur-until-safe or blur-on-detect (moderation.shield).
+	Shield string `json:"shield"`
 	// FaceRecheck, with FaceCheck, has the page look again during video
 	// calls; absent, it looks only before a queue.
 	FaceRecheck *FaceRecheck `json:"face_recheck,omitempty"`

@@ -549,7 +549,7 @@ async function shieldWatch() {
         video: el.remoteVideo,
         tile: el.remoteVideo.parentElement,
         mode: shieldMode(),
-        send: (event) => send({ type: 'shield', event }),
+        send: (event) => app.room && send({ type: 'shield', room: app.room, event }),
         onNext: next,
         onReport: report,
       });

@@ -223,8 +223,10 @@ export class Shield {
       this.report('skipped');
       this.onNext();
     });
+    // The report's reason is the classification's: nudity. The node
+    // knows this page's shield flagged the room (it sent `detected`).
     button('shield-report', 'Report nudity', 'danger').addEventListener('click', () => {
-      this.onReport(`shield:${this.hit || 'nudity'}`);
+      this.onReport('nudity');
     });
     button('shield-show', 'Show anyway').addEventListener('click', () => {
       this.revealed = true;
