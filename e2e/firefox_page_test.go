@@ -17,12 +17,9 @@ package e2e
 //	shotsOnFailure(t, a, b)                   // NAME-failed.png of each if t fails
 //
 // Firefox runs on a throwaway profile whose prefs give it a fake camera
-// and microphone without a prompt and let it use STUN/TURN servers on
-// loopback (firefoxPrefs); it is driven over WebDriver BiDi
-// (internal/testtool/bidi). With the fake camera it gathers host
-// candidates only on the default-route address, never loopback, so an
-// ICE-lite server it must reach (the SFU) has to advertise that address
-// (defaultRouteIPv4, firefox_test.go). Its console goes to
+// and microphone without a prompt, count it as a real capture and let
+// WebRTC use loopback (firefoxPrefs); it is driven over WebDriver BiDi
+// (internal/testtool/bidi). Its console goes to
 // firefox-console.log and its own output to firefox.log in the test's
 // artifact directory; MOZ_LOG=mtransport:4 adds its ICE log there.
 // Without firefox-esr the test skips, or fails under CI=true.
@@ -92,8 +89,15 @@ func firefoxPrefs() map[string]any {
 		// Chromium's use-fake-device/use-fake-ui flags do.
 		"media.navigator.streams.fake":        true,
 		"media.navigator.permission.disabled": true,
-		// Firefox refuses STUN/TURN servers on 127.0.0.1 unless told, and
-		// every node here listens on loopback.
+		// And count that fake camera as a real capture. Firefox trusts a
+		// page that captures with all its host addresses, unobfuscated;
+		// without this it offers only its default-route address (under a
+		// .local name), as to a page that never opened a camera, unlike
+		// any user's Firefox in a call.
+		"media.navigator.permission.fake": true,
+		// Firefox leaves loopback out of ICE (its own host candidates, and
+		// STUN/TURN servers on 127.0.0.1) unless told; every node here
+		// listens on loopback.
 		"media.peerconnection.ice.loopback": true,
 	}
 }
