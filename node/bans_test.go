@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -137,13 +138,13 @@ func TestBans(t *testing.T) {
 
 // readWithin returns the next message or the read error (a timeout: none).
 func readWithin(c *client, d time.Duration) (msg, error) {
-	_ = c.ws.SetReadDeadline(time.Now().Add(d))
-	_, b, err := c.ws.ReadMessage()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	m, err := c.wc.Next(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var m msg
-	return m, json.Unmarshal(b, &m)
+	return m.Fields(), nil
 }
 
 func TestBanAPIRefusesBadInput(t *testing.T) {

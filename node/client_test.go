@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/wire"
 )
 
 // testNode runs a real node on a loopback port and stops it at cleanup.
@@ -122,23 +123,26 @@ func waitReady(t testing.TB, base string) {
 	t.Fatal("node not ready within 5s")
 }
 
-// msg is one decoded server message.
+// msg is one decoded server message, as a generic JSON object: the
+// protocol tests assert on its shape (which keys, of which JSON type).
 type msg map[string]any
 
 func (m msg) str(k string) string { s, _ := m[k].(string); return s }
 
-// client is a protocol-level test client on a real WebSocket.
+// client is a protocol-level test client on a real WebSocket: wire.Client,
+// failing the test on errors.
 type client struct {
 	t       *testing.T
 	name    string
-	ws      *websocket.Conn
+	wc      *wire.Client
+	ws      *websocket.Conn // the same socket, for tests that work below the protocol
 	welcome msg
 }
 
 func dial(t *testing.T, url, name string, hdr http.Header) *client {
 	t.Helper()
 	c := dialRaw(t, url, name, hdr)
-	c.welcome = c.expect("welcome")
+	c.welcome = c.expect(wire.TypeWelcome)
 	return c
 }
 
@@ -153,8 +157,8 @@ func dialRaw(t *testing.T, url, name string, hdr http.Header) *client {
 		}
 		t.Fatalf("%s: dial %s: %v (HTTP %d)", name, url, err, code)
 	}
-	c := &client{t: t, name: name, ws: ws}
-	t.Cleanup(func() { ws.Close() })
+	c := &client{t: t, name: name, wc: wire.NewClient(ws), ws: ws}
+	t.Cleanup(func() { _ = c.wc.Close() })
 	return c
 }
 
@@ -165,35 +169,35 @@ func (c *client) in(t *testing.T) *client {
 	return &cc
 }
 
+// send sends v (a wire.Request, or a map for fields of the wrong type).
 func (c *client) send(v any) {
 	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
+	if err := c.wc.Send(v); err != nil {
+		c.t.Fatalf("%s: %v", c.name, err)
 	}
-	c.sendRaw(websocket.TextMessage, b)
 }
 
 func (c *client) sendRaw(kind int, b []byte) {
 	c.t.Helper()
-	if err := c.ws.WriteMessage(kind, b); err != nil {
-		c.t.Fatalf("%s: write: %v", c.name, err)
+	send := c.wc.SendRaw
+	if kind == websocket.BinaryMessage {
+		send = c.wc.SendBinary
+	}
+	if err := send(b); err != nil {
+		c.t.Fatalf("%s: %v", c.name, err)
 	}
 }
 
 // read returns the next message, failing after timeout.
 func (c *client) read(timeout time.Duration) msg {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	_, b, err := c.ws.ReadMessage()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	m, err := c.wc.Next(ctx)
 	if err != nil {
-		c.t.Fatalf("%s: read: %v", c.name, err)
+		c.t.Fatalf("%s: %v", c.name, err)
 	}
-	var m msg
-	if err := json.Unmarshal(b, &m); err != nil {
-		c.t.Fatalf("%s: server sent invalid JSON %q: %v", c.name, b, err)
-	}
-	return m
+	return m.Fields()
 }
 
 // expect reads the next message and fails unless it has type typ.
@@ -210,7 +214,7 @@ func (c *client) expect(typ string) msg {
 // code (and, when ref is set, that ref).
 func (c *client) expectError(code, ref string) msg {
 	c.t.Helper()
-	m := c.expect("error")
+	m := c.expect(wire.TypeError)
 	if m.str("code") != code {
 		c.t.Fatalf("%s: error code %q (%v), want %q", c.name, m.str("code"), m, code)
 	}
@@ -223,40 +227,36 @@ func (c *client) expectError(code, ref string) msg {
 	return m
 }
 
-// closeErr reads until the socket ends and returns the close code.
+// closeCode reads until the socket ends and returns the close code.
 func (c *client) closeCode(timeout time.Duration) int {
 	c.t.Helper()
-	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		_, _, err := c.ws.ReadMessage()
-		if err == nil {
-			continue
-		}
-		if ce, ok := err.(*websocket.CloseError); ok {
-			return ce.Code
-		}
-		c.t.Fatalf("%s: socket ended without a close frame: %v", c.name, err)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	code, err := c.wc.CloseCode(ctx)
+	if err != nil {
+		c.t.Fatalf("%s: %v", c.name, err)
 	}
+	return code
 }
 
 // drop cuts the TCP connection without a close frame (a Wi-Fi blip).
-func (c *client) drop() { _ = c.ws.UnderlyingConn().Close() }
+func (c *client) drop() { _ = c.wc.Close() }
 
 // pair queues a and b and returns their matched messages, offerer first.
 func pair(t *testing.T, a, b *client, mode string) (offerer, answerer *client, room string) {
 	t.Helper()
-	a.send(map[string]any{"type": "queue", "mode": mode})
-	a.expect("queued")
-	b.send(map[string]any{"type": "queue", "mode": mode})
-	b.expect("queued")
-	ma, mb := a.expect("matched"), b.expect("matched")
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: mode})
+	a.expect(wire.TypeQueued)
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: mode})
+	b.expect(wire.TypeQueued)
+	ma, mb := a.expect(wire.TypeMatched), b.expect(wire.TypeMatched)
 	if ma.str("room") != mb.str("room") || ma.str("room") == "" {
 		t.Fatalf("rooms differ: %v vs %v", ma, mb)
 	}
 	switch {
-	case ma.str("role") == "offerer" && mb.str("role") == "answerer":
+	case ma.str("role") == wire.RoleOfferer && mb.str("role") == wire.RoleAnswerer:
 		return a, b, ma.str("room")
-	case mb.str("role") == "offerer" && ma.str("role") == "answerer":
+	case mb.str("role") == wire.RoleOfferer && ma.str("role") == wire.RoleAnswerer:
 		return b, a, ma.str("room")
 	}
 	t.Fatalf("roles: %q and %q", ma.str("role"), mb.str("role"))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // redisConfig is testConfig on a shared Redis, as node name.
@@ -297,24 +298,23 @@ collect:
 // again, until stop. unavailable errors are retried after a pause.
 func loadUser(c *client, u int, stop chan struct{}, report func(kind, room string)) {
 	msgs := make(chan msg, 64)
-	_ = c.ws.SetReadDeadline(time.Time{}) // dial's expect left one
 	go func() {
 		defer close(msgs)
 		for {
-			var m msg
-			if err := c.ws.ReadJSON(&m); err != nil {
+			m, err := c.wc.Next(context.Background()) // Close ends the wait
+			if err != nil {
 				msgs <- msg{"type": "readerr", "code": err.Error()}
 				return
 			}
-			msgs <- m
+			msgs <- m.Fields()
 		}
 	}()
 	defer func() {
-		c.ws.Close()
+		_ = c.wc.Close()
 		for range msgs {
 		}
 	}()
-	queue := func() { _ = c.ws.WriteJSON(map[string]any{"type": "queue", "mode": "text"}) }
+	queue := func() { _ = c.wc.Queue(wire.ModeText) }
 	queue()
 	room := ""
 	for {
@@ -333,7 +333,7 @@ func loadUser(c *client, u int, stop chan struct{}, report func(kind, room strin
 		case "matched":
 			room = m.str("room")
 			report("matched", room)
-			_ = c.ws.WriteJSON(map[string]any{"type": "leave"})
+			_ = c.wc.Leave()
 		case "idle":
 			if room != "" {
 				report("left", room)

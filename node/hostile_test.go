@@ -118,7 +118,7 @@ func TestHostileCatalogue(t *testing.T) {
 		wrote := make(chan struct{})
 		go func() {
 			defer close(wrote)
-			_ = c.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"chat","text":"`+strings.Repeat("x", 10<<20)+`"}`))
+			_ = c.wc.SendRaw([]byte(`{"type":"chat","text":"` + strings.Repeat("x", 10<<20) + `"}`))
 		}()
 		code := c.closeCode(10 * time.Second)
 		<-wrote

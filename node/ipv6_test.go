@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // v6ns is a network namespace of the test's own whose loopback holds
@@ -148,9 +149,9 @@ func (ns *v6ns) wsFrom(t *testing.T, url, src string) (*client, int) {
 		}
 		return nil, resp.StatusCode
 	}
-	t.Cleanup(func() { ws.Close() })
-	c := &client{t: t, name: src, ws: ws}
-	c.welcome = c.expect("welcome")
+	c := &client{t: t, name: src, wc: wire.NewClient(ws), ws: ws}
+	t.Cleanup(func() { _ = c.wc.Close() })
+	c.welcome = c.expect(wire.TypeWelcome)
 	return c, http.StatusSwitchingProtocols
 }
 

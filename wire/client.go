@@ -179,6 +179,10 @@ func Dial(ctx context.Context, url string, opt DialOptions) (*Client, error) {
 	return &Client{ws: ws, writeTimeout: opt.WriteTimeout}, nil
 }
 
+// NewClient wraps a socket the caller dialled itself (through a dialer
+// Dial does not offer); the Client owns it from then on.
+func NewClient(ws *websocket.Conn) *Client { return &Client{ws: ws} }
+
 // Send encodes v (a Request, or any value that encodes as a client
 // message) as one text frame.
 func (c *Client) Send(v any) error {
