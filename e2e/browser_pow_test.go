@@ -3,6 +3,8 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,21 +73,7 @@ func TestBrowserPOW(t *testing.T) {
 	}
 	a.chat("paid twice")
 	b.waitChatFromStranger("paid twice")
-	// What a solve costs here: the page's worker on a challenge whose
-	// number is 300000, timed in the page.
-	salt := "0123456789abcdef01234567?expires=1790000000&"
-	sum := sha256.Sum256([]byte(salt + "300000"))
-	rate := evalOn[float64](a, `new Promise((resolve, reject) => {
-		const w = new Worker("/pow-worker.js"), t0 = performance.now();
-		w.onmessage = (e) => {
-			if (typeof e.data.progress === "number") return;
-			w.terminate();
-			if (e.data.number === 300000) resolve(300001 / ((performance.now() - t0) / 1000));
-			else reject(new Error(JSON.stringify(e.data)));
-		};
-		w.postMessage({salt: `+jsString(salt)+`, challenge: "`+hex.EncodeToString(sum[:])+`", max: 400000});
-	})`)
-	t.Logf("the page's worker: %.0f SHA-256 a second", rate)
+	t.Logf("the page's worker: %.0f SHA-256 a second", workerRate(a))
 
 	// A browser that cannot run the check (no Workers here) is told why,
 	// and stays idle.
@@ -96,4 +84,45 @@ func TestBrowserPOW(t *testing.T) {
 	if st := evalOn[string](c, `window.duet.state`); st != "idle" {
 		t.Fatalf("C: state %q after the check failed, want idle", st)
 	}
+}
+
+// workerRate has the page's worker solve two challenges made here: one
+// whose salt runs over SHA-256's first block (a salt of another server
+// may), and one whose number is 300000, timed in the page; it returns
+// hashes a second.
+func workerRate(p browserPage) float64 {
+	solve := func(salt string, n, max int) float64 {
+		sum := sha256.Sum256([]byte(salt + strconv.Itoa(n)))
+		return evalAs[float64](p, `new Promise((resolve, reject) => {
+			const w = new Worker("/pow-worker.js"), t0 = performance.now();
+			w.onmessage = (e) => {
+				if (typeof e.data.progress === "number") return;
+				w.terminate();
+				if (e.data.number === `+strconv.Itoa(n)+`) resolve(`+strconv.Itoa(n+1)+` / ((performance.now() - t0) / 1000));
+				else reject(new Error(JSON.stringify(e.data)));
+			};
+			w.postMessage({salt: `+jsString(salt)+`, challenge: "`+hex.EncodeToString(sum[:])+`", max: `+strconv.Itoa(max)+`});
+		})`)
+	}
+	solve(strings.Repeat("long salt ", 12)+"?expires=1790000000&", 4321, 10000)
+	return solve("0123456789abcdef01234567?expires=1790000000&", 300000, 400000)
+}
+
+// TestFirefoxPOW: a Firefox page solves the node's challenge too, and
+// meets a Chromium page that did.
+func TestFirefoxPOW(t *testing.T) {
+	d := startDuet(t, "DUET_BOTS_POW=true", "DUET_BOTS_POW_KEY=e2e-pow-key")
+	ff := startFirefox(t)
+	a := openFirefoxPage(t, ff, "A", "http://"+d.addr+"/")
+	b := openPage(t, browser(t), "B", "http://"+d.addr+"/")
+	shotsOnFailure(t, a, b)
+	t.Logf("Firefox's worker: %.0f SHA-256 a second", workerRate(a))
+	a.click("#start-text")
+	waitStatusOn(a, "Looking for someone…", 60*time.Second)
+	b.click("#start-text")
+	for _, p := range []browserPage{a, b} {
+		waitStatusOn(p, "Connected", 60*time.Second)
+	}
+	chatOn(a, "paid in Firefox")
+	waitChatOn(b, "paid in Firefox")
 }
