@@ -157,8 +157,10 @@ func (m *tlsMux) sort(tcp net.Conn) {
 		isTURN = head[0]>>6 == 0
 		conn = &peekedConn{Conn: tc, head: head[:n]}
 	}
+	alpn := tc.ConnectionState().NegotiatedProtocol
 	if isTURN && m.turn != nil {
 		m.sorted.WithLabelValues("turn").Inc()
+		m.log.Debug("TURN over TLS on the HTTPS port", "alpn", alpn, "sni", tc.ConnectionState().ServerName)
 		// The relay counts it from here, under its own caps and
 		// deadlines (it sets the authentication deadline).
 		if lc, ok := tcp.(*limitedConn); ok {
