@@ -435,3 +435,44 @@ func startErr(cfg *configs.Config) error {
 	}
 	return errors.Join(ln.Close(), errors.New("started"))
 }
+
+// TestACMESharedThroughRedis: two nodes on one Redis ask for the same
+// name. One orders (holding the lock in Redis), the other waits and
+// loads what it stored; the CA's check may reach either node, since
+// both answer a challenge from Redis. Both serve the same certificate,
+// and it was obtained once.
+func TestACMESharedThroughRedis(t *testing.T) {
+	addr := testtool.StartRedis(t)
+	portA, portB := testtool.FreePort(t), testtool.FreePort(t)
+	// pebble checks TLS-ALPN-01 on node A's port, whichever node ordered.
+	p := testtool.StartPebble(t, testtool.PebbleOptions{TLSPort: portA, HTTPPort: testtool.FreePort(t)})
+	var nodes []*acmeNode
+	for i, port := range []int{portA, portB} {
+		cfg := acmeConfig(t, p, port, 0)
+		cfg.TURN.ListenTLS = ""
+		cfg.Store.Backend = "redis"
+		cfg.Store.Redis.Addrs = []string{addr}
+		cfg.Store.Redis.KeyPrefix = "t:" + t.Name() + ":"
+		cfg.Store.Redis.Node = fmt.Sprintf("n%d", i)
+		cfg.HTTP.ShutdownGrace = 500 * time.Millisecond
+		nodes = append(nodes, startACMENode(t, p, cfg))
+	}
+	a, _ := nodes[0].leaf()
+	b, _ := nodes[1].leaf()
+	if a.SerialNumber.Cmp(b.SerialNumber) != 0 {
+		t.Fatalf("node A serves serial %x, node B %x: the certificate was not shared", a.SerialNumber, b.SerialNumber)
+	}
+	obtained := 0
+	for _, n := range nodes {
+		body := metricsText(t, n.httpClient("http/1.1"), "https://"+acmeDomain+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, `duet_acme_events_total{event="obtained"} `); ok {
+				k, _ := strconv.Atoi(v)
+				obtained += k
+			}
+		}
+	}
+	if obtained != 1 {
+		t.Fatalf("the two nodes obtained %d certificates, want 1", obtained)
+	}
+}
