@@ -305,6 +305,8 @@ func (n *Node) routes() {
 	})
 	n.mux.HandleFunc("GET /readyz", n.readyz)
 	n.mux.HandleFunc("GET /api/stats", n.stats)
+	n.mux.HandleFunc("GET /api/site", n.site)
+	n.mux.HandleFunc("GET /api/safety", n.adminOnly(n.safety))
 	n.mux.HandleFunc("GET /api/rooms", n.adminOnly(n.listRooms))
 	n.mux.HandleFunc("GET /api/rooms/{room}", n.adminOnly(n.getRoom))
 	n.mux.HandleFunc("GET /api/node", n.adminOnly(n.apiNode))

@@ -77,6 +77,9 @@ type Record struct {
 	Interests []string    `json:",omitempty"`
 	Lang      string      `json:",omitempty"`
 	Room      *RoomRecord `json:",omitempty"`
+	// Self and Blocked are the session's block identity and list.
+	Self    string   `json:",omitempty"`
+	Blocked []string `json:",omitempty"`
 }
 
 // RoomRecord is a session's view of its room.
@@ -89,6 +92,7 @@ type RoomRecord struct {
 	PeerID   string
 	PeerNode string
 	PeerIP   string `json:",omitempty"` // the stranger's address hash
+	PeerSelf string `json:",omitempty"` // the stranger's block identity
 }
 
 // localBus is the Bus of a node on its own: there is nobody to publish

@@ -78,6 +78,7 @@ func (h *Hub) matchSide(m matcher.Match, i int) {
 	}
 	r.side[i] = s
 	r.side[1-i] = &session{id: theirs.Session, ipHash: theirs.IPHash, remote: theirs.Node, state: stateRoom, room: r}
+	r.self[i], r.self[1-i] = mine.Self, theirs.Self
 	s.pend = r
 	h.pending[r.code] = r
 	h.opt.Bus.Publish(theirs.Node, Envelope{Type: envAccept, Room: r.code, From: mine.Session})
@@ -213,6 +214,7 @@ func (h *Hub) Deliver(env Envelope) {
 		h.onGone(env)
 	case envFrame:
 		if s := h.member(env.Room, env.To); s != nil {
+			h.countRemoteChat(s, env.Frame)
 			h.sendFrame(s, env.Frame)
 		}
 	case envSignal:

@@ -109,6 +109,9 @@ func (h *Hub) dispatch(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 		}
 		h.send(r.other(s), wire.TypingMsg{Type: wire.TypeTyping, Room: r.code, On: *m.On})
 	case wire.TypeNext:
+		if e := h.takeBlocks(s, m); e != nil {
+			return e
+		}
 		switch s.state {
 		case stateWaiting:
 			h.send(s, wire.ModeMsg{Type: wire.TypeQueued, Mode: s.prefs.mode})
@@ -179,6 +182,9 @@ func (h *Hub) onQueue(ctx context.Context, s *session, m *wire.Inbound) *wire.Er
 	}
 	if h.opt.Signal.FaceCheck && m.Mode == matcher.ModeVideo {
 		h.m.faceChecks.WithLabelValues(faceResult(m.Face)).Inc()
+	}
+	if e := h.takeBlocks(s, m); e != nil {
+		return e
 	}
 	s.prefs = &prefs{mode: m.Mode, interests: cleanInterests(m.Interests), lang: lang}
 	h.askJoin(ctx, s, "queue", m.Pow)
@@ -278,7 +284,12 @@ func (h *Hub) onChat(s *session, m *wire.Inbound) *wire.Error {
 	if n := utf8.RuneCountInString(text); n > h.opt.Signal.ChatMaxChars {
 		return wire.Errorf(wire.CodeTooLarge, "chat text has %d characters; at most %d", n, h.opt.Signal.ChatMaxChars)
 	}
-	h.send(r.other(s), wire.ChatMsg{Type: wire.TypeChat, Room: r.code, Text: text, At: h.opt.Now().UnixMilli()})
+	links, e := h.chatLinks(r, text)
+	if e != nil {
+		return e
+	}
+	r.chats[r.index(s)]++
+	h.send(r.other(s), wire.ChatMsg{Type: wire.TypeChat, Room: r.code, Text: text, At: h.opt.Now().UnixMilli(), Links: links})
 	return nil
 }
 
@@ -287,7 +298,10 @@ func (h *Hub) onReport(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 	if e != nil {
 		return e
 	}
-	reason := truncate(wire.SanitizeChat(m.Reason), maxReasonChars)
+	reason, e := h.reportReason(m.Reason)
+	if e != nil {
+		return e
+	}
 	other := r.other(s)
 	h.reports = append(h.reports, reportJob{
 		rep: moderation.Report{

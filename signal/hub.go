@@ -128,6 +128,10 @@ type Hub struct {
 	m    *metrics
 	ips  *ipTable
 	salt []byte
+	// blocks makes block identities and handles (block.go);
+	// reportReasons counts reports by reason (safety.go)
+	blocks        *blockKeys
+	reportReasons *prometheus.CounterVec
 	// keys turns a client address into what limits and bans count:
 	// the address for IPv4, its limits.ipv6_prefix block for IPv6.
 	keys addrkey.Keyer
@@ -189,6 +193,10 @@ type session struct {
 	room      *room
 	c         *conn
 	limits    *sessionLimits
+	// self is the session's block identity (its browser token's, else
+	// its own) and blocked those it never wants to meet (block.go).
+	self    string
+	blocked []string
 	// requeue: the socket dropped while waiting; queue again on resume.
 	requeue  bool
 	grace    Timer
@@ -224,6 +232,10 @@ type room struct {
 	sfuNode  string    // the node whose SFU carries this room, if not this one
 	// shieldHit: that side's nudity shield flagged the other's video.
 	shieldHit [2]bool
+	// self: each side's block identity, for matched.block; chats: the
+	// chats each side sent, for signal.chat_links.
+	self  [2]string
+	chats [2]int
 }
 
 // ticket is s's current queue ticket (prefs set).
@@ -231,6 +243,7 @@ func (s *session) ticket() matcher.Ticket {
 	return matcher.Ticket{
 		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
 		Lang: s.prefs.lang, JoinedAt: s.joinedAt, IPHash: s.ipHash,
+		Self: s.self, Blocked: s.blocked,
 	}
 }
 
@@ -310,6 +323,9 @@ func NewHub(opt Options) (*Hub, error) {
 		return nil, err
 	}
 	h.m = m
+	if err := h.initSafety(); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -454,6 +470,7 @@ func (h *Hub) matchedFor(r *room, s *session) wire.MatchedMsg {
 		CommonInterests: r.common, ICEServers: ice, Media: r.mediaPath(),
 		P2PTimeoutMS:       h.opt.Signal.P2PTimeout.Milliseconds(),
 		ICETransportPolicy: policy,
+		Block:              h.blocks.handle(r.self[1-r.index(s)]),
 	}
 }
 
@@ -511,6 +528,7 @@ func (h *Hub) openLocal(m matcher.Match) {
 	r := &room{
 		code: m.Room, mode: m.Mode, side: [2]*session{a, b},
 		common: append([]string{}, m.Common...), started: h.opt.Now(),
+		self: [2]string{m.A.Self, m.B.Self},
 	}
 	h.rooms[r.code] = r
 	h.startSFUAtMatch(r)

@@ -35,7 +35,7 @@ func (h *Hub) persist(s *session) {
 		return
 	}
 	s.saved = now
-	rec := Record{ID: s.id, Token: s.token, Node: bus.Node(), State: "idle"}
+	rec := Record{ID: s.id, Token: s.token, Node: bus.Node(), State: "idle", Self: s.self, Blocked: s.blocked}
 	if s.prefs != nil {
 		rec.Mode, rec.Interests, rec.Lang = s.prefs.mode, s.prefs.interests, s.prefs.lang
 	}
@@ -49,7 +49,7 @@ func (h *Hub) persist(s *session) {
 		}
 		rec.State = "room"
 		rec.Room = &RoomRecord{Code: r.code, Mode: r.mode, Common: r.common, Started: r.started,
-			Index: r.index(s), PeerID: peer.id, PeerNode: node, PeerIP: peer.ipHash}
+			Index: r.index(s), PeerID: peer.id, PeerNode: node, PeerIP: peer.ipHash, PeerSelf: r.self[1-r.index(s)]}
 	case s.state == stateWaiting || s.requeue:
 		rec.State = "waiting"
 	}
@@ -135,6 +135,7 @@ func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*sessi
 		id: rec.ID, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c,
 		limits: newSessionLimits(h.opt.Limits),
 	}
+	s.self, s.blocked = rec.Self, rec.Blocked
 	if rec.Mode != "" {
 		s.prefs = &prefs{mode: rec.Mode, interests: append([]string{}, rec.Interests...), lang: rec.Lang}
 	}
@@ -190,6 +191,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 	}
 	r := &room{code: rr.Code, mode: rr.Mode, common: append([]string{}, rr.Common...), started: rr.Started}
 	r.side[rr.Index] = s
+	r.self[rr.Index], r.self[1-rr.Index] = s.self, rr.PeerSelf
 	r.side[1-rr.Index] = &session{id: rr.PeerID, ipHash: rr.PeerIP, remote: rr.PeerNode, state: stateRoom, room: r}
 	s.state, s.room = stateRoom, r
 	h.rooms[r.code] = r

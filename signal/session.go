@@ -61,6 +61,9 @@ func (h *Hub) register(s *session) error {
 	h.sessions[s.id] = s
 	h.tokens[s.token] = s
 	h.online++
+	if s.self == "" {
+		s.self = h.blocks.self("", s.id)
+	}
 	return nil
 }
 

@@ -22,6 +22,10 @@ type Inbound struct {
 	On        *bool           `json:"on"`
 	Reason    string          `json:"reason"`
 	Face      *bool           `json:"face"`
+	// Me is the browser's block token, Blocked the block handles it
+	// holds (queue; next may carry them too).
+	Me      string   `json:"me"`
+	Blocked []string `json:"blocked"`
 	// Event is what a shield message counts.
 	Event string `json:"event"`
 	// Pow is a solved proof-of-work challenge (queue, next).

@@ -95,7 +95,7 @@ const (
 // Codes lists every error code.
 func Codes() []string {
 	return []string{CodeBadJSON, CodeBadRequest, CodeUnknownType, CodeTooLarge,
-		CodeRateLimited, CodeWrongState, CodeNotInRoom, CodeBanned, CodeUnavailable, CodeInternal}
+		CodeRateLimited, CodeWrongState, CodeNotInRoom, CodeBanned, CodeUnavailable, CodeInternal, CodeLinkHeld}
 }
 
 // Peer-left reasons.
@@ -179,6 +179,9 @@ type MatchedMsg struct {
 	// ICETransportPolicy is RTCConfiguration.iceTransportPolicy for video
 	// rooms: "relay" in privacy mode (turn.mode: always), else "all".
 	ICETransportPolicy string `json:"ice_transport_policy,omitempty"`
+	// Block is an opaque handle for this stranger, new at every meeting:
+	// sent back in queue.blocked, the two are never matched again.
+	Block string `json:"block,omitempty"`
 }
 
 // SDPMsg is an offer or an answer.
@@ -203,6 +206,9 @@ type ChatMsg struct {
 	Room string `json:"room"`
 	Text string `json:"text"`
 	At   int64  `json:"at"`
+	// Links is LinksPlain when the text holds a link sent before the
+	// strangers talked a while (signal.chat_links: plain).
+	Links string `json:"links,omitempty"`
 }
 
 // TypingMsg says the stranger started or stopped typing.
