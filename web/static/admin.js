@@ -1,6 +1,7 @@
 // The live admin page: every second it reads /api/rooms and /api/stats
 // with the admin token and draws each room's bitrate over the last minute;
-// once, /api/node: what the node binds and advertises. The token stays in this tab (sessionStorage) and goes only to this node.
+// once, /api/node: what the node binds and advertises, and /api/safety:
+// which safety features are on. The token stays in this tab (sessionStorage) and goes only to this node.
 
 const $ = (id) => document.getElementById(id);
 const history = new Map(); // room -> last 60 total bitrates
@@ -139,10 +140,33 @@ async function showNetwork(token) {
   $('network').hidden = false;
 }
 
+// showSafety draws /api/safety: each safety feature, whether it is on,
+// the key that turns it on, where it runs and what of it the node sees.
+async function showSafety(token) {
+  let features;
+  try {
+    features = (await get('/api/safety', token)).features || [];
+  } catch {
+    return; // tick() says what is wrong
+  }
+  $('safety-list').replaceChildren(...features.map((f) => {
+    const tr = document.createElement('tr');
+    for (const v of [f.feature, f.setting, f.key, f.runs, f.sends]) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    tr.className = f.on ? 'on' : 'off';
+    return tr;
+  }));
+  $('safety').hidden = false;
+}
+
 function watch(token) {
   sessionStorage.setItem('duet-admin-token', token);
   clearInterval(timer);
   showNetwork(token);
+  showSafety(token);
   tick(token);
   timer = setInterval(() => tick(token), 1000);
 }

@@ -5,6 +5,7 @@
 import { Signaling } from './signaling.js';
 import { Call } from './call.js';
 import { Chat } from './chat.js';
+import { initSafety, withPrefs, matched as safetyMatched, askReport, rulesAccepted } from './safety.js';
 import { PowGate } from './pow.js';
 import { localStream, openCamera, cameraProblem, toggle, stopCamera } from './media.js';
 import {
@@ -37,7 +38,9 @@ const app = {
   shieldDefault: 'off', // the operator's moderation.shield (welcome.features)
 };
 
-const sig = new Signaling({ onWelcome, onMessage, onDrop, onRefused });
+// withPrefs adds the language, block token and block list (safety.js)
+// to queue and next.
+const sig = new Signaling({ onWelcome, onMessage, onDrop, onRefused, outgoing: withPrefs });
 const chat = new Chat({ room: () => (app.state === 'room' ? app.room : null), send: (m) => sig.send(m) });
 
 function setState(state) {
@@ -292,6 +295,7 @@ function onIdle() {
 }
 
 function onMatched(msg) {
+  safetyMatched(msg);
   const again = msg.room === app.room && app.room !== null;
   app.beforeDrop = null;
   app.canNext = false;
@@ -373,6 +377,10 @@ function onError(msg) {
 
 async function start(mode) {
   if (app.state !== 'idle' || app.starting) return;
+  app.starting = true; // the house rules, asked once (site.rules)
+  let accepted = false;
+  try { accepted = await rulesAccepted(); } finally { app.starting = false; }
+  if (!accepted || app.state !== 'idle') return;
   attention(el.startText, false);
   if (mode === 'video') {
     app.starting = true;
@@ -421,7 +429,7 @@ async function queue(mode, interests) {
   }
   if (app.state !== 'idle') return;
   if (!res.available) {
-    addLine('system', 'This service asks for a face check, but this browser has no face detector, so it was skipped.');
+    addLine('system', 'This service asks for a face check, but it could not run in this browser (no face detector), so it was skipped.');
     send({ type: 'queue', mode, interests });
     return;
   }
@@ -578,7 +586,8 @@ el.startText.addEventListener('click', () => start('text'));
 el.interests.addEventListener('keydown', (e) => { if (e.key === 'Enter') start('video'); });
 el.next.addEventListener('click', next);
 el.stop.addEventListener('click', stop);
-el.report.addEventListener('click', report);
+el.report.addEventListener('click', askReport); // a reason, confirmed, then report()
+initSafety({ next, report, state: () => app.state, room: () => app.room });
 el.toggleCam.addEventListener('click', () => toggle('video'));
 el.toggleMic.addEventListener('click', () => toggle('audio'));
 

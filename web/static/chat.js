@@ -27,6 +27,7 @@ export class Chat {
     if (!this.send({ type: 'chat', room, text })) return;
     addLine('me', text);
     el.chatInput.value = '';
+    el.chatInput.focus(); // after a click on Send too: the next line follows
     this.stopTyping();
   }
 

@@ -25,6 +25,7 @@ function wsURL(token) {
 //   onMessage(msg)                          any other frame
 //   onDrop()                                the socket dropped; retrying
 //   onRetrying(elapsedMs)                   before each retry
+//   outgoing(msg) -> msg                    adds to every frame sent
 export class Signaling {
   constructor(handlers = {}) {
     this.h = handlers;
@@ -123,7 +124,7 @@ export class Signaling {
       console.warn('duet: not connected, dropped', msg.type);
       return false;
     }
-    this.ws.send(JSON.stringify(msg));
+    this.ws.send(JSON.stringify(this.h.outgoing ? this.h.outgoing(msg) : msg));
     return true;
   }
 

@@ -169,7 +169,7 @@ export function userErrorText(msg) {
       const until = Number(msg.until) > 0 ? new Date(Number(msg.until)).toLocaleString() : '';
       return until ? `You are banned from meeting strangers until ${until}.` : 'You are banned from meeting strangers for now.';
     }
-    case 'unavailable': case 'too_large': return String(msg.message || 'Something went wrong.');
+    case 'unavailable': case 'too_large': case 'link_held': return String(msg.message || 'Something went wrong.');
     case 'pow_required': case 'pow_invalid': return `The check that you're not a bot failed: ${msg.message || 'try again'}`;
     default: return '';
   }
