@@ -84,6 +84,7 @@ func TestBrowserPOW(t *testing.T) {
 	if st := evalOn[string](c, `window.duet.state`); st != "idle" {
 		t.Fatalf("C: state %q after the check failed, want idle", st)
 	}
+	c.waitStatus("Press Start to meet someone", 5*time.Second)
 }
 
 // workerRate has the page's worker solve two challenges made here: one

@@ -8,7 +8,7 @@
 // is base64 of {algorithm, challenge, number, salt, signature}.
 // Wire contract: docs/PROTOCOL.md.
 
-import { setStatus } from './ui.js';
+import { setStatus, STATUS } from './ui.js';
 
 export const CHECKING = "Checking you're not a bot…";
 
@@ -42,10 +42,14 @@ export class PowGate {
   }
 
   // handles takes a refused join and pays for it; false leaves the error
-  // to the page (not ours, or a solution of ours was refused too).
+  // to the page (not ours, or a solution of ours was refused too: the
+  // node left the session idle, and so does the page).
   handles(msg) {
     if (!CODES.has(msg.code) || !JOINS.has(msg.ref)) return false;
-    if (this.paid || !this.last) return false;
+    if (this.paid || !this.last) {
+      setStatus(STATUS.idle);
+      return false;
+    }
     if (!this.solving) this.pay();
     return true;
   }
