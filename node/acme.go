@@ -195,7 +195,10 @@ func (m *acmeManager) close(ctx context.Context) {
 	}
 	if m.httpSrv != nil {
 		_ = m.httpSrv.Shutdown(ctx)
-	} else if m.httpLn != nil {
+	}
+	if m.httpLn != nil {
+		// Shutdown closes only a listener it served: a node that never
+		// served still holds it.
 		_ = m.httpLn.Close()
 	}
 	m.cache.Stop()

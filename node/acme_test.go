@@ -476,3 +476,25 @@ func TestACMESharedThroughRedis(t *testing.T) {
 		t.Fatalf("the two nodes obtained %d certificates, want 1", obtained)
 	}
 }
+
+// TestACMENeverServedFreesHTTPListen: a node built but never served (its
+// HTTPS port was taken, say) gives http.acme.http_listen back on Close.
+func TestACMENeverServedFreesHTTPListen(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	httpAddr := "127.0.0.1:" + strconv.Itoa(testtool.FreePort(t))
+	cfg.HTTP.ACME = configs.ACME{
+		Enabled: true, Domains: []string{acmeDomain}, DirectoryURL: configs.LetsEncrypt,
+		CacheDir: t.TempDir(), HTTPListen: httpAddr,
+	}
+	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		t.Fatalf("http_listen still held after Close: %v", err)
+	}
+	_ = ln.Close()
+}
