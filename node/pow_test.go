@@ -114,12 +114,27 @@ func TestPOWGate(t *testing.T) {
 }
 
 // TestPOWChallengeRateLimited: one address asking for challenges in a
-// loop is turned away with 429 in the protocol's error shape.
+// loop is turned away with 429 in the protocol's error shape; another
+// address (named by a trusted proxy, as on /ws) is not.
 func TestPOWChallengeRateLimited(t *testing.T) {
-	n := startNode(t, withPOW(noSFU(testConfig(t))))
+	cfg := withPOW(noSFU(testConfig(t)))
+	cfg.HTTP.TrustedProxies = []string{"127.0.0.1/32"}
+	n := startNode(t, cfg)
+	from := func(ip string) (int, msg) {
+		req, _ := http.NewRequest("GET", n.url+"/api/pow/challenge", nil)
+		req.Header.Set("X-Forwarded-For", ip)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m msg
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
 	limited := 0
 	for i := 0; i < 20 && limited == 0; i++ {
-		code, m := getJSON(t, n.url+"/api/pow/challenge")
+		code, m := from("198.51.100.1")
 		switch code {
 		case http.StatusOK:
 		case http.StatusTooManyRequests:
@@ -133,6 +148,9 @@ func TestPOWChallengeRateLimited(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Fatal("20 challenges in a row were all handed out")
+	}
+	if code, m := from("198.51.100.2"); code != http.StatusOK {
+		t.Fatalf("another address: HTTP %d %v", code, m)
 	}
 }
 

@@ -305,3 +305,27 @@ func TestNewRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestPassJoinsCount: joins made on a pass count towards the address's
+// price like challenges asked for, so a pass is no way around it.
+func TestPassJoinsCount(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	g := newTestGate(t, clk, func(o *Options) { o.Cost = 1000; o.MaxCost = 64000; o.PassJoins = 100 })
+	ctx := context.Background()
+	_, _, p := solved(t, g, "192.0.2.1")
+	if err := g.Admit(ctx, "s1", "192.0.2.1", p); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		if err := g.Admit(ctx, "s1", "192.0.2.1", ""); err != nil {
+			t.Fatalf("join %d on the pass: %v", i, err)
+		}
+	}
+	c, err := g.Issue("192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxNumber <= 1000*4 {
+		t.Fatalf("after 41 joins the next challenge costs %d, want well above the base 1000", c.MaxNumber)
+	}
+}
