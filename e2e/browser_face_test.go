@@ -85,6 +85,25 @@ func TestBrowserFaceCheckCall(t *testing.T) {
 	if st := evalOn[string](a, `window.duet.state`); st != "idle" {
 		t.Fatalf("A is %q after leaving for no face, want idle", st)
 	}
+	// Where a browser has no module workers or OffscreenCanvas, the page
+	// runs the same model on its own thread; it finds B's face there too.
+	var res struct {
+		Face  bool   `json:"face"`
+		Where string `json:"where"`
+	}
+	b.evalInto(`(async () => {
+		const { FaceCheck } = await import('/face.js');
+		const fc = new FaceCheck();
+		fc.loadWorker = async () => { throw new Error('no workers here (test)'); };
+		const s = await navigator.mediaDevices.getUserMedia({ video: true });
+		const r = await fc.check(s);
+		s.getTracks().forEach((t) => t.stop());
+		return { face: r.face === true, where: fc.stats.where + '/' + fc.stats.backend };
+	})()`, &res)
+	if !res.Face || res.Where != "page/wasm" {
+		t.Errorf("on the page's own thread the check gave %+v, want a face on page/wasm", res)
+	}
+
 	m := metrics()
 	for _, want := range []string{`duet_face_rechecks_total{event="missing"} 2`, `duet_face_rechecks_total{event="back"} 1`, `duet_face_rechecks_total{event="left"} 1`} {
 		if !strings.Contains(m, want) {

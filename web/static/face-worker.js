@@ -7,7 +7,7 @@
 //
 // Run as a module Worker it answers messages:
 //   {type: 'init', backends: ['wasm', 'webgl', 'cpu']} -> {type: 'ready', backend, loadMs}
-//   {type: 'detect', id, frame: ImageBitmap}  -> {type: 'result', id, face, score, ms}
+//   {type: 'detect', id, frame: VideoFrame|ImageBitmap} -> {type: 'result', id, face, score, ms}
 //   any failure                               -> {type: 'error', id?, message}
 // Where module workers are missing, face.js imports loadDetector itself.
 
@@ -47,17 +47,21 @@ export async function loadDetector(backends = ['wasm', 'webgl', 'cpu']) {
   let canvas = null;
   let ctx = null;
 
+  // detect takes an ImageData, an ImageBitmap or a VideoFrame (a camera
+  // frame at full size: scaled down here, off the page's main thread).
   async function detect(frame) {
-    const w = frame.width;
-    const h = frame.height;
-    if (!w || !h) return { face: false, score: 0 };
+    const fw = frame.displayWidth || frame.width;
+    const fh = frame.displayHeight || frame.height;
+    if (!fw || !fh) return { face: false, score: 0 };
+    const w = Math.min(fw, INPUT_SIZE);
+    const h = Math.max(2, Math.round(w * fh / fw));
     let pixels = frame;
     if (!(typeof ImageData !== 'undefined' && frame instanceof ImageData)) {
       if (!canvas || canvas.width !== w || canvas.height !== h) {
-        canvas = new OffscreenCanvas(w, h);
+        canvas = newCanvas(w, h);
         ctx = canvas.getContext('2d', { willReadFrequently: true });
       }
-      ctx.drawImage(frame, 0, 0);
+      ctx.drawImage(frame, 0, 0, w, h);
       pixels = ctx.getImageData(0, 0, w, h);
     }
     const input = tf.browser.fromPixels(pixels);
@@ -73,6 +77,16 @@ export async function loadDetector(backends = ['wasm', 'webgl', 'cpu']) {
   // the user's first check.
   await detect(new ImageData(INPUT_SIZE, INPUT_SIZE * 3 / 4));
   return { backend, loadMs: performance.now() - t0, detect };
+}
+
+// newCanvas: an OffscreenCanvas, or (on a page whose browser has none,
+// where face.js runs this module itself) a detached canvas element.
+function newCanvas(w, h) {
+  if (typeof OffscreenCanvas === 'function') return new OffscreenCanvas(w, h);
+  const c = document.createElement('canvas');
+  c.width = w;
+  c.height = h;
+  return c;
 }
 
 async function fetchOK(url) {

@@ -6,7 +6,7 @@
 // check is on, so a page without it loads nothing extra. No image, frame
 // or score leaves the page: only the yes/no is sent (queue.face).
 
-const FRAME_WIDTH = 160;   // frames go to the model this wide (its input size)
+const FRAME_WIDTH = 160;   // frames go to the model this wide (its input size; face-worker.js)
 const LOOK_MS = 3000;      // how long the check before a queue looks for a face
 const EVERY_MS = 250;      // and how often it grabs a frame meanwhile
 const RECHECK_FRAMES = 3;  // a re-check misses only when this many frames in a row do
@@ -25,7 +25,8 @@ export class FaceCheck {
     this.detector = null;  // Promise of {backend, detect(bitmap) -> {face, score, ms}}
     this.video = null;
     this.watch = null;     // the running re-check loop, if any
-    this.stats = { frames: 0, detectMs: 0, backend: '', where: '', loadMs: 0 };
+    this.stats = { frames: 0, detectMs: 0, mainMs: 0, backend: '', where: '', loadMs: 0 };
+    this.videoFrames = undefined; // false once this browser cannot hand VideoFrames on
   }
 
   // check looks for a face for up to LOOK_MS. It resolves to
@@ -41,7 +42,11 @@ export class FaceCheck {
     }
     const until = this.now() + LOOK_MS;
     do {
-      if (await this.looks(det, stream)) return { available: true, face: true };
+      const seen = await this.looks(det, stream).catch((err) => {
+        console.info('duet: face check frame failed:', err && err.message);
+        return false;
+      });
+      if (seen) return { available: true, face: true };
       await this.sleep(EVERY_MS);
     } while (this.now() < until);
     return { available: true, face: false };
@@ -91,12 +96,31 @@ export class FaceCheck {
     if (video.readyState < 2 || !video.videoWidth) return false;
     const track = stream.getVideoTracks()[0];
     if (!track || !track.enabled || track.readyState !== 'live') return false;
-    const h = Math.max(2, Math.round(FRAME_WIDTH * video.videoHeight / video.videoWidth));
-    const frame = await createImageBitmap(video, { resizeWidth: FRAME_WIDTH, resizeHeight: h, resizeQuality: 'low' });
-    const res = await det.detect(frame);
+    const res = await det.detect(await this.grab(video));
     this.stats.frames++;
     this.stats.detectMs += res.ms || 0;
     return res.face;
+  }
+
+  // grab takes the video's current frame: as a VideoFrame where the
+  // browser has them (a handle on the camera's frame; the detector scales
+  // it, off this thread), else as an ImageBitmap scaled here.
+  // stats.mainMs adds up the time this thread spends on it.
+  async grab(video) {
+    const t0 = performance.now();
+    if (this.videoFrames !== false && typeof VideoFrame === 'function') {
+      try {
+        const f = new VideoFrame(video);
+        this.stats.mainMs += performance.now() - t0;
+        return f;
+      } catch {
+        this.videoFrames = false;
+      }
+    }
+    const h = Math.max(2, Math.round(FRAME_WIDTH * video.videoHeight / video.videoWidth));
+    const p = createImageBitmap(video, { resizeWidth: FRAME_WIDTH, resizeHeight: h, resizeQuality: 'low' });
+    this.stats.mainMs += performance.now() - t0;
+    return p;
   }
 
   videoFor(stream) {
@@ -163,8 +187,18 @@ export class FaceCheck {
       backend: info.backend,
       detect: (frame) => new Promise((resolve, reject) => {
         const id = nextID++;
+        const t0 = performance.now();
+        try {
+          worker.postMessage({ type: 'detect', id, frame }, [frame]);
+        } catch (err) {
+          // A browser with VideoFrame that cannot transfer one: bitmaps from now on.
+          frame.close();
+          this.videoFrames = false;
+          reject(err);
+          return;
+        }
+        this.stats.mainMs += performance.now() - t0;
         waiting.set(id, { resolve, reject });
-        worker.postMessage({ type: 'detect', id, frame }, [frame]);
       }),
     };
   }
