@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -111,6 +112,23 @@ func TestPOWGate(t *testing.T) {
 	b.expect("peer_left")
 	a.send(map[string]any{"type": "next", "pow": solveFrom(t, n.url)})
 	a.expect("queued")
+
+	// The node counted all of it, by reason.
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{
+		`duet_pow_refused_total{reason="missing"} 2`, `duet_pow_refused_total{reason="reused"} 1`,
+		`duet_pow_refused_total{reason="signature"} 1`, `duet_pow_refused_total{reason="malformed"} 1`,
+		"duet_pow_admitted_total 5", "duet_pow_challenges_total 4",
+	} {
+		if !strings.Contains(string(body), line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
 }
 
 // TestPOWChallengeRateLimited: one address asking for challenges in a
