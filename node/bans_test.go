@@ -12,6 +12,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // from dials as a client at ip, through a trusted proxy (the test itself).
@@ -69,12 +70,12 @@ func TestBans(t *testing.T) {
 			for i := range 2 {
 				r := from(t, repNode.ws, fmt.Sprint("reporter", i), fmt.Sprintf("198.51.100.%d", i+1))
 				_, _, room := pair(t, bad, r, "text")
-				r.send(map[string]any{"type": "report", "room": room, "reason": "spam"})
+				r.send(wire.Request{Type: wire.TypeReport, Room: room, Reason: "spam"})
 				if m := bad.expect("peer_left"); m.str("reason") != "reported" {
 					t.Fatalf("peer_left = %v", m)
 				}
 				r.expect("queued") // the reporter is queued again...
-				r.send(map[string]any{"type": "leave"})
+				r.send(wire.Request{Type: wire.TypeLeave})
 				r.expect("idle") // ...and steps out for the next round
 			}
 			// The second distinct reporter completes the ban.
@@ -94,9 +95,9 @@ func TestBans(t *testing.T) {
 			}
 			// Others are not touched.
 			other := from(t, repNode.ws, "other", "198.51.100.77")
-			other.send(map[string]any{"type": "queue", "mode": "text"})
+			other.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 			other.expect("queued")
-			other.send(map[string]any{"type": "leave"})
+			other.send(wire.Request{Type: wire.TypeLeave})
 			other.expect("idle")
 
 			// The operator sees the ban on every node and lifts it.
@@ -115,7 +116,7 @@ func TestBans(t *testing.T) {
 			if code, _ := adminDo(t, "DELETE", badNode.url+"/api/bans/"+ban["id"].(string), "op", nil); code != http.StatusNotFound {
 				t.Fatalf("second DELETE = %d, want 404", code)
 			}
-			bad.send(map[string]any{"type": "queue", "mode": "text"})
+			bad.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 			bad.expect("queued")
 
 			// An operator's address ban takes a waiting session out at once.
@@ -127,7 +128,7 @@ func TestBans(t *testing.T) {
 			expectBanned(t, bad, "", time.Hour)
 			bad.expect("idle")
 			// The queue is empty again: another stranger waits alone.
-			other.send(map[string]any{"type": "queue", "mode": "text"})
+			other.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 			other.expect("queued")
 			if _, err := readWithin(other, 500*time.Millisecond); err == nil {
 				t.Fatal("the banned session was matched after its ban")

@@ -281,3 +281,6 @@ func noSFU(cfg *configs.Config) *configs.Config {
 	cfg.Roles.SFU = false
 	return cfg
 }
+
+// ptr is &v, for a wire.Request's optional fields.
+func ptr[T any](v T) *T { return &v }

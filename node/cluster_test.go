@@ -69,15 +69,15 @@ func TestClusterRelayAcrossNodes(t *testing.T) {
 	off, ans, room := pair(t, a, b, "video")
 
 	// Signals wait for the answerer's ready, on its own node, in order.
-	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 offer"})
+	off.send(wire.Request{Type: wire.TypeOffer, Room: room, SDP: "v=0 offer"})
 	for _, c := range []string{"candidate:1 1 udp 1 10.0.0.1 1 typ host", "candidate:2 1 udp 1 10.0.0.2 2 typ host"} {
 		off.send(map[string]any{"type": "candidate", "room": room, "candidate": map[string]any{"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}})
 	}
-	off.send(map[string]any{"type": "chat", "room": room, "text": "hello from n?"})
+	off.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("hello from n?")})
 	if m := ans.expect("chat"); m.str("text") != "hello from n?" {
 		t.Fatalf("chat = %v", m)
 	}
-	ans.send(map[string]any{"type": "ready", "room": room})
+	ans.send(wire.Request{Type: wire.TypeReady, Room: room})
 	if m := ans.expect("offer"); m.str("sdp") != "v=0 offer" {
 		t.Fatalf("offer = %v", m)
 	}
@@ -88,29 +88,29 @@ func TestClusterRelayAcrossNodes(t *testing.T) {
 			t.Fatalf("candidate = %v, want %s (order kept)", m, want)
 		}
 	}
-	off.send(map[string]any{"type": "ready", "room": room})
-	ans.send(map[string]any{"type": "answer", "room": room, "sdp": "v=0 answer"})
+	off.send(wire.Request{Type: wire.TypeReady, Room: room})
+	ans.send(wire.Request{Type: wire.TypeAnswer, Room: room, SDP: "v=0 answer"})
 	if m := off.expect("answer"); m.str("sdp") != "v=0 answer" {
 		t.Fatalf("answer = %v", m)
 	}
-	ans.send(map[string]any{"type": "typing", "room": room, "on": true})
+	ans.send(wire.Request{Type: wire.TypeTyping, Room: room, On: ptr(true)})
 	if m := off.expect("typing"); m["on"] != true {
 		t.Fatalf("typing = %v", m)
 	}
 	// A room of the other node is not ours.
-	off.send(map[string]any{"type": "chat", "room": "not-" + room, "text": "x"})
+	off.send(wire.Request{Type: wire.TypeChat, Room: "not-" + room, Text: ptr("x")})
 	off.expectError("not_in_room", "chat")
 
-	off.send(map[string]any{"type": "next"})
+	off.send(wire.Request{Type: wire.TypeNext})
 	off.expect("queued")
 	if m := ans.expect("peer_left"); m.str("reason") != "next" || m.str("room") != room {
 		t.Fatalf("peer_left = %v", m)
 	}
 	// After next: the two are kept apart (avoid-repeat) across nodes too,
 	// and the one left behind can queue again.
-	ans.send(map[string]any{"type": "queue", "mode": "text"})
+	ans.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	ans.expect("queued")
-	off.send(map[string]any{"type": "leave"})
+	off.send(wire.Request{Type: wire.TypeLeave})
 	off.expect("idle")
 }
 
@@ -119,19 +119,19 @@ func TestClusterRelayAcrossNodes(t *testing.T) {
 func TestClusterResumeOnAnotherNode(t *testing.T) {
 	nodes := startNodes(t, testtool.StartRedis(t), "n1", "n2", "n3")
 	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
-	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	a.expect("queued")
-	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	b.expect("queued")
 	ma, _ := a.expect("matched"), b.expect("matched")
 	room, role := ma.str("room"), ma.str("role")
-	a.send(map[string]any{"type": "ready", "room": room})
-	b.send(map[string]any{"type": "ready", "room": room})
+	a.send(wire.Request{Type: wire.TypeReady, Room: room})
+	b.send(wire.Request{Type: wire.TypeReady, Room: room})
 	session, token := a.welcome.str("session"), a.welcome.str("token")
 
 	a.drop()
 	b.expect("peer_reconnecting")
-	b.send(map[string]any{"type": "chat", "room": room, "text": "still there?"})
+	b.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("still there?")})
 	b.send(map[string]any{"type": "barrier"})
 	b.expectError("unknown_type", "barrier")
 
@@ -150,11 +150,11 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	if m := b.expect("peer_resumed"); m.str("room") != room {
 		t.Fatalf("peer_resumed = %v", m)
 	}
-	a2.send(map[string]any{"type": "chat", "room": room, "text": "from n3"})
+	a2.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("from n3")})
 	if m := b.expect("chat"); m.str("text") != "from n3" {
 		t.Fatalf("chat = %v", m)
 	}
-	b.send(map[string]any{"type": "chat", "room": room, "text": "to n3"})
+	b.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("to n3")})
 	if m := a2.expect("chat"); m.str("text") != "to n3" {
 		t.Fatalf("chat = %v", m)
 	}
@@ -169,7 +169,7 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	}
 	old.expectError("bad_request", "resume")
 
-	a2.send(map[string]any{"type": "leave"})
+	a2.send(wire.Request{Type: wire.TypeLeave})
 	a2.expect("idle")
 	if m := b.expect("peer_left"); m.str("reason") != "leave" {
 		t.Fatalf("peer_left = %v", m)
@@ -193,7 +193,7 @@ func TestClusterRedisOutage(t *testing.T) {
 		})
 	}
 	a := dial(t, nodes[0].ws, "a", nil)
-	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	a.expectError("unavailable", "queue")
 
 	r.Start()
@@ -369,11 +369,11 @@ func TestClusterOnRedisCluster(t *testing.T) {
 	}
 	a, b := dial(t, nodes[0].ws, "a", nil), dial(t, nodes[1].ws, "b", nil)
 	_, _, room := pair(t, a, b, "text")
-	a.send(map[string]any{"type": "chat", "room": room, "text": "over the cluster"})
+	a.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("over the cluster")})
 	if m := b.expect("chat"); m.str("text") != "over the cluster" {
 		t.Fatalf("chat = %v", m)
 	}
-	b.send(map[string]any{"type": "leave"})
+	b.send(wire.Request{Type: wire.TypeLeave})
 	b.expect("idle")
 	if m := a.expect("peer_left"); m.str("reason") != "leave" {
 		t.Fatalf("peer_left = %v", m)
@@ -442,7 +442,7 @@ func TestClusterDrain(t *testing.T) {
 		if p[0] == c2 || p[0] == d {
 			r = room2
 		}
-		p[0].send(map[string]any{"type": "chat", "room": r, "text": "still here, " + p[0].name})
+		p[0].send(wire.Request{Type: wire.TypeChat, Room: r, Text: ptr("still here, " + p[0].name)})
 		for {
 			m := p[1].read(5 * time.Second)
 			if m.str("type") == "peer_resumed" || m.str("type") == "peer_reconnecting" {

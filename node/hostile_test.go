@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/duetchat/duet/wire"
 )
 
 // TestHostileCatalogue throws the catalogue of hostile input at one node
@@ -158,7 +160,7 @@ func TestHostileCatalogue(t *testing.T) {
 			t.Fatalf("300 held signals: %v, want too_large or rate_limited", m)
 		}
 		// Chat is sanitised: bidi overrides and control characters go.
-		y.send(map[string]any{"type": "chat", "room": r, "text": "\u202eevil\u0007\u2066 text\u2069\x1b[31m"})
+		y.send(wire.Request{Type: wire.TypeChat, Room: r, Text: ptr("\u202eevil\u0007\u2066 text\u2069\x1b[31m")})
 		for {
 			m := x.read(5 * time.Second)
 			if m.str("type") == "error" {
@@ -193,7 +195,7 @@ func TestHostileCatalogue(t *testing.T) {
 	t.Run("skip bot", func(t *testing.T) {
 		c := attacker(t, "skipper")
 		for i := 0; ; i++ {
-			c.send(map[string]any{"type": "queue", "mode": "text"})
+			c.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 			m := c.read(5 * time.Second)
 			if m.str("type") == "error" {
 				if m.str("code") != "rate_limited" || m.str("ref") != "queue" {
@@ -204,7 +206,7 @@ func TestHostileCatalogue(t *testing.T) {
 			if m.str("type") != "queued" {
 				t.Fatalf("skip %d: %v", i, m)
 			}
-			c.send(map[string]any{"type": "leave"})
+			c.send(wire.Request{Type: wire.TypeLeave})
 			c.expect("idle")
 			if i > 2*cfg.Limits.JoinsPerMinute {
 				t.Fatal("no limit on queue joins")
@@ -299,7 +301,7 @@ func TestHostileCatalogue(t *testing.T) {
 		// the node nor the good pair waits for it.
 		x, _, r := pair(t, attacker(t, "talker"), attacker(t, "sleeper"), "text")
 		for i := range 40 {
-			x.send(map[string]any{"type": "typing", "room": r, "on": i%2 == 0})
+			x.send(wire.Request{Type: wire.TypeTyping, Room: r, On: ptr(i%2 == 0)})
 		}
 		// The sleeper misses its pongs, is dropped, and its grace runs
 		// out: the talker is not left in a dead room.
@@ -307,7 +309,7 @@ func TestHostileCatalogue(t *testing.T) {
 		if m := x.expect("peer_left"); m.str("reason") != "disconnected" {
 			t.Fatalf("peer_left = %v", m)
 		}
-		x.send(map[string]any{"type": "next"})
+		x.send(wire.Request{Type: wire.TypeNext})
 		x.expect("queued")
 	})
 	t.Run("pair kept going", func(t *testing.T) {
@@ -358,13 +360,13 @@ func chatPingPong(a, b *client, room string, stop *atomic.Bool) pairReport {
 	for i := 0; i < 2000 && !stop.Load(); i++ {
 		text := fmt.Sprint("ping ", i)
 		start := time.Now()
-		if err := a.ws.WriteJSON(map[string]any{"type": "chat", "room": room, "text": text}); err != nil {
+		if err := a.wc.Chat(room, text); err != nil {
 			return pairReport{err: err}
 		}
 		if err := expectChat(b, text); err != nil {
 			return pairReport{err: err}
 		}
-		if err := b.ws.WriteJSON(map[string]any{"type": "chat", "room": room, "text": "pong " + text}); err != nil {
+		if err := b.wc.Chat(room, "pong "+text); err != nil {
 			return pairReport{err: err}
 		}
 		if err := expectChat(a, "pong "+text); err != nil {

@@ -18,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/wire"
 )
 
 func TestConnCaps(t *testing.T) {
@@ -146,7 +145,7 @@ func TestConnCapEvictsIdleOnly(t *testing.T) {
 	waitState(1, 1)
 	k2 := keepAlive(t, addr, "")
 	waitState(2, 2)
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	ws, err := wire.Dial(context.Background(), "ws://"+addr+"/ws", wire.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,17 +179,16 @@ func TestConnCapEvictsIdleOnly(t *testing.T) {
 		}
 	}
 	// The WebSocket lives on.
-	_ = ws.SetReadDeadline(time.Now().Add(3 * time.Second))
-	var welcome map[string]any
-	if err := ws.ReadJSON(&welcome); err != nil || welcome["type"] != "welcome" {
-		t.Fatalf("welcome: %v %v", welcome, err)
+	wsCtx, cancelWS := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancelWS()
+	if _, err := ws.Expect(wsCtx, wire.TypeWelcome); err != nil {
+		t.Fatalf("welcome: %v", err)
 	}
-	if err := ws.WriteJSON(map[string]any{"type": "queue", "mode": "text"}); err != nil {
+	if err := ws.Queue(wire.ModeText); err != nil {
 		t.Fatal(err)
 	}
-	var queued map[string]any
-	if err := ws.ReadJSON(&queued); err != nil || queued["type"] != "queued" {
-		t.Fatalf("the WebSocket after the cap: %v %v", queued, err)
+	if _, err := ws.Expect(wsCtx, wire.TypeQueued); err != nil {
+		t.Fatalf("the WebSocket after the cap: %v", err)
 	}
 	if got := metricValue(t, n, `duet_http_connections_refused_total{reason="max"}`); got != 1 {
 		t.Errorf("refused{max} = %v, want 1", got)
@@ -529,7 +527,7 @@ func TestServerTimeoutsSpareWebSockets(t *testing.T) {
 	t.Run("WebSocket outlives them", func(t *testing.T) {
 		c := dial(t, tn.ws, "ws", nil)
 		time.Sleep(1200 * time.Millisecond)
-		c.send(map[string]any{"type": "queue", "mode": "text"})
+		c.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 		c.expect("queued")
 	})
 	t.Run("profile runs as long as asked", func(t *testing.T) {

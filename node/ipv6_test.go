@@ -236,11 +236,11 @@ func TestIPv6PrefixLimitsAndBans(t *testing.T) {
 					t.Fatalf("banned socket closed with %d, want 1008", code)
 				}
 			} else {
-				again.send(map[string]any{"type": "queue", "mode": "text"})
+				again.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 				again.expect("queued")
 			}
 			// The other /64 is untouched.
-			other.send(map[string]any{"type": "queue", "mode": "text"})
+			other.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 			if m := other.read(5 * time.Second); m.str("type") != "queued" && m.str("type") != "matched" {
 				t.Fatalf("the other /64 after the ban: %v", m)
 			}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // Connection lifecycle over real sockets: resume and its grace, clean and
@@ -18,8 +20,8 @@ import (
 func TestResume(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
-	a.send(map[string]any{"type": "ready", "room": room})
-	b.send(map[string]any{"type": "ready", "room": room})
+	a.send(wire.Request{Type: wire.TypeReady, Room: room})
+	b.send(wire.Request{Type: wire.TypeReady, Room: room})
 	session, token := a.welcome.str("session"), a.welcome.str("token")
 
 	a.drop()
@@ -27,8 +29,8 @@ func TestResume(t *testing.T) {
 		t.Fatalf("peer_reconnecting = %v", m)
 	}
 	// While a is away: chat waits for it; signals wait for its ready.
-	b.send(map[string]any{"type": "chat", "room": room, "text": "are you there?"})
-	b.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 restart"})
+	b.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("are you there?")})
+	b.send(wire.Request{Type: wire.TypeOffer, Room: room, SDP: "v=0 restart"})
 	// Frames on one socket are handled in order: once this error is back,
 	// the chat and offer above were handled before a resumes.
 	b.send(map[string]any{"type": "barrier"})
@@ -52,8 +54,8 @@ func TestResume(t *testing.T) {
 		t.Fatalf("peer_resumed = %v", m)
 	}
 	// After resume both restart ICE: a new offer waits for a's ready.
-	b.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 after"})
-	a2.send(map[string]any{"type": "ready", "room": room})
+	b.send(wire.Request{Type: wire.TypeOffer, Room: room, SDP: "v=0 after"})
+	a2.send(wire.Request{Type: wire.TypeReady, Room: room})
 	if m := a2.expect("offer"); m.str("sdp") != "v=0 after" {
 		t.Fatalf("offer after resume = %v, want only the post-resume one", m)
 	}
@@ -94,7 +96,7 @@ func TestCloseFrameEndsAtOnce(t *testing.T) {
 func TestDropWhileWaitingLeavesQueue(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	a := dial(t, n.ws, "a", nil)
-	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	a.expect("queued")
 	a.drop()
 	waitFor(t, "queue empty after drop", func() bool {
@@ -103,7 +105,7 @@ func TestDropWhileWaitingLeavesQueue(t *testing.T) {
 	})
 	// A newcomer is not matched with the ghost...
 	b := dial(t, n.ws, "b", nil)
-	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	b.expect("queued")
 	// ...and the resumed session is queued again, then matched with b.
 	a2 := dial(t, n.ws+"?resume="+a.welcome.str("token"), "a2", nil)
@@ -154,7 +156,7 @@ func thousandJoinThenNextTwice(t *testing.T, nodes ...*testNode) {
 	if len(sessions) != N {
 		t.Fatalf("%d distinct sessions for %d sockets", len(sessions), N)
 	}
-	round := func(name string, first map[string]any) {
+	round := func(name string, first wire.Request) {
 		rooms := make([]string, N)
 		errs := make(chan string, N)
 		var wg sync.WaitGroup
@@ -162,27 +164,28 @@ func thousandJoinThenNextTwice(t *testing.T, nodes ...*testNode) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := c.ws.WriteJSON(first); err != nil {
+				if err := c.wc.Send(first); err != nil {
 					errs <- err.Error()
 					return
 				}
 				// Until matched, only queued or the old stranger's
 				// peer_left may arrive.
 				for {
-					_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-					var m msg
-					if err := c.ws.ReadJSON(&m); err != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					m, err := c.wc.Next(ctx)
+					cancel()
+					if err != nil {
 						errs <- fmt.Sprintf("%s: client %d: %v", name, i, err)
 						return
 					}
-					switch m.str("type") {
-					case "queued", "peer_left":
+					switch m.Type {
+					case wire.TypeQueued, wire.TypePeerLeft:
 						continue
-					case "matched":
-						rooms[i] = m.str("room")
+					case wire.TypeMatched:
+						rooms[i] = m.Room
 						return
 					}
-					errs <- fmt.Sprintf("%s: client %d got %v", name, i, m)
+					errs <- fmt.Sprintf("%s: client %d got %s", name, i, m.Raw)
 					return
 				}
 			}()
@@ -217,9 +220,9 @@ func thousandJoinThenNextTwice(t *testing.T, nodes ...*testNode) {
 			}
 		}
 	}
-	round("join", map[string]any{"type": "queue", "mode": "video"})
-	round("next 1", map[string]any{"type": "next"})
-	round("next 2", map[string]any{"type": "next"})
+	round("join", wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
+	round("next 1", wire.Request{Type: wire.TypeNext})
+	round("next 2", wire.Request{Type: wire.TypeNext})
 }
 
 func TestShutdownTellsClients(t *testing.T) {
@@ -269,12 +272,13 @@ func TestPongsKeepTheSocket(t *testing.T) {
 		go func() {
 			defer close(ch)
 			for {
-				_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-				var m msg
-				if c.ws.ReadJSON(&m) != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				m, err := c.wc.Next(ctx)
+				cancel()
+				if err != nil {
 					return
 				}
-				ch <- m
+				ch <- m.Fields()
 			}
 		}()
 		return ch
@@ -282,7 +286,7 @@ func TestPongsKeepTheSocket(t *testing.T) {
 	aIn, bIn := inbox(a), inbox(b)
 	// Ten ping intervals pass: the time itself is what is under test.
 	time.Sleep(10 * cfg.Signal.PingInterval)
-	if err := a.ws.WriteJSON(map[string]any{"type": "chat", "room": room, "text": "still here"}); err != nil {
+	if err := a.wc.Chat(room, "still here"); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/duetchat/duet/wire"
 )
 
 func TestWelcome(t *testing.T) {
@@ -51,11 +53,11 @@ var roomCode = regexp.MustCompile(`^[A-Za-z0-9_-]{16,}$`)
 func TestMatchedVideo(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
-	a.send(map[string]any{"type": "queue", "mode": "video", "interests": []string{"Music", " cats "}})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo, Interests: []string{"Music", " cats "}})
 	if q := a.expect("queued"); q.str("mode") != "video" {
 		t.Errorf("queued.mode = %q", q.str("mode"))
 	}
-	b.send(map[string]any{"type": "queue", "mode": "video", "interests": []string{"cats"}})
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo, Interests: []string{"cats"}})
 	b.expect("queued")
 	for _, c := range []*client{a, b} {
 		m := c.expect("matched")
@@ -80,16 +82,16 @@ func TestMatchedVideo(t *testing.T) {
 func TestTextModeAndModeSeparation(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	v, x := dial(t, n.ws, "video", nil), dial(t, n.ws, "text", nil)
-	v.send(map[string]any{"type": "queue", "mode": "video"})
+	v.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	v.expect("queued")
-	x.send(map[string]any{"type": "queue", "mode": "text"})
+	x.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	x.expect("queued")
 	// Neither is matched: the stats show one waiting in each mode.
 	if _, st := getJSON(t, n.url+"/api/stats"); fmt.Sprint(st["waiting"]) != "map[text:1 video:1]" {
 		t.Fatalf("stats = %v, want one waiting per mode", st)
 	}
 	y := dial(t, n.ws, "text2", nil)
-	y.send(map[string]any{"type": "queue", "mode": "text"})
+	y.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	y.expect("queued")
 	mx, my := x.expect("matched"), y.expect("matched")
 	off, ans, room := x, y, mx.str("room")
@@ -97,9 +99,9 @@ func TestTextModeAndModeSeparation(t *testing.T) {
 		off, ans = y, x
 	}
 	// text rooms: no media signalling at all
-	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0"})
+	off.send(wire.Request{Type: wire.TypeOffer, Room: room, SDP: "v=0"})
 	off.expectError("wrong_state", "offer")
-	off.send(map[string]any{"type": "chat", "room": room, "text": "hi"})
+	off.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("hi")})
 	if m := ans.expect("chat"); m.str("text") != "hi" {
 		t.Fatalf("chat = %v", m)
 	}
@@ -108,9 +110,9 @@ func TestTextModeAndModeSeparation(t *testing.T) {
 func TestTextMatchedShape(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	a, b := dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
-	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	a.expect("queued")
-	b.send(map[string]any{"type": "queue", "mode": "text"})
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	b.expect("queued")
 	for _, c := range []*client{a, b} {
 		m := c.expect("matched")
@@ -130,17 +132,17 @@ func TestTextMatchedShape(t *testing.T) {
 func TestReadyBuffersSignalsButNotChat(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	off, ans, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
-	off.send(map[string]any{"type": "ready", "room": room})
-	off.send(map[string]any{"type": "offer", "room": room, "sdp": "v=0 offer"})
+	off.send(wire.Request{Type: wire.TypeReady, Room: room})
+	off.send(wire.Request{Type: wire.TypeOffer, Room: room, SDP: "v=0 offer"})
 	off.send(map[string]any{"type": "candidate", "room": room,
 		"candidate": map[string]any{"candidate": "candidate:1 1 udp 1 192.0.2.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "evil": "x"}})
 	off.send(map[string]any{"type": "candidate", "room": room, "candidate": nil})
-	off.send(map[string]any{"type": "chat", "room": room, "text": "first"})
+	off.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("first")})
 	// The answerer has not sent ready: chat overtakes the buffered signals.
 	if m := ans.expect("chat"); m.str("text") != "first" || m.str("room") != room {
 		t.Fatalf("chat = %v", m)
 	}
-	ans.send(map[string]any{"type": "ready", "room": room})
+	ans.send(wire.Request{Type: wire.TypeReady, Room: room})
 	if m := ans.expect("offer"); m.str("sdp") != "v=0 offer" || m.str("room") != room {
 		t.Fatalf("offer = %v", m)
 	}
@@ -156,7 +158,7 @@ func TestReadyBuffersSignalsButNotChat(t *testing.T) {
 		t.Fatalf("end of candidates = %v, want null", end)
 	}
 	// Once ready, signals flow at once, both ways.
-	ans.send(map[string]any{"type": "answer", "room": room, "sdp": "v=0 answer"})
+	ans.send(wire.Request{Type: wire.TypeAnswer, Room: room, SDP: "v=0 answer"})
 	if m := off.expect("answer"); m.str("sdp") != "v=0 answer" {
 		t.Fatalf("answer = %v", m)
 	}
@@ -181,7 +183,7 @@ func TestChatAndTyping(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := a.in(t), b.in(t)
 			before := time.Now().UnixMilli()
-			a.send(map[string]any{"type": "chat", "room": room, "text": tt.text})
+			a.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr(tt.text)})
 			if tt.errCode != "" {
 				a.expectError(tt.errCode, "chat")
 				return
@@ -195,11 +197,11 @@ func TestChatAndTyping(t *testing.T) {
 			}
 		})
 	}
-	b.send(map[string]any{"type": "typing", "room": room, "on": true})
+	b.send(wire.Request{Type: wire.TypeTyping, Room: room, On: ptr(true)})
 	if m := a.expect("typing"); m["on"] != true || m.str("room") != room {
 		t.Fatalf("typing = %v", m)
 	}
-	b.send(map[string]any{"type": "typing", "room": room, "on": false})
+	b.send(wire.Request{Type: wire.TypeTyping, Room: room, On: ptr(false)})
 	if m := a.expect("typing"); m["on"] != false {
 		t.Fatalf("typing = %v", m)
 	}
@@ -250,11 +252,11 @@ func TestErrorCodes(t *testing.T) {
 	})
 	t.Run("connection survives errors", func(t *testing.T) {
 		a := a.in(t)
-		a.send(map[string]any{"type": "queue", "mode": "video"})
+		a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 		a.expect("queued")
-		a.send(map[string]any{"type": "queue", "mode": "video"})
+		a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 		a.expectError("wrong_state", "queue")
-		a.send(map[string]any{"type": "cancel"})
+		a.send(wire.Request{Type: wire.TypeCancel})
 		a.expect("idle")
 	})
 	t.Run("frame over max closes 1009", func(t *testing.T) {
@@ -271,34 +273,34 @@ func TestRoomErrors(t *testing.T) {
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "video")
 	c, d, other := pair(t, dial(t, n.ws, "c", nil), dial(t, n.ws, "d", nil), "video")
 	for _, x := range []*client{a, b, c, d} {
-		x.send(map[string]any{"type": "ready", "room": map[*client]string{a: room, b: room, c: other, d: other}[x]})
+		x.send(wire.Request{Type: wire.TypeReady, Room: map[*client]string{a: room, b: room, c: other, d: other}[x]})
 	}
 	// a names c/d's room: refused, nothing reaches c or d.
 	for _, typ := range []string{"chat", "offer", "candidate", "typing", "ready", "report", "fallback"} {
 		a.send(map[string]any{"type": typ, "room": other, "text": "hijack", "sdp": "v=0", "candidate": nil, "on": true, "reason": "x"})
 		a.expectError("not_in_room", typ)
 	}
-	a.send(map[string]any{"type": "chat", "text": "no room"})
+	a.send(wire.Request{Type: wire.TypeChat, Text: ptr("no room")})
 	a.expectError("bad_request", "chat")
-	a.send(map[string]any{"type": "offer", "room": room})
+	a.send(wire.Request{Type: wire.TypeOffer, Room: room})
 	a.expectError("bad_request", "offer")
 	a.send(map[string]any{"type": "candidate", "room": room, "candidate": "text"})
 	a.expectError("bad_request", "candidate")
-	a.send(map[string]any{"type": "typing", "room": room})
+	a.send(wire.Request{Type: wire.TypeTyping, Room: room})
 	a.expectError("bad_request", "typing")
-	a.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+	a.send(wire.Request{Type: wire.TypeFallback, Room: room, Reason: "ice failed"})
 	a.expectError("unavailable", "fallback")
 	// c and d saw nothing: their next message is the chat they send each other.
-	c.send(map[string]any{"type": "chat", "room": other, "text": "only us"})
+	c.send(wire.Request{Type: wire.TypeChat, Room: other, Text: ptr("only us")})
 	if m := d.expect("chat"); m.str("text") != "only us" {
 		t.Fatalf("d got %v", m)
 	}
-	d.send(map[string]any{"type": "chat", "room": other, "text": "yes"})
+	d.send(wire.Request{Type: wire.TypeChat, Room: other, Text: ptr("yes")})
 	if m := c.expect("chat"); m.str("text") != "yes" {
 		t.Fatalf("c got %v", m)
 	}
 	// and the room a is in still works
-	b.send(map[string]any{"type": "chat", "room": room, "text": "still here"})
+	b.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("still here")})
 	if m := a.expect("chat"); m.str("text") != "still here" {
 		t.Fatalf("a got %v", m)
 	}
@@ -310,18 +312,18 @@ func TestNextLeaveReport(t *testing.T) {
 	n := startNode(t, cfg)
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
 
-	a.send(map[string]any{"type": "next"})
+	a.send(wire.Request{Type: wire.TypeNext})
 	a.expect("queued")
 	if m := b.expect("peer_left"); m.str("reason") != "next" || m.str("room") != room {
 		t.Fatalf("peer_left = %v", m)
 	}
 	// next while waiting only answers queued
-	a.send(map[string]any{"type": "next"})
+	a.send(wire.Request{Type: wire.TypeNext})
 	a.expect("queued")
 	// b is idle after peer_left: chat is wrong_state, next queues again
-	b.send(map[string]any{"type": "chat", "room": room, "text": "x"})
+	b.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("x")})
 	b.expectError("wrong_state", "chat")
-	b.send(map[string]any{"type": "next"})
+	b.send(wire.Request{Type: wire.TypeNext})
 	b.expect("queued")
 	room2 := a.expect("matched").str("room")
 	b.expect("matched")
@@ -330,23 +332,23 @@ func TestNextLeaveReport(t *testing.T) {
 	}
 
 	// leave: stranger gets peer_left leave, leaver gets idle
-	a.send(map[string]any{"type": "leave"})
+	a.send(wire.Request{Type: wire.TypeLeave})
 	a.expect("idle")
 	if m := b.expect("peer_left"); m.str("reason") != "leave" {
 		t.Fatalf("peer_left = %v", m)
 	}
 	// leave while waiting
-	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	a.expect("queued")
-	a.send(map[string]any{"type": "leave"})
+	a.send(wire.Request{Type: wire.TypeLeave})
 	a.expect("idle")
 	// leave while idle
-	a.send(map[string]any{"type": "leave"})
+	a.send(wire.Request{Type: wire.TypeLeave})
 	a.expect("idle")
 
 	// report: recorded, stranger gets reported, reporter re-queued
 	a2, b2, room3 := pair(t, a, b, "text")
-	a2.send(map[string]any{"type": "report", "room": room3, "reason": "spam"})
+	a2.send(wire.Request{Type: wire.TypeReport, Room: room3, Reason: "spam"})
 	a2.expect("queued")
 	if m := b2.expect("peer_left"); m.str("reason") != "reported" || m.str("room") != room3 {
 		t.Fatalf("peer_left = %v", m)
@@ -400,7 +402,7 @@ func TestRateLimited(t *testing.T) {
 	n := startNode(t, cfg)
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
 	for i := 0; i < 20; i++ {
-		a.send(map[string]any{"type": "chat", "room": room, "text": fmt.Sprint("m", i)})
+		a.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr(fmt.Sprint("m", i))})
 	}
 	got := 0
 	for {
@@ -411,7 +413,7 @@ func TestRateLimited(t *testing.T) {
 		t.Fatalf("flooder got %v, want rate_limited", m)
 	}
 	// The stranger receives the burst and not the flood, in order.
-	b.send(map[string]any{"type": "typing", "room": room, "on": true})
+	b.send(wire.Request{Type: wire.TypeTyping, Room: room, On: ptr(true)})
 	for {
 		m := b.expect("chat")
 		if m.str("text") != fmt.Sprint("m", got) {
@@ -423,7 +425,7 @@ func TestRateLimited(t *testing.T) {
 		}
 	}
 	// Other message classes still flow: signalling is not starved by chat.
-	b.send(map[string]any{"type": "typing", "room": room, "on": false})
+	b.send(wire.Request{Type: wire.TypeTyping, Room: room, On: ptr(false)})
 	if m := a.read(5 * time.Second); m.str("type") == "error" {
 		// the flood may have produced a few more notices; they must all be rate_limited
 		for m.str("type") == "error" {
@@ -449,7 +451,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 	}
 	a := dial(t, n.ws, "a", nil)
-	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeText})
 	a.expect("queued")
 	code, st := getJSON(t, n.url+"/api/stats")
 	if code != 200 || st["online"] != float64(1) || fmt.Sprint(st["waiting"]) != "map[text:1 video:0]" {
@@ -561,7 +563,7 @@ func TestFaceCheck(t *testing.T) {
 		}
 		a.send(q)
 		a.expect("queued")
-		a.send(map[string]any{"type": "cancel"})
+		a.send(wire.Request{Type: wire.TypeCancel})
 		a.expect("idle")
 	}
 	resp, err := http.Get(n.url + "/metrics")

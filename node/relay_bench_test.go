@@ -1,11 +1,11 @@
 package node
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"testing"
 
-	"github.com/gorilla/websocket"
+	"github.com/duetchat/duet/wire"
 )
 
 // BenchmarkRelayInNode: one chat line from one stranger to the other
@@ -19,44 +19,45 @@ func BenchmarkRelayInNode(b *testing.B) {
 	n := startNode(b, cfg)
 	a, c, room := pairB(b, n.ws)
 	b.ReportAllocs()
+	ctx := context.Background()
 	i := 0
 	for b.Loop() {
 		i++
 		text := fmt.Sprint("m", i)
-		if err := a.WriteJSON(map[string]any{"type": "chat", "room": room, "text": text}); err != nil {
+		if err := a.Chat(room, text); err != nil {
 			b.Fatal(err)
 		}
-		var m struct{ Type, Text string }
-		if err := c.ReadJSON(&m); err != nil || m.Text != text {
+		if m, err := c.Next(ctx); err != nil || m.Text != text {
 			b.Fatalf("got %+v, %v", m, err)
 		}
 	}
 }
 
 // pairB connects two strangers in a text room.
-func pairB(b *testing.B, url string) (a, c *websocket.Conn, room string) {
-	dialB := func() *websocket.Conn {
-		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+func pairB(b *testing.B, url string) (a, c *wire.Client, room string) {
+	ctx := context.Background()
+	dialB := func() *wire.Client {
+		c, err := wire.Dial(ctx, url, wire.DialOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { ws.Close() })
-		return ws
+		b.Cleanup(func() { _ = c.Close() })
+		return c
 	}
 	a, c = dialB(), dialB()
-	for _, ws := range []*websocket.Conn{a, c} {
-		if err := ws.WriteJSON(map[string]any{"type": "queue", "mode": "text"}); err != nil {
+	for _, x := range []*wire.Client{a, c} {
+		if err := x.Queue(wire.ModeText); err != nil {
 			b.Fatal(err)
 		}
 	}
-	for _, ws := range []*websocket.Conn{a, c} {
+	for _, x := range []*wire.Client{a, c} {
 		for {
-			var m map[string]any
-			if _, raw, err := ws.ReadMessage(); err != nil || json.Unmarshal(raw, &m) != nil {
+			m, err := x.Next(ctx)
+			if err != nil {
 				b.Fatal(err)
 			}
-			if m["type"] == "matched" {
-				room, _ = m["room"].(string)
+			if m.Type == wire.TypeMatched {
+				room = m.Room
 				break
 			}
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // A TURN credential from matched works while its room lives and is
@@ -18,7 +19,7 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 		a, _, ma, _ := matchedPair(t, n)
 		cred := iceServers(t, ma)[1]
 		relayFor(t, cred)
-		a.send(map[string]any{"type": "leave"})
+		a.send(wire.Request{Type: wire.TypeLeave})
 		a.expect("idle")
 		if _, err := allocateAt(t, udpURLAddr(cred), cred); err == nil {
 			t.Fatal("the credential of an ended room still allocates")
@@ -63,7 +64,7 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 		if _, err := allocateAt(t, relay2, cred); err != nil {
 			t.Fatalf("node 1's live credential refused by node 2: %v", err)
 		}
-		a.send(map[string]any{"type": "leave"})
+		a.send(wire.Request{Type: wire.TypeLeave})
 		a.expect("idle")
 		deadline := time.Now().Add(5 * time.Second)
 		for {

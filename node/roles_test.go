@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/duetchat/duet/configs"
+	"github.com/duetchat/duet/wire"
 )
 
 // turnURLs lists the turn: and turns: URLs a matched message hands out.
@@ -59,7 +60,7 @@ func TestRoleSwitches(t *testing.T) {
 			t.Error("roles.sfu false stopped the relay too")
 		}
 		a, _, room := pair(t, dial(t, tn.ws, "a", nil), dial(t, tn.ws, "b", nil), "video")
-		a.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+		a.send(wire.Request{Type: wire.TypeFallback, Room: room, Reason: "ice failed"})
 		a.expectError("unavailable", "fallback")
 	})
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,21 +14,21 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/duetchat/duet/internal/testtool"
+	"github.com/duetchat/duet/wire"
 )
 
 // inbox reads c's socket from here on (no read deadlines: a timed-out
 // gorilla read spoils the socket) until it closes.
 func inbox(c *client) <-chan msg {
-	_ = c.ws.SetReadDeadline(time.Time{})
 	ch := make(chan msg, 256)
 	go func() {
 		defer close(ch)
 		for {
-			var m msg
-			if err := c.ws.ReadJSON(&m); err != nil {
+			m, err := c.wc.Next(context.Background())
+			if err != nil {
 				return
 			}
-			ch <- m
+			ch <- m.Fields()
 		}
 	}()
 	return ch
@@ -62,7 +63,7 @@ func sfuSide(t *testing.T, c *client, ch <-chan msg, room string, peer *testtool
 		}
 		switch m.str("type") {
 		case "offer":
-			c.send(map[string]any{"type": "answer", "room": room, "sdp": peer.Answer(m.str("sdp")), "leg": "sfu"})
+			c.send(wire.Request{Type: wire.TypeAnswer, Room: room, SDP: peer.Answer(m.str("sdp")), Leg: "sfu"})
 			return
 		case "candidate":
 			addCandidate(t, peer, m)
@@ -126,7 +127,7 @@ func TestSFUFallback(t *testing.T) {
 	}
 
 	// A second fallback for the same room is ignored (no error comes back).
-	off.send(map[string]any{"type": "fallback", "room": room})
+	off.send(wire.Request{Type: wire.TypeFallback, Room: room})
 	off.send(map[string]any{"type": "barrier"})
 	for {
 		m := next(t, off.name, inboxes[off])
@@ -139,7 +140,7 @@ func TestSFUFallback(t *testing.T) {
 		break
 	}
 	// The chat keeps working on the SFU.
-	off.send(map[string]any{"type": "chat", "room": room, "text": "still here"})
+	off.send(wire.Request{Type: wire.TypeChat, Room: room, Text: ptr("still here")})
 	for {
 		m := next(t, ans.name, inboxes[ans])
 		if m.str("type") == "chat" {
@@ -150,7 +151,7 @@ func TestSFUFallback(t *testing.T) {
 		}
 	}
 
-	off.send(map[string]any{"type": "leave"})
+	off.send(wire.Request{Type: wire.TypeLeave})
 	waitFor(t, "the SFU room to end", func() bool {
 		code, _ := adminGet(t, n.url+"/api/rooms/"+room, cfg.Admin.Token)
 		return code == http.StatusNotFound
@@ -176,7 +177,7 @@ func adminRoom(t *testing.T, base, room, token string) RoomView {
 func fallbackAndStream(t *testing.T, off, ans *client, room string) (map[*client]*testtool.PionPeer, map[*client]<-chan msg) {
 	t.Helper()
 	for _, c := range []*client{off, ans} {
-		c.send(map[string]any{"type": "ready", "room": room})
+		c.send(wire.Request{Type: wire.TypeReady, Room: room})
 	}
 	peers := map[*client]*testtool.PionPeer{off: testtool.NewPionPeer(t), ans: testtool.NewPionPeer(t)}
 	t.Cleanup(func() {
@@ -185,7 +186,7 @@ func fallbackAndStream(t *testing.T, off, ans *client, room string) (map[*client
 		}
 	})
 	inboxes := map[*client]<-chan msg{off: inbox(off), ans: inbox(ans)}
-	ans.send(map[string]any{"type": "fallback", "room": room, "reason": "ice failed"})
+	ans.send(wire.Request{Type: wire.TypeFallback, Room: room, Reason: "ice failed"})
 	for c, p := range peers {
 		sfuSide(t, c, inboxes[c], room, p)
 	}

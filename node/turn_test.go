@@ -9,6 +9,7 @@ import (
 	pturn "github.com/pion/turn/v4"
 
 	"github.com/duetchat/duet/turn"
+	"github.com/duetchat/duet/wire"
 )
 
 // matchedPair queues two fresh clients for video and returns their
@@ -16,9 +17,9 @@ import (
 func matchedPair(t *testing.T, n *testNode) (a, b *client, ma, mb msg) {
 	t.Helper()
 	a, b = dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil)
-	a.send(map[string]any{"type": "queue", "mode": "video"})
+	a.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	a.expect("queued")
-	b.send(map[string]any{"type": "queue", "mode": "video"})
+	b.send(wire.Request{Type: wire.TypeQueue, Mode: wire.ModeVideo})
 	b.expect("queued")
 	ma, mb = a.expect("matched"), b.expect("matched")
 	if ma.str("role") != "offerer" {
