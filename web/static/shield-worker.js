@@ -1,6 +1,7 @@
 // The nudity shield's classifier, in a (classic) Worker so the page's main
-// thread never runs the model. It receives 224x224 ImageBitmaps of the
-// stranger's video and answers with nsfwjs's five class probabilities.
+// thread never runs the model. It receives frames of the stranger's video
+// (VideoFrames, or ImageBitmaps already scaled to 224x224), scales them
+// here and answers with nsfwjs's five class probabilities.
 // Nothing leaves this worker but that answer to the page.
 //
 // Runtime: TensorFlow.js with its WebAssembly (SIMD) backend; where that
@@ -72,9 +73,12 @@ async function load() {
   return backend;
 }
 
-async function classify(bitmap) {
-  ctx.drawImage(bitmap, 0, 0, SIZE, SIZE);
-  bitmap.close();
+async function classify(frame) {
+  try {
+    ctx.drawImage(frame, 0, 0, SIZE, SIZE);
+  } finally {
+    frame.close();
+  }
   const rgba = ctx.getImageData(0, 0, SIZE, SIZE).data;
   const rgb = new Float32Array(SIZE * SIZE * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4) {
@@ -93,18 +97,18 @@ async function classify(bitmap) {
 const loading = load();
 
 self.onmessage = async (e) => {
-  const { id, bitmap } = e.data || {};
+  const { id, frame } = e.data || {};
   try {
     const backend = await loading;
-    if (!bitmap) {
+    if (!frame) {
       self.postMessage({ id, ready: true, backend });
       return;
     }
     const t0 = performance.now();
-    const scores = await classify(bitmap);
+    const scores = await classify(frame);
     self.postMessage({ id, scores, ms: performance.now() - t0, backend });
   } catch (err) {
-    if (bitmap && bitmap.close) bitmap.close();
+    if (frame && frame.close) frame.close();
     self.postMessage({ id, error: String((err && err.message) || err) });
   }
 };

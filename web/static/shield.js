@@ -1,6 +1,6 @@
 // The nudity shield: looks at the stranger's incoming video, one small
 // frame every CHECK_EVERY_MS, with an nsfwjs model run by a Worker
-// (shield-worker.js), so the page's main thread only grabs the frame.
+// (shield-worker.js), so the page's main thread only hands it the frame.
 // No frame, image or score leaves the browser: the node is only told
 // counts ({type: "shield", event}) and, on a report, the class name.
 //
@@ -28,6 +28,19 @@ export function verdict(scores) {
   const hentai = scores.hentai || 0;
   if (porn + hentai < NUDITY_AT) return null;
   return porn >= hentai ? 'porn' : 'hentai';
+}
+
+// grab takes the video's current frame for the worker. A VideoFrame
+// (WebCodecs) only references the decoded frame: the worker scales and
+// converts it, so the main thread does next to nothing. Without
+// WebCodecs, createImageBitmap scales it here first.
+async function grab(video) {
+  if (typeof VideoFrame === 'function') {
+    try {
+      return new VideoFrame(video);
+    } catch { /* not decodable as a frame yet: fall back */ }
+  }
+  return createImageBitmap(video, { resizeWidth: SIZE, resizeHeight: SIZE, resizeQuality: 'low' });
 }
 
 export class Shield {
@@ -111,11 +124,13 @@ export class Shield {
     }).catch((err) => this.fail(err.message));
   }
 
-  ask(bitmap) {
+  // ask hands the worker a frame (VideoFrame or ImageBitmap, transferred:
+  // never copied) to classify; null asks whether the model is loaded.
+  ask(frame) {
     const id = ++this.seq;
     return new Promise((resolve) => {
       this.pending.set(id, resolve);
-      this.worker.postMessage({ id, bitmap }, bitmap ? [bitmap] : []);
+      this.worker.postMessage({ id, frame }, frame ? [frame] : []);
     });
   }
 
@@ -147,8 +162,10 @@ export class Shield {
     try {
       await this.ready;
       if (this.stats.error || !this.watching) return;
-      const bitmap = await createImageBitmap(v, { resizeWidth: SIZE, resizeHeight: SIZE, resizeQuality: 'low' });
-      const m = await this.ask(bitmap);
+      this.stats.phase = 'grab';
+      const frame = await grab(v);
+      this.stats.phase = 'classify';
+      const m = await this.ask(frame);
       if (m.error) throw new Error(m.error);
       this.stats.frames++;
       this.stats.lastMs = m.ms;
@@ -159,8 +176,10 @@ export class Shield {
       // A frame that could not be grabbed (the stream changed under us):
       // try the next one.
       console.debug('duet: shield frame skipped', err && err.message);
+      this.stats.skipped = (this.stats.skipped || 0) + 1;
     } finally {
       this.busy = false;
+      this.stats.phase = 'wait';
     }
     if (this.watching && !this.revealed) this.schedule(CHECK_EVERY_MS);
   }
