@@ -58,7 +58,7 @@ func TestNATLab443(t *testing.T) {
 
 	t.Run("pion peers", func(t *testing.T) {
 		var seen labRoom
-		res := lab.peers([]string{"-ws", "wss://" + labDomain + "/ws", "-connect-timeout", "30s", "-hold", "8s"}, func() {
+		res := lab.peers([]string{"-ws", "wss://" + labDomain + "/ws", "-connect-timeout", "30s", "-hold", "15s"}, func() {
 			seen = lab.watchRoomVia(func(path string) ([]byte, error) {
 				return lab.getTrusting("srv", "https://"+labDomain+path, root)
 			}, "turn", 50*time.Second)
