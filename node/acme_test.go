@@ -498,3 +498,16 @@ func TestACMENeverServedFreesHTTPListen(t *testing.T) {
 	}
 	_ = ln.Close()
 }
+
+// TestACMEHTTP01: where the CA cannot reach the HTTPS port (its TLS-ALPN
+// check goes to a closed port), the node gets the certificate through
+// HTTP-01 on http.acme.http_listen.
+func TestACMEHTTP01(t *testing.T) {
+	httpsPort, httpPort := testtool.FreePort(t), testtool.FreePort(t)
+	p := testtool.StartPebble(t, testtool.PebbleOptions{HTTPPort: httpPort, TLSPort: testtool.FreePort(t)})
+	a := startACMENode(t, p, acmeConfig(t, p, httpsPort, httpPort))
+	leaf, _ := a.leaf()
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != acmeDomain {
+		t.Fatalf("certificate names %v", leaf.DNSNames)
+	}
+}
