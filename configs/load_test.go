@@ -107,6 +107,8 @@ func TestEnvOverrides(t *testing.T) {
 		"DUET_STORE_REDIS_PASSWORD=pw",
 		"DUET_PUBLIC_IP=203.0.113.9",
 		"DUET_LIMITS_CHAT_RATE=2.5",
+		"DUET_ROLES_SFU=off",
+		"DUET_SIGNAL_FACE_CHECK=on",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +121,8 @@ func TestEnvOverrides(t *testing.T) {
 		{"int", c.Signal.ChatMaxChars == 42},
 		{"duration", c.Matcher.AvoidRepeat == 0},
 		{"bool", !c.Roles.TURN},
+		{"bool as off", !c.Roles.SFU},
+		{"bool as on", c.Signal.FaceCheck},
 		{"list", strings.Join(c.HTTP.AllowedOrigins, "|") == "https://a.example|https://b.example"},
 		{"nested", c.Store.Redis.Password == "pw"},
 		{"top-level scalar", c.PublicIP == "203.0.113.9"},

@@ -209,7 +209,7 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	case v.Kind() == reflect.Bool:
-		b, err := strconv.ParseBool(s)
+		b, err := parseBool(s)
 		if err != nil {
 			return fmt.Errorf("want a %s", typeWord("bool"))
 		}
@@ -270,4 +270,16 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// parseBool takes what the YAML file takes for a switch (on/off, yes/no
+// besides true/false), so DUET_BOTS_POW=on means what `pow: on` does.
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "on", "yes", "y":
+		return true, nil
+	case "off", "no", "n":
+		return false, nil
+	}
+	return strconv.ParseBool(s)
 }
