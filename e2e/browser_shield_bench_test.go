@@ -130,7 +130,7 @@ func chromiumCPU(t *testing.T) cpuTimes {
 			if p == me {
 				c.total += ticks[pid]
 				c.workers += threadTicks(pid, "DedicatedWorker")
-				c.mains += threadTicks(pid, "CrRendererMain")
+				c.mains += rendererMainTicks(pid)
 				break
 			}
 		}
@@ -138,9 +138,31 @@ func chromiumCPU(t *testing.T) cpuTimes {
 	return cpuTimes{c.total / 100, c.workers / 100, c.mains / 100} // USER_HZ
 }
 
+// rendererMainTicks is the CPU ticks of a renderer process's main thread
+// (the thread whose id is the process's; Chromium leaves its name alone),
+// 0 for other processes.
+func rendererMainTicks(pid int) float64 {
+	cmd, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil || !strings.Contains(string(cmd), "--type=renderer") {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "task", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return ut + st
+}
+
 // threadTicks sums the CPU ticks of pid's threads whose name starts with
-// prefix: Chromium's "DedicatedWorker thread" (cut to 15 characters by the
-// kernel) or "CrRendererMain".
+// prefix, such as Chromium's "DedicatedWorker thread" (cut to 15
+// characters by the kernel).
 func threadTicks(pid int, prefix string) float64 {
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
 	tasks, err := os.ReadDir(dir)
