@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"image"
 	"image/color"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -89,4 +91,45 @@ func writeY4M(w io.Writer, img image.Image, scale, frames int) error {
 		}
 	}
 	return nil
+}
+
+// TestWriteY4M: the header Chromium parses, whole 4:2:0 frames, and
+// colours that survive the conversion (pure red at full-range BT.601).
+func TestWriteY4M(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 3, 2))
+	for y := 0; y < 2; y++ {
+		for x := 0; x < 3; x++ {
+			img.Set(x, y, color.RGBA{255, 0, 0, 255})
+		}
+	}
+	for _, tc := range []struct {
+		scale, frames int
+		header        string
+	}{
+		{1, 1, "YUV4MPEG2 W2 H2 F30:1 Ip A1:1 C420jpeg\n"}, // odd width rounds down
+		{2, 3, "YUV4MPEG2 W6 H4 F30:1 Ip A1:1 C420jpeg\n"},
+	} {
+		var buf bytes.Buffer
+		if err := writeY4M(&buf, img, tc.scale, tc.frames); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		if !strings.HasPrefix(out, tc.header) {
+			t.Fatalf("scale %d: header %q, want %q", tc.scale, out[:min(len(out), len(tc.header))], tc.header)
+		}
+		var w, h int
+		fmt.Sscanf(tc.header, "YUV4MPEG2 W%d H%d", &w, &h)
+		frame := len("FRAME\n") + w*h*3/2
+		if got := len(out) - len(tc.header); got != tc.frames*frame {
+			t.Fatalf("scale %d: %d bytes of frames, want %d frames of %d", tc.scale, got, tc.frames, frame)
+		}
+		body := out[len(tc.header)+len("FRAME\n"):]
+		wantY, wantCb, wantCr := color.RGBToYCbCr(255, 0, 0)
+		if body[0] != wantY || body[w*h] != wantCb || body[w*h+w*h/4] != wantCr {
+			t.Fatalf("scale %d: red became Y %d Cb %d Cr %d, want %d %d %d", tc.scale, body[0], body[w*h], body[w*h+w*h/4], wantY, wantCb, wantCr)
+		}
+	}
+	if err := writeY4M(io.Discard, image.NewRGBA(image.Rect(0, 0, 1, 1)), 1, 1); err == nil {
+		t.Fatal("a 1x1 picture (no whole 4:2:0 block) was written")
+	}
 }

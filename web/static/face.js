@@ -22,7 +22,7 @@ export class FaceCheck {
   constructor({ now = () => performance.now(), sleep = (ms) => new Promise((r) => setTimeout(r, ms)) } = {}) {
     this.now = now;
     this.sleep = sleep;
-    this.detector = null;  // Promise of {backend, detect(bitmap) -> {face, score, ms}}
+    this.detector = null;  // Promise of {backend, detect(frame) -> {face, score, ms}}
     this.video = null;
     this.watch = null;     // the running re-check loop, if any
     this.stats = { frames: 0, detectMs: 0, mainMs: 0, backend: '', where: '', loadMs: 0 };
