@@ -2,7 +2,7 @@
 // frame every CHECK_EVERY_MS, with an nsfwjs model run by a Worker
 // (shield-worker.js), so the page's main thread only hands it the frame.
 // No frame, image or score leaves the browser: the node is only told
-// counts ({type: "shield", event}) and, on a report, the class name.
+// counts ({type: "shield", room, event}) and, on a report, reason "nudity".
 //
 // Modes (moderation.shield, or the user's own choice):
 //   off             nothing is loaded
@@ -22,7 +22,7 @@ const SAFE_TO_SHOW = 2;      // frames in a row that must classify safe
 const NUDITY_AT = 0.5;       // P(porn) + P(hentai) at or above this flags a frame
 
 // verdict reads nsfwjs's five probabilities: null when safe, else the
-// reason a report carries.
+// class that flagged the frame (kept in stats for tests and debugging).
 export function verdict(scores) {
   const porn = scores.porn || 0;
   const hentai = scores.hentai || 0;
