@@ -164,7 +164,7 @@ func TestReportReasons(t *testing.T) {
 	cfg.Matcher.AvoidRepeat = 0
 	n := startNode(t, cfg)
 	a, b, room := pair(t, dial(t, n.ws, "a", nil), dial(t, n.ws, "b", nil), "text")
-	a.send(map[string]any{"type": "report", "room": room, "reason": "ugly"})
+	a.send(map[string]any{"type": "report", "room": room, "reason": strings.Repeat("é", 201)})
 	if e := a.expectError("bad_request", "report"); !strings.Contains(e.str("message"), "nudity") {
 		t.Fatalf("error %q does not list the reasons", e.str("message"))
 	}
@@ -177,10 +177,19 @@ func TestReportReasons(t *testing.T) {
 	b.expect("queued")
 	room2 := b.expect("matched").str("room")
 	a.expect("matched")
-	b.send(map[string]any{"type": "report", "room": room2}) // no reason: counts as other
+	// Words of its own, as clients before the list send: a report all
+	// the same, counted as other.
+	b.send(map[string]any{"type": "report", "room": room2, "reason": "ugly"})
 	b.expect("queued")
+	a.expect("peer_left")
+	a.send(map[string]any{"type": "queue", "mode": "text"})
+	a.expect("queued")
+	room3 := a.expect("matched").str("room")
+	b.expect("matched")
+	a.send(map[string]any{"type": "report", "room": room3}) // no reason: counts as other
+	a.expect("queued")
 	body := metricsBody(t, n.url)
-	for _, want := range []string{`duet_report_reasons_total{reason="nudity"} 1`, `duet_report_reasons_total{reason="other"} 1`, `duet_report_reasons_total{reason="spam"} 0`} {
+	for _, want := range []string{`duet_report_reasons_total{reason="nudity"} 1`, `duet_report_reasons_total{reason="other"} 2`, `duet_report_reasons_total{reason="spam"} 0`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -66,7 +66,7 @@ func (h *Hub) countRemoteChat(s *session, frame []byte) {
 func (h *Hub) reportReason(reason string) (string, *wire.Error) {
 	r, ok := wire.ReportReason(reason)
 	if !ok {
-		return "", wire.Errorf(wire.CodeBadRequest, "reason must be one of %s", strings.Join(wire.ReportReasons(), ", "))
+		return "", wire.Errorf(wire.CodeBadRequest, "reason is longer than %d characters; say it in one of %s", wire.MaxReasonChars, strings.Join(wire.ReportReasons(), ", "))
 	}
 	h.reportReasons.WithLabelValues(r).Inc()
 	return r, nil

@@ -1,5 +1,7 @@
 package wire
 
+import "unicode/utf8"
+
 // Report reasons: what `report.reason` may say. The page offers them as
 // a short list; the node counts reports by reason.
 const (
@@ -15,17 +17,22 @@ func ReportReasons() []string {
 	return []string{ReportNudity, ReportHarassment, ReportSpam, ReportUnderage, ReportOther}
 }
 
-// ReportReason checks a report's reason and says which one it counts as.
-// An absent reason and "inappropriate" (what pages before the list sent)
-// count as other; anything else not on the list is refused.
+// MaxReasonChars bounds a report's reason, in characters.
+const MaxReasonChars = 200
+
+// ReportReason says which reason a report's reason counts as. The list
+// came after clients that send their own words: what is not on it (none,
+// "inappropriate", free text) counts as other and is still a report; only
+// a reason longer than MaxReasonChars is refused.
 func ReportReason(r string) (string, bool) {
 	switch r {
-	case "", "inappropriate":
-		return ReportOther, true
 	case ReportNudity, ReportHarassment, ReportSpam, ReportUnderage, ReportOther:
 		return r, true
 	}
-	return "", false
+	if utf8.RuneCountInString(r) > MaxReasonChars {
+		return "", false
+	}
+	return ReportOther, true
 }
 
 // CodeLinkHeld refuses a chat holding a link before the strangers have
