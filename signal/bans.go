@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -53,7 +54,7 @@ func (h *Hub) checkBan(session, ipHash string) (moderation.Ban, bool) {
 
 // refuseBanned ends a banned client's new or resumed socket right after
 // its welcome: `error` `banned`, then close 1008.
-func (h *Hub) refuseBanned(s *session, c *conn) bool {
+func (h *Hub) refuseBanned(s *session, c *transport.Conn) bool {
 	b, banned := h.checkBan(s.id, s.ipHash)
 	if !banned {
 		return false
@@ -67,7 +68,7 @@ func (h *Hub) refuseBanned(s *session, c *conn) bool {
 	}
 	h.unlock()
 	h.m.refused.WithLabelValues("banned").Inc()
-	c.close(websocket.ClosePolicyViolation, "banned")
+	c.Close(websocket.ClosePolicyViolation, "banned")
 	return true
 }
 

@@ -261,7 +261,7 @@ func (h *Hub) member(code, id string) *session {
 
 func (h *Hub) sendFrame(s *session, frame []byte) {
 	if s.c != nil {
-		s.c.send(frame)
+		s.c.Send(frame)
 		return
 	}
 	if len(s.pending) < maxPending {
@@ -300,7 +300,7 @@ func (h *Hub) onRemoteSignal(env Envelope) {
 	r := to.room
 	i := r.index(to)
 	if r.ready[i] && to.c != nil {
-		to.c.send(env.Frame)
+		to.c.Send(env.Frame)
 		return
 	}
 	l := h.opt.Limits

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -50,5 +51,5 @@ func (h *Hub) refuseUnpaidJoin(j joinJob) bool {
 // proxies believed, an IPv6 address as its prefix), for other endpoints
 // that count per address.
 func (h *Hub) ClientKey(r *http.Request) string {
-	return h.keys.Key(clientIP(r, h.opt.TrustedProxies))
+	return h.keys.Key(transport.ClientIP(r, h.opt.TrustedProxies))
 }

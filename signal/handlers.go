@@ -8,6 +8,7 @@ import (
 
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -16,7 +17,7 @@ const maxReasonChars = 200
 
 // handleFrame processes one frame from s's socket c. Binary frames are
 // refused, but only after the rate limits, so they cannot buy free errors.
-func (h *Hub) handleFrame(s *session, c *conn, text bool, frame []byte) {
+func (h *Hub) handleFrame(s *session, c *transport.Conn, text bool, frame []byte) {
 	ctx := context.Background()
 	now := h.opt.Now()
 	var msg *wire.Inbound
@@ -53,8 +54,8 @@ func (h *Hub) handleLocked(ctx context.Context, s *session, msg *wire.Inbound, d
 		ref = msg.Type
 	}
 	joining := ref == wire.TypeQueue || ref == wire.TypeNext
-	if !h.ips.allowMessage(s.ip, now) || !s.limits.allow(now, classOf(ref)) ||
-		joining && (!s.limits.joins.AllowN(now, 1) || !h.ips.allowJoin(s.ip, now)) {
+	if !h.ips.AllowMessage(s.ip, now) || !s.limits.allow(now, classOf(ref)) ||
+		joining && (!s.limits.joins.AllowN(now, 1) || !h.ips.AllowJoin(s.ip, now)) {
 		h.m.rateLimited.Inc()
 		if s.limits.notice.AllowN(now, 1) {
 			h.sendErr(s, errRateLimited, ref)
@@ -257,7 +258,7 @@ func (h *Hub) onSignal(s *session, m *wire.Inbound) *wire.Error {
 	}
 	i := r.index(to)
 	if r.ready[i] && to.c != nil {
-		to.c.send(frame)
+		to.c.Send(frame)
 		return nil
 	}
 	l := h.opt.Limits

@@ -29,6 +29,7 @@ import (
 	"github.com/duetchat/duet/internal/addrkey"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/moderation"
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -126,7 +127,7 @@ type Hub struct {
 	opt  Options
 	log  *slog.Logger
 	m    *metrics
-	ips  *ipTable
+	ips  *transport.IPTable
 	salt []byte
 	// blocks makes block identities and handles (block.go);
 	// reportReasons counts reports by reason (safety.go)
@@ -191,7 +192,7 @@ type session struct {
 	prefs     *prefs
 	joinedAt  time.Time // identifies the current ticket
 	room      *room
-	c         *conn
+	c         *transport.Conn
 	limits    *sessionLimits
 	// self is the session's block identity (its browser token's, else
 	// its own) and blocked those it never wants to meet (block.go).
@@ -308,7 +309,7 @@ func NewHub(opt Options) (*Hub, error) {
 		opt:      opt,
 		keys:     keys,
 		log:      opt.Logger,
-		ips:      newIPTable(opt.Limits),
+		ips:      transport.NewIPTable(opt.Limits),
 		salt:     salt,
 		sessions: make(map[string]*session),
 		tokens:   make(map[string]*session),
@@ -344,7 +345,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
-			h.ips.sweep(h.opt.Now(), 10*time.Minute)
+			h.ips.Sweep(h.opt.Now(), 10*time.Minute)
 		case <-nodes:
 			h.watchNodes(ctx)
 			if n%10 == 0 {
@@ -432,7 +433,7 @@ func (h *Hub) send(s *session, v any) {
 		return
 	}
 	if s.c != nil {
-		s.c.send(frame)
+		s.c.Send(frame)
 		return
 	}
 	if len(s.pending) < maxPending {
@@ -573,7 +574,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	for _, s := range h.sessions {
 		if s.c != nil {
 			h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "this node is shutting down; reconnect shortly"), "")
-			s.c.close(websocket.CloseServiceRestart, "service restart")
+			s.c.Close(websocket.CloseServiceRestart, "service restart")
 		}
 	}
 	h.unlock()

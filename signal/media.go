@@ -111,7 +111,7 @@ func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
 		return
 	}
 	if r.ready[side] && s.c != nil {
-		s.c.send(frame)
+		s.c.Send(frame)
 		return
 	}
 	r.buf[side] = append(r.buf[side], frame)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -94,7 +95,7 @@ func (h *Hub) letGo(s *session) {
 	s.dropGen++
 	if c := s.c; c != nil {
 		s.c = nil
-		c.abort()
+		c.Abort()
 		h.online--
 	}
 	if s.pend != nil {
@@ -125,7 +126,7 @@ func (h *Hub) onTakeover(id, node string) {
 
 // adopt resumes on this node a session whose record names another node
 // (h.mu held).
-func (h *Hub) adopt(ctx context.Context, c *conn, ip string, rec Record) (*session, error) {
+func (h *Hub) adopt(ctx context.Context, c *transport.Conn, ip string, rec Record) (*session, error) {
 	tok, err := h.randomID(32)
 	if err != nil {
 		return nil, err

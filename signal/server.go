@@ -3,15 +3,12 @@ package signal
 import (
 	"bytes"
 	"errors"
-	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
@@ -22,15 +19,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if !h.originAllowed(r) {
+	if !transport.OriginAllowed(r, h.opt.AllowedOrigins) {
 		h.m.refused.WithLabelValues("origin").Inc()
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	// From here on the client is its address key: per-address limits,
 	// sessions and the ban hash all count an IPv6 client's whole /64.
-	ip := h.keys.Key(clientIP(r, h.opt.TrustedProxies))
-	if ok, why := h.ips.acquire(ip, h.opt.Now()); !ok {
+	ip := h.keys.Key(transport.ClientIP(r, h.opt.TrustedProxies))
+	if ok, why := h.ips.Acquire(ip, h.opt.Now()); !ok {
 		// Refused before the upgrade, so a flood costs no socket; the body
 		// still speaks the protocol for clients that read it.
 		h.m.refused.WithLabelValues("ip_limit").Inc()
@@ -51,7 +48,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
-		h.ips.release(ip, h.opt.Now())
+		h.ips.Release(ip, h.opt.Now())
 		return // the upgrader has answered the client
 	}
 	// Returning lets net/http drop this request's buffers and the deep
@@ -62,7 +59,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveSocket runs one socket's session until the socket ends.
 func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
-	defer h.ips.release(ip, h.opt.Now())
+	defer h.ips.Release(ip, h.opt.Now())
 	ws.SetReadLimit(int64(h.opt.Signal.MaxMessageBytes))
 	// Counted under the lock Shutdown sets closing under, so no socket
 	// joins h.writers once Shutdown may be waiting on it (a WaitGroup
@@ -80,18 +77,18 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 		_ = ws.Close()
 		return
 	}
-	c := newConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.opt.Now, h.writers.Done)
+	c := transport.NewConn(ws, h.opt.Limits.SendQueue, h.opt.Signal.PingInterval, h.opt.Now, h.writers.Done)
 
 	s, err := h.attach(c, ip, resume)
 	if errors.Is(err, errTooManySessions) {
 		h.m.refused.WithLabelValues("ip_sessions").Inc()
-		c.send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))
-		c.close(websocket.CloseTryAgainLater, "too many sessions")
+		c.Send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeRateLimited, Message: err.Error() + "; close some tabs or try again later"}))
+		c.Close(websocket.CloseTryAgainLater, "too many sessions")
 		return
 	}
 	if err != nil {
 		h.log.Error("session setup failed", "err", err)
-		c.close(websocket.CloseInternalServerErr, "internal error")
+		c.Close(websocket.CloseInternalServerErr, "internal error")
 		return
 	}
 	if h.refuseBanned(s, c) {
@@ -100,23 +97,20 @@ func (h *Hub) serveSocket(ws *websocket.Conn, ip, resume string) {
 	if h.Closing() {
 		// Shutdown began while this socket was being attached, too early
 		// to find its session: it goes the way Shutdown sends the others.
-		c.send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeUnavailable, Message: "this node is shutting down; reconnect shortly"}))
-		c.close(websocket.CloseServiceRestart, "service restart")
+		c.Send(wire.Encode(wire.ErrorMsg{Type: wire.TypeError, Code: wire.CodeUnavailable, Message: "this node is shutting down; reconnect shortly"}))
+		c.Close(websocket.CloseServiceRestart, "service restart")
 	}
 	clientClosed := h.readLoop(s, c)
 	h.detach(s, c, clientClosed)
-	c.close(websocket.CloseNormalClosure, "")
+	c.Close(websocket.CloseNormalClosure, "")
 }
 
 // readLoop reads frames until the socket ends; it reports whether the
 // client ended it with a close frame (as opposed to a drop or our close).
-func (h *Hub) readLoop(s *session, c *conn) bool {
+func (h *Hub) readLoop(s *session, c *transport.Conn) bool {
 	// Two missed pongs end the connection.
 	wait := 2*h.opt.Signal.PingInterval + h.opt.Signal.PingInterval/2
-	_ = c.ws.SetReadDeadline(h.opt.Now().Add(wait))
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(h.opt.Now().Add(wait))
-	})
+	c.ReadWithin(wait)
 	for {
 		kind, frame, err := h.readFrame(c)
 		if err != nil {
@@ -124,9 +118,9 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 			// drop (resume grace), not a close frame from the client.
 			var ce *websocket.CloseError
 			sentClose := errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure
-			return sentClose && !isClosed(c)
+			return sentClose && !c.Closed()
 		}
-		_ = c.ws.SetReadDeadline(h.opt.Now().Add(wait))
+		c.ExtendRead(wait)
 		h.handleFrame(s, c, kind == websocket.TextMessage, frame.Bytes())
 		h.putReadBuf(frame)
 	}
@@ -136,8 +130,8 @@ func (h *Hub) readLoop(s *session, c *conn) bool {
 // putReadBuf once handled): gorilla's ReadMessage allocates a fresh slice
 // per frame, which at thousands of frames a second is mostly GC work.
 // Nothing keeps the bytes: decoding copies every string it keeps.
-func (h *Hub) readFrame(c *conn) (int, *bytes.Buffer, error) {
-	kind, r, err := c.ws.NextReader()
+func (h *Hub) readFrame(c *transport.Conn) (int, *bytes.Buffer, error) {
+	kind, r, err := c.NextReader()
 	if err != nil {
 		return kind, nil, err
 	}
@@ -161,109 +155,4 @@ func (h *Hub) putReadBuf(b *bytes.Buffer) {
 	if b.Cap() <= maxPooledRead {
 		h.readBufs.Put(b)
 	}
-}
-
-func isClosed(c *conn) bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// originAllowed: no Origin (a non-browser client) passes; an empty allow
-// list means the page must come from the host it connects to.
-func (h *Hub) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if len(h.opt.AllowedOrigins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
-	}
-	for _, o := range h.opt.AllowedOrigins {
-		if o == "*" || strings.EqualFold(strings.TrimRight(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
-}
-
-// clientIP is the address limits and bans key on: the direct peer's,
-// unless that peer is a trusted proxy, in which case the proxy chain is
-// read from the right (X-Forwarded-For, else Forwarded) and the first
-// address that is not itself a trusted proxy is the client. A client can
-// put anything in those headers, so nothing is believed from a peer that
-// is not listed.
-func clientIP(r *http.Request, trusted []netip.Prefix) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if len(trusted) == 0 || !isTrusted(host, trusted) {
-		return host
-	}
-	chain := forwardedChain(r)
-	for i := len(chain) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(chain[i])
-		if err != nil {
-			return host // a chain we cannot read names nobody
-		}
-		if !isTrusted(a.String(), trusted) {
-			return a.Unmap().String()
-		}
-	}
-	return host
-}
-
-func isTrusted(ip string, trusted []netip.Prefix) bool {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// forwardedChain lists the addresses a proxy chain reports, client first.
-func forwardedChain(r *http.Request) []string {
-	var out []string
-	for _, h := range r.Header.Values("X-Forwarded-For") {
-		for _, part := range strings.Split(h, ",") {
-			if p := strings.TrimSpace(part); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	if len(out) > 0 {
-		return out
-	}
-	for _, h := range r.Header.Values("Forwarded") {
-		for _, elem := range strings.Split(h, ",") {
-			for _, pair := range strings.Split(elem, ";") {
-				k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-				if !ok || !strings.EqualFold(k, "for") {
-					continue
-				}
-				v = strings.Trim(v, `"`)
-				// for="[2001:db8::1]:4711" or for=192.0.2.1:80
-				if strings.HasPrefix(v, "[") {
-					if end := strings.Index(v, "]"); end > 0 {
-						v = v[1:end]
-					}
-				} else if h, _, err := net.SplitHostPort(v); err == nil {
-					v = h
-				}
-				out = append(out, v)
-			}
-		}
-	}
-	return out
 }

@@ -7,12 +7,13 @@ import (
 	"context"
 	"errors"
 
+	"github.com/duetchat/duet/transport"
 	"github.com/duetchat/duet/wire"
 )
 
 // attach registers a new socket: a resumed session when token names one,
 // otherwise a fresh session. It sends welcome and the session's state.
-func (h *Hub) attach(c *conn, ip, token string) (*session, error) {
+func (h *Hub) attach(c *transport.Conn, ip, token string) (*session, error) {
 	ctx := context.Background()
 	rec, found := h.lookup(ctx, token)
 	h.mu.Lock()
@@ -55,7 +56,7 @@ var errTooManySessions = errors.New("too many sessions from your address")
 // register adds a new session with its socket, within its address's
 // session budget (h.mu held).
 func (h *Hub) register(s *session) error {
-	if !h.ips.addSession(s.ip, h.opt.Now()) {
+	if !h.ips.AddSession(s.ip, h.opt.Now()) {
 		return errTooManySessions
 	}
 	h.sessions[s.id] = s
@@ -71,11 +72,11 @@ func (h *Hub) register(s *session) error {
 func (h *Hub) unregister(s *session) {
 	delete(h.sessions, s.id)
 	delete(h.tokens, s.token)
-	h.ips.dropSession(s.ip, h.opt.Now())
+	h.ips.DropSession(s.ip, h.opt.Now())
 }
 
 // resume moves s onto c (h.mu held).
-func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
+func (h *Hub) resume(ctx context.Context, s *session, c *transport.Conn) error {
 	tok, err := h.randomID(32)
 	if err != nil {
 		return err
@@ -83,7 +84,7 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 	if old := s.c; old != nil {
 		// The client noticed the drop before we did: take over quietly.
 		s.c = nil
-		old.abort()
+		old.Abort()
 	} else {
 		h.online++
 	}
@@ -126,13 +127,13 @@ func (h *Hub) resume(ctx context.Context, s *session, c *conn) error {
 
 func (h *Hub) flushFrames(s *session, frames [][]byte) {
 	for _, f := range frames {
-		s.c.send(f)
+		s.c.Send(f)
 	}
 }
 
 // detach is called once a socket's read loop ends. A close frame from the
 // client ends the session at once; anything else starts the resume grace.
-func (h *Hub) detach(s *session, c *conn, clientClosed bool) {
+func (h *Hub) detach(s *session, c *transport.Conn, clientClosed bool) {
 	ctx := context.Background()
 	h.mu.Lock()
 	defer h.unlock()

@@ -1,13 +1,19 @@
-package signal
+// Package transport is the node's side of a client socket, apart from
+// what is said on it: whose socket it is (the client address behind
+// trusted proxies, the page's origin), how many one address may hold and
+// how fast it may talk, and the writer that keeps a slow client from
+// blocking anyone.
+package transport
 
 import (
+	"io"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// conn is one WebSocket. Writes go through a bounded queue, so a slow or
+// Conn is one WebSocket. Writes go through a bounded queue, so a slow or
 // stalled client never blocks the hub: when its queue is full the socket
 // is cut (it may resume) instead.
 //
@@ -15,7 +21,7 @@ import (
 // writer goroutine exists only while frames are queued, and pings come
 // from a timer. Most sockets of a chat service are idle most of the time,
 // so this is what bounds a node's memory per session.
-type conn struct {
+type Conn struct {
 	ws           *websocket.Conn
 	max          int // frames queued before the socket is cut
 	writeTimeout time.Duration
@@ -33,9 +39,9 @@ type conn struct {
 	finishOnce sync.Once
 }
 
-// newConn starts pinging ws; finished runs once the socket is closed.
-func newConn(ws *websocket.Conn, queue int, pingEvery time.Duration, now func() time.Time, finished func()) *conn {
-	c := &conn{
+// NewConn starts pinging ws; finished runs once the socket is closed.
+func NewConn(ws *websocket.Conn, queue int, pingEvery time.Duration, now func() time.Time, finished func()) *Conn {
+	c := &Conn{
 		ws: ws, max: queue, writeTimeout: 10 * time.Second, pingEvery: pingEvery, now: now,
 		finished: finished, done: make(chan struct{}),
 	}
@@ -43,9 +49,9 @@ func newConn(ws *websocket.Conn, queue int, pingEvery time.Duration, now func() 
 	return c
 }
 
-// send queues a frame; false means the conn is closing (or now is, its
+// Send queues a frame; false means the conn is closing (or now is, its
 // queue being full).
-func (c *conn) send(frame []byte) bool {
+func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -53,7 +59,7 @@ func (c *conn) send(frame []byte) bool {
 	}
 	if len(c.queue) >= c.max {
 		c.mu.Unlock()
-		c.close(websocket.CloseTryAgainLater, "send queue full")
+		c.Close(websocket.CloseTryAgainLater, "send queue full")
 		return false
 	}
 	c.queue = append(c.queue, frame)
@@ -63,7 +69,7 @@ func (c *conn) send(frame []byte) bool {
 }
 
 // startDrain starts the writer if none runs (c.mu held).
-func (c *conn) startDrain() {
+func (c *Conn) startDrain() {
 	if !c.writing {
 		c.writing = true
 		go c.drain()
@@ -72,7 +78,7 @@ func (c *conn) startDrain() {
 
 // drain writes queued frames until the queue is empty, then exits; after
 // close it also writes the close frame and closes the socket.
-func (c *conn) drain() {
+func (c *Conn) drain() {
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -96,7 +102,7 @@ func (c *conn) drain() {
 				c.mu.Lock()
 				c.writing = false
 				c.mu.Unlock()
-				c.abort()
+				c.Abort()
 				return
 			}
 		}
@@ -105,20 +111,20 @@ func (c *conn) drain() {
 
 // sendPing runs on the ping timer. gorilla allows WriteControl alongside
 // the data writes of a drain.
-func (c *conn) sendPing() {
-	if isClosed(c) {
+func (c *Conn) sendPing() {
+	if c.Closed() {
 		return
 	}
 	if c.ws.WriteControl(websocket.PingMessage, nil, c.now().Add(c.writeTimeout)) != nil {
-		c.abort()
+		c.Abort()
 		return
 	}
 	c.ping.Reset(c.pingEvery)
 }
 
-// close ends the conn with a close frame once; what is queued is written
+// Close ends the conn with a close frame once; what is queued is written
 // first, so a final error or notice still reaches the client.
-func (c *conn) close(code int, reason string) {
+func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -130,9 +136,9 @@ func (c *conn) close(code int, reason string) {
 	c.startDrain()
 }
 
-// abort drops the socket without a close frame (a write failed, or a
+// Abort drops the socket without a close frame (a write failed, or a
 // resume on a new socket took the session over).
-func (c *conn) abort() {
+func (c *Conn) Abort() {
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -143,7 +149,7 @@ func (c *conn) abort() {
 	c.finish()
 }
 
-func (c *conn) finish() {
+func (c *Conn) finish() {
 	c.finishOnce.Do(func() {
 		c.ping.Stop()
 		_ = c.ws.Close()
@@ -152,3 +158,32 @@ func (c *conn) finish() {
 		}
 	})
 }
+
+// Closed says whether Close or Abort was called.
+func (c *Conn) Closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ReadWithin makes every read wait at most wait, and a pong from the
+// client counts as a read: a client that neither talks nor answers pings
+// ends the socket.
+func (c *Conn) ReadWithin(wait time.Duration) {
+	_ = c.ws.SetReadDeadline(c.now().Add(wait))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(c.now().Add(wait))
+	})
+}
+
+// ExtendRead gives the reader wait more, after a frame came.
+func (c *Conn) ExtendRead(wait time.Duration) {
+	_ = c.ws.SetReadDeadline(c.now().Add(wait))
+}
+
+// NextReader is the next frame's kind and bytes, as gorilla/websocket
+// reads it.
+func (c *Conn) NextReader() (int, io.Reader, error) { return c.ws.NextReader() }
