@@ -67,7 +67,10 @@ func (n *Node) safetyFeatures() []SafetyFeature {
 	}
 	return []SafetyFeature{
 		{Feature: "face check", On: c.Signal.FaceCheck, Setting: onOff(c.Signal.FaceCheck), Key: "signal.face_check",
-			Runs: "browser (own camera)", Sends: "yes/no per video queue; counted in duet_face_checks_total"},
+			Runs: "browser (own camera)", Sends: "yes/no per video queue, and missing/back/left during a call; counted in duet_face_checks_total and duet_face_rechecks_total"},
+		{Feature: "nudity shield", On: c.Moderation.Shield != "off", Setting: c.Moderation.Shield + " (users may change it for themselves)",
+			Key:  "moderation.shield, moderation.shield_reports_to_ban",
+			Runs: "browser (the stranger's video, classified on the device)", Sends: "event names only; counted in duet_shield_events_total{event}"},
 		{Feature: "proof of work", On: c.Bots.POW, Setting: onOff(c.Bots.POW), Key: "bots.pow, bots.pow_key",
 			Runs: "browser solves, node verifies", Sends: "the solution with queue/next"},
 		{Feature: "links in chat", On: c.Signal.ChatLinks != "allow", Setting: links,

@@ -46,7 +46,7 @@ func TestSiteAPI(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`"feature":"links in chat"`, `"feature":"block"`, `"key":"site.rules, site.min_age"`, `minimum age 18`} {
+	for _, want := range []string{`"feature":"links in chat"`, `"feature":"block"`, `"key":"site.rules, site.min_age"`, `minimum age 18`, `"feature":"nudity shield"`, `duet_shield_events_total`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/api/safety lacks %s: %s", want, body)
 		}
