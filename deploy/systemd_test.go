@@ -34,6 +34,7 @@ func TestSystemdUnit(t *testing.T) {
 		"ExecStart":               "/usr/local/bin/duet serve",
 		"EnvironmentFile":         "-/etc/duet/duet.env",
 		"DynamicUser":             "yes",
+		"StateDirectory":          "duet",
 		"AmbientCapabilities":     "CAP_NET_BIND_SERVICE",
 		"CapabilityBoundingSet":   "CAP_NET_BIND_SERVICE",
 		"NoNewPrivileges":         "yes",
