@@ -176,7 +176,10 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if n.redis != nil {
 		rdb = n.redis.rdb
 	}
-	var storeSeen func() time.Time
+	// The memory store lives in this process and is never away: a join
+	// it is slow to answer waits on CPU, so it must not be told
+	// `unavailable` as a silent Redis's would.
+	storeSeen := time.Now
 	if n.redis != nil {
 		storeSeen = n.redis.metrics.LastReply
 	}
