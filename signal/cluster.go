@@ -77,7 +77,7 @@ func (h *Hub) matchSide(m matcher.Match, i int) {
 		started: h.opt.Now(), ticket: mine,
 	}
 	r.side[i] = s
-	r.side[1-i] = &session{id: theirs.Session, ipHash: theirs.IPHash, remote: theirs.Node, state: stateRoom, room: r}
+	r.side[1-i] = &session{id: theirs.Session, ipHash: theirs.IPHash, via: h.at(theirs.Node), state: stateRoom, room: r}
 	r.self[i], r.self[1-i] = mine.Self, theirs.Self
 	s.pend = r
 	h.pending[r.code] = r
@@ -103,7 +103,7 @@ func (h *Hub) matchSide(m matcher.Match, i int) {
 }
 
 func (r *room) localSide() *session {
-	if r.side[0].remote == "" {
+	if r.side[0].remote() == nil {
 		return r.side[0]
 	}
 	return r.side[1]
@@ -112,7 +112,7 @@ func (r *room) localSide() *session {
 // side finds the side with session id; "" matches the remote side.
 func (r *room) sideByID(id string) *session {
 	for _, p := range r.side {
-		if p.id == id || (id == "" && p.remote != "") {
+		if p.id == id || (id == "" && p.remote() != nil) {
 			return p
 		}
 	}
@@ -135,7 +135,7 @@ func (h *Hub) openPending(r *room) {
 	if s.pend != r || h.sessions[s.id] != s || s.state != stateWaiting {
 		// Ours moved on meanwhile (it cannot hold two rooms).
 		h.dropPending(r)
-		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
+		h.callOff(r, s)
 		return
 	}
 	h.dropPending(r)
@@ -154,7 +154,7 @@ func (h *Hub) abortPending(r *room, tell bool) {
 	h.dropPending(r)
 	s := r.localSide()
 	if tell {
-		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
+		h.callOff(r, s)
 	}
 	if h.sessions[s.id] != s || s.state != stateWaiting || s.c == nil {
 		return
@@ -215,7 +215,7 @@ func (h *Hub) Deliver(env Envelope) {
 	case envFrame:
 		if s := h.member(env.Room, env.To); s != nil {
 			h.countRemoteChat(s, env.Frame)
-			h.sendFrame(s, env.Frame)
+			h.relay(s, outFrame{b: env.Frame})
 		}
 	case envSignal:
 		h.onRemoteSignal(env)
@@ -228,9 +228,9 @@ func (h *Hub) Deliver(env Envelope) {
 	case envTakeover:
 		h.onTakeover(env.From, env.Node)
 	case envFallback:
-		if r := h.rooms[env.Room]; r != nil && r.side[0].remote == "" {
-			if e := h.fallback(r); e != nil && r.side[1].remote != "" {
-				h.opt.Bus.Publish(r.side[1].remote, Envelope{Type: envError, To: env.From, Code: e.Code, Text: e.Msg, Ref: "fallback"})
+		if r := h.rooms[env.Room]; r != nil && r.side[0].remote() == nil {
+			if e := h.fallback(r); e != nil && r.side[1].remote() != nil {
+				h.opt.Bus.Publish(r.side[1].node(), Envelope{Type: envError, To: env.From, Code: e.Code, Text: e.Msg, Ref: "fallback"})
 			}
 		}
 	case envSFU:
@@ -259,16 +259,6 @@ func (h *Hub) member(code, id string) *session {
 	return s
 }
 
-func (h *Hub) sendFrame(s *session, frame []byte) {
-	if s.c != nil {
-		s.c.Send(frame)
-		return
-	}
-	if len(s.pending) < maxPending {
-		s.pending = append(s.pending, frame)
-	}
-}
-
 func (h *Hub) onGone(env Envelope) {
 	if r := h.pending[env.Room]; r != nil {
 		h.abortPending(r, false)
@@ -280,7 +270,7 @@ func (h *Hub) onGone(env Envelope) {
 		return
 	}
 	p := r.sideByID(env.From)
-	if p == nil || p.remote == "" {
+	if p == nil || p.remote() == nil {
 		return
 	}
 	reason := env.Text
@@ -288,30 +278,6 @@ func (h *Hub) onGone(env Envelope) {
 		reason = wire.ReasonDisconnected
 	}
 	h.endRoom(p, reason)
-}
-
-// onRemoteSignal applies the same readiness buffer as in-node relay; the
-// sender hears about an overflow through its own node.
-func (h *Hub) onRemoteSignal(env Envelope) {
-	to := h.member(env.Room, env.To)
-	if to == nil {
-		return
-	}
-	r := to.room
-	i := r.index(to)
-	if r.ready[i] && to.c != nil {
-		to.c.Send(env.Frame)
-		return
-	}
-	l := h.opt.Limits
-	if len(r.buf[i]) >= l.MaxBufferedSignals || r.bufBytes[i]+len(env.Frame) > l.MaxBufferedBytes {
-		from := r.other(to)
-		h.opt.Bus.Publish(from.remote, Envelope{Type: envError, To: env.From, Code: wire.CodeTooLarge,
-			Text: "the stranger is not ready and too many signals are waiting for them", Ref: env.Ref})
-		return
-	}
-	r.buf[i] = append(r.buf[i], env.Frame)
-	r.bufBytes[i] += len(env.Frame)
 }
 
 // deadChecks is how many checks in a row (one a second) must find a node
@@ -332,8 +298,8 @@ func (h *Hub) watchNodes(ctx context.Context) {
 	nodes := map[string]bool{} // node -> some stranger of ours there is marked down
 	for _, r := range h.rooms {
 		for _, p := range r.side {
-			if p.remote != "" {
-				nodes[p.remote] = nodes[p.remote] || p.nodeDown
+			if np := p.remote(); np != nil {
+				nodes[np.name] = nodes[np.name] || np.down
 			}
 		}
 	}
@@ -383,16 +349,17 @@ func (h *Hub) watchNodes(ctx context.Context) {
 func (h *Hub) nodeDead(n string) {
 	for _, r := range h.rooms {
 		for _, p := range r.side {
-			if p.remote != n || p.nodeDown {
+			np := p.remote()
+			if np == nil || np.name != n || np.down {
 				continue
 			}
-			p.nodeDown = true
+			np.down = true
 			o := r.other(p)
 			h.send(o, wire.RoomMsg{Type: wire.TypePeerReconnecting, Room: r.code})
 			p.grace = h.opt.AfterFunc(h.opt.Signal.ResumeGrace, func() {
 				h.mu.Lock()
 				defer h.unlock()
-				if p.room == r && p.remote == n && p.nodeDown && h.rooms[r.code] == r {
+				if p.room == r && p.via == peer(np) && np.down && h.rooms[r.code] == r {
 					h.endRoom(p, wire.ReasonDisconnected)
 					h.persist(o)
 				}
@@ -406,10 +373,11 @@ func (h *Hub) nodeDead(n string) {
 func (h *Hub) nodeBack(n string) {
 	for _, r := range h.rooms {
 		for _, p := range r.side {
-			if p.remote != n || !p.nodeDown {
+			np := p.remote()
+			if np == nil || np.name != n || !np.down {
 				continue
 			}
-			p.nodeDown = false
+			np.down = false
 			if p.grace != nil {
 				p.grace.Stop()
 				p.grace = nil
@@ -451,7 +419,7 @@ func (h *Hub) Undelivered(env Envelope) {
 	if p == nil {
 		return
 	}
-	if s := r.other(p); s.remote == "" && s.c != nil {
+	if s := r.other(p); s.remote() == nil && s.c != nil {
 		h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "%s could not reach your stranger's node; send it again", ref), ref)
 	}
 }

@@ -250,24 +250,7 @@ func (h *Hub) onSignal(s *session, m *wire.Inbound) *wire.Error {
 		// P2P connection is gone on both sides, so it goes nowhere.
 		return nil
 	}
-	to := r.other(s)
-	if to.remote != "" {
-		// The stranger's node holds the readiness buffer and its limits.
-		h.opt.Bus.Publish(to.remote, Envelope{Type: envSignal, Room: r.code, From: s.id, To: to.id, Frame: frame, Ref: m.Type})
-		return nil
-	}
-	i := r.index(to)
-	if r.ready[i] && to.c != nil {
-		to.c.Send(frame)
-		return nil
-	}
-	l := h.opt.Limits
-	if len(r.buf[i]) >= l.MaxBufferedSignals || r.bufBytes[i]+len(frame) > l.MaxBufferedBytes {
-		return wire.Errorf(wire.CodeTooLarge, "the stranger is not ready and too many signals are waiting for them")
-	}
-	r.buf[i] = append(r.buf[i], frame)
-	r.bufBytes[i] += len(frame)
-	return nil
+	return h.relay(r.other(s), outFrame{b: frame, held: true, from: s.id, ref: m.Type})
 }
 
 func (h *Hub) onChat(s *session, m *wire.Inbound) *wire.Error {
@@ -309,7 +292,7 @@ func (h *Hub) onReport(ctx context.Context, s *session, m *wire.Inbound) *wire.E
 			Room: r.code, Reporter: s.id, Reported: other.id, Reason: reason, At: h.opt.Now(),
 			Shield: h.shieldReport(s, r, reason),
 		},
-		ip: other.ipHash, node: other.remote, reporter: s, room: r,
+		ip: other.ipHash, node: other.node(), reporter: s, room: r,
 	})
 	return nil // runReports ends the room once the report is recorded
 }

@@ -204,12 +204,12 @@ type session struct {
 	dropGen  int
 	pending  [][]byte // frames for a dropped socket, delivered on resume
 	lastLeft time.Time
-	// remote names the node of a stranger who is not ours: the session
-	// is then only a proxy in one of our rooms.
-	remote   string
-	nodeDown bool  // remote's node stopped beating
-	pend     *room // a split match waiting for the other node
-	saved    saved // what the resume record last said
+	// via reaches the session: here, or (a nodePeer) on the node of a
+	// stranger who is not ours, the session then being only the other
+	// side of one of our rooms.
+	via   peer
+	pend  *room // a split match waiting for the other node
+	saved saved // what the resume record last said
 	// queuedFor is the ticket (by joinedAt) `queued` was sent for.
 	queuedFor time.Time
 }
@@ -422,24 +422,8 @@ func (h *Hub) unlock() {
 
 // ---- sending (h.mu held) ----
 
-func (h *Hub) send(s *session, v any) {
-	frame := wire.Encode(v)
-	if s.remote != "" {
-		code := ""
-		if s.room != nil {
-			code = s.room.code
-		}
-		h.opt.Bus.Publish(s.remote, Envelope{Type: envFrame, Room: code, To: s.id, Frame: frame})
-		return
-	}
-	if s.c != nil {
-		s.c.Send(frame)
-		return
-	}
-	if len(s.pending) < maxPending {
-		s.pending = append(s.pending, frame)
-	}
-}
+// send hands s a message that is never held (h.mu held).
+func (h *Hub) send(s *session, v any) { h.relay(s, outFrame{b: wire.Encode(v)}) }
 
 func (h *Hub) sendErr(s *session, e *wire.Error, ref string) {
 	h.m.errors.WithLabelValues(e.Code).Inc()
@@ -490,19 +474,14 @@ func (h *Hub) endRoom(s *session, reason string) {
 	for _, p := range r.side {
 		p.room = nil
 		p.state = stateIdle
-		if p.remote != "" && p.grace != nil {
+		if p.remote() != nil && p.grace != nil {
 			p.grace.Stop()
 			p.grace = nil
 		}
 	}
 	now := h.opt.Now()
 	other.lastLeft = now
-	if other.remote != "" {
-		h.opt.Bus.Publish(other.remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: reason})
-	} else {
-		h.send(other, wire.RoomMsg{Type: wire.TypePeerLeft, Room: r.code, Reason: reason})
-		h.persist(other)
-	}
+	other.via.ended(other, r, s.id, reason)
 	h.m.roomEnded(r.mode)
 	h.opt.Rooms.RoomEnded(r.code)
 	h.log.Info("room ended", "room", r.code, "mode", r.mode, "reason", reason,

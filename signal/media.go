@@ -37,18 +37,18 @@ func (h *Hub) fallback(r *room) *wire.Error {
 	switch {
 	case r.media == wire.MediaSFU:
 		return nil // a second fallback for the same room is ignored
-	case r.side[0].remote != "":
+	case r.side[0].remote() != nil:
 		// A room spanning two nodes has its SFU on the offerer's node, so
 		// both nodes agree on one even if both strangers ask at once.
-		h.opt.Bus.Publish(r.side[0].remote, Envelope{Type: envFallback, Room: r.code, From: r.side[1].id})
+		h.opt.Bus.Publish(r.side[0].node(), Envelope{Type: envFallback, Room: r.code, From: r.side[1].id})
 		return nil
 	case h.opt.SFU == nil:
 		return wire.Errorf(wire.CodeUnavailable, "this node has no SFU; the room stays peer to peer")
 	}
 	r.media = wire.MediaSFU
-	if o := r.side[1]; o.remote != "" {
+	if o := r.side[1].remote(); o != nil {
 		// First the state, then the frames: same destination, in order.
-		h.opt.Bus.Publish(o.remote, Envelope{Type: envSFU, Room: r.code, Node: h.opt.Bus.Node()})
+		h.opt.Bus.Publish(o.name, Envelope{Type: envSFU, Room: r.code, Node: h.opt.Bus.Node()})
 	}
 	for i, s := range r.side {
 		// P2P signals still held for a side are void now.
@@ -68,7 +68,7 @@ func (h *Hub) openSFU(r *room) {
 	if err != nil {
 		h.log.Error("opening the SFU room failed", "room", r.code, "err", err)
 		for _, s := range r.side {
-			if s.remote == "" && s.room == r {
+			if s.remote() == nil && s.room == r {
 				h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "the node could not move this room to its SFU"), "fallback")
 			}
 		}
@@ -103,19 +103,7 @@ func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
 	} else {
 		frame = wire.Encode(wire.CandidateMsg{Type: wire.TypeCandidate, Room: code, Candidate: sig.Candidate, Leg: wire.LegSFU})
 	}
-	s := r.side[side]
-	if s.remote != "" {
-		// The stranger on the other node is ready already (it asked for
-		// the fallback, or its stranger did, mid-call).
-		h.opt.Bus.Publish(s.remote, Envelope{Type: envFrame, Room: code, To: s.id, Frame: frame})
-		return
-	}
-	if r.ready[side] && s.c != nil {
-		s.c.Send(frame)
-		return
-	}
-	r.buf[side] = append(r.buf[side], frame)
-	r.bufBytes[side] += len(frame)
+	h.relay(r.side[side], outFrame{b: frame, held: true})
 }
 
 // mediaJob is a client's answer or candidate for the SFU, applied after
@@ -200,7 +188,7 @@ func (h *Hub) startSFUAtMatch(r *room) {
 // on a new socket (its browser built a new connection, with new DTLS
 // keys): both sides hear `media` `sfu` again and get new offers (h.mu held).
 func (h *Hub) restartSFU(r *room) {
-	if r.media != wire.MediaSFU || r.side[0].remote != "" || r.side[1].remote != "" {
+	if r.media != wire.MediaSFU || r.side[0].remote() != nil || r.side[1].remote() != nil {
 		return
 	}
 	old := r.sfu
@@ -226,7 +214,7 @@ func (h *Hub) onRemoteSFUSignal(env Envelope) {
 		return
 	}
 	p := r.sideByID(env.From)
-	if p == nil || p.remote == "" {
+	if p == nil || p.remote() == nil {
 		return
 	}
 	job := mediaJob{r: r.sfu, side: r.index(p), kind: env.Ref}

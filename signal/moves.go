@@ -22,7 +22,7 @@ type saved struct {
 // persist writes s's resume record if it changed (h.mu held).
 func (h *Hub) persist(s *session) {
 	bus := h.opt.Bus
-	if !bus.Shared() || s.remote != "" || h.sessions[s.id] != s {
+	if !bus.Shared() || s.remote() != nil || h.sessions[s.id] != s {
 		return
 	}
 	now := saved{st: s.state, token: s.token, requeue: s.requeue, queued: s.pend != nil}
@@ -30,7 +30,7 @@ func (h *Hub) persist(s *session) {
 		now.mode = s.prefs.mode
 	}
 	if s.room != nil {
-		now.room, now.peerNode = s.room.code, s.room.other(s).remote
+		now.room, now.peerNode = s.room.code, s.room.other(s).node()
 	}
 	if now == s.saved {
 		return
@@ -44,7 +44,7 @@ func (h *Hub) persist(s *session) {
 	case s.state == stateRoom && s.room != nil:
 		r := s.room
 		peer := r.other(s)
-		node := peer.remote
+		node := peer.node()
 		if node == "" {
 			node = bus.Node()
 		}
@@ -69,7 +69,7 @@ func (h *Hub) onMoved(env Envelope) {
 	if p == nil {
 		return
 	}
-	if p.remote == "" {
+	if p.remote() == nil {
 		// Both sides were ours; the mover is now a proxy.
 		h.letGo(p)
 	}
@@ -77,9 +77,9 @@ func (h *Hub) onMoved(env Envelope) {
 		p.grace.Stop()
 		p.grace = nil
 	}
-	p.remote, p.nodeDown = env.Node, false
+	p.via = h.at(env.Node)
 	o := r.other(p)
-	if o.remote == "" {
+	if o.remote() == nil {
 		h.send(o, wire.RoomMsg{Type: wire.TypePeerResumed, Room: r.code})
 		h.persist(o)
 	}
@@ -117,7 +117,7 @@ func (h *Hub) onTakeover(id, node string) {
 		}
 	}
 	s.pending = nil
-	if r := s.room; r != nil && r.other(s).remote != "" && h.rooms[r.code] == r {
+	if r := s.room; r != nil && r.other(s).remote() != nil && h.rooms[r.code] == r {
 		delete(h.rooms, r.code) // it lives on between the other two nodes
 		h.m.roomEnded(r.mode)
 	}
@@ -133,7 +133,7 @@ func (h *Hub) adopt(ctx context.Context, c *transport.Conn, ip string, rec Recor
 	}
 	bus := h.opt.Bus
 	s := &session{
-		id: rec.ID, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c,
+		id: rec.ID, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c, via: here{h},
 		limits: newSessionLimits(h.opt.Limits),
 	}
 	s.self, s.blocked = rec.Self, rec.Blocked
@@ -169,7 +169,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 	if r := h.rooms[rr.Code]; r != nil {
 		// The stranger is here: replace our proxy for s with s itself.
 		p := r.sideByID(s.id)
-		if p == nil || p.remote == "" {
+		if p == nil || p.remote() == nil {
 			h.send(s, wire.ModeMsg{Type: wire.TypeIdle})
 			return
 		}
@@ -193,7 +193,7 @@ func (h *Hub) adoptRoom(s *session, rec Record) {
 	r := &room{code: rr.Code, mode: rr.Mode, common: append([]string{}, rr.Common...), started: rr.Started}
 	r.side[rr.Index] = s
 	r.self[rr.Index], r.self[1-rr.Index] = s.self, rr.PeerSelf
-	r.side[1-rr.Index] = &session{id: rr.PeerID, ipHash: rr.PeerIP, remote: rr.PeerNode, state: stateRoom, room: r}
+	r.side[1-rr.Index] = &session{id: rr.PeerID, ipHash: rr.PeerIP, via: h.at(rr.PeerNode), state: stateRoom, room: r}
 	s.state, s.room = stateRoom, r
 	h.rooms[r.code] = r
 	h.m.roomStarted(r.mode)

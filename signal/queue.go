@@ -216,7 +216,7 @@ func (h *Hub) unqueue(ctx context.Context, s *session) {
 	if r := s.pend; r != nil {
 		// Claimed by a split match that has not opened: call it off.
 		h.dropPending(r)
-		h.opt.Bus.Publish(r.other(s).remote, Envelope{Type: envGone, Room: r.code, From: s.id, Text: "stale"})
+		h.callOff(r, s)
 	}
 	h.leave(s.id, "queue leave failed")
 	s.state = stateIdle

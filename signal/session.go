@@ -35,7 +35,7 @@ func (h *Hub) attach(c *transport.Conn, ip, token string) (*session, error) {
 		return nil, err
 	}
 	s := &session{
-		id: id, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c,
+		id: id, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c, via: here{h},
 		limits: newSessionLimits(h.opt.Limits),
 	}
 	if err := h.register(s); err != nil {
