@@ -193,6 +193,10 @@ func (h *Hub) remember(code, what string) {
 
 // Deliver handles one envelope from another node.
 func (h *Hub) Deliver(env Envelope) {
+	if env.Type == envFrame || env.Type == envSignal {
+		h.deliverInRoom(env)
+		return
+	}
 	h.mu.Lock()
 	defer h.unlock()
 	switch env.Type {
@@ -212,13 +216,6 @@ func (h *Hub) Deliver(env Envelope) {
 		}
 	case envGone:
 		h.onGone(env)
-	case envFrame:
-		if s := h.member(env.Room, env.To); s != nil {
-			h.countRemoteChat(s, env.Frame)
-			h.relay(s, outFrame{b: env.Frame})
-		}
-	case envSignal:
-		h.onRemoteSignal(env)
 	case envError:
 		if s := h.sessions[env.To]; s != nil && s.c != nil {
 			h.sendErr(s, wire.Errorf(env.Code, "%s", env.Text), env.Ref)
@@ -248,6 +245,25 @@ func (h *Hub) Deliver(env Envelope) {
 	default:
 		h.log.Warn("unknown envelope from another node", "type", env.Type)
 	}
+}
+
+// deliverInRoom hands a frame or signal from the other node to our side
+// of its room, under the room's lock like Hub.inRoom.
+func (h *Hub) deliverInRoom(env Envelope) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	s := h.member(env.Room, env.To)
+	if s == nil {
+		return
+	}
+	s.room.mu.Lock()
+	defer s.room.mu.Unlock()
+	if env.Type == envFrame {
+		h.countRemoteChat(s, env.Frame)
+		h.relay(s, outFrame{b: env.Frame})
+		return
+	}
+	h.onRemoteSignal(s, env)
 }
 
 // member is the local session id if it is in room code.

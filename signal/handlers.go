@@ -26,6 +26,9 @@ func (h *Hub) handleFrame(s *session, c *transport.Conn, text bool, frame []byte
 		msg, derr = wire.Decode(frame)
 	}
 
+	if derr == nil && roomOnly(msg) && h.inRoom(ctx, s, c, msg, now) {
+		return
+	}
 	h.mu.Lock()
 	if s.c != c {
 		h.unlock()
@@ -46,6 +49,38 @@ func (h *Hub) handleFrame(s *session, c *transport.Conn, text bool, frame []byte
 		})
 	}
 	h.runMedia(media)
+}
+
+// roomOnly: m touches nothing but its sender's room (and the limits), so
+// it may take the room's lock instead of the hub's.
+func roomOnly(m *wire.Inbound) bool {
+	switch m.Type {
+	case wire.TypeChat, wire.TypeTyping, wire.TypeReady:
+		return true
+	case wire.TypeOffer, wire.TypeAnswer, wire.TypeCandidate:
+		return m.Leg != wire.LegSFU // SFU signals are applied after the hub's lock
+	}
+	return false
+}
+
+// inRoom handles a roomOnly message with the hub only read-locked and the
+// sender's room locked: the messages of different rooms, the bulk of a
+// node's traffic, do not wait for each other. False: s is in no room, and
+// the message takes the hub's lock like any other (it answers the error).
+func (h *Hub) inRoom(ctx context.Context, s *session, c *transport.Conn, msg *wire.Inbound, now time.Time) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if s.c != c {
+		return true // a late frame from a socket a resume replaced
+	}
+	r := s.room
+	if r == nil || s.state != stateRoom {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.handleLocked(ctx, s, msg, nil, now)
+	return true
 }
 
 func (h *Hub) handleLocked(ctx context.Context, s *session, msg *wire.Inbound, derr *wire.Error, now time.Time) {

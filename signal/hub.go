@@ -137,7 +137,10 @@ type Hub struct {
 	// the address for IPv4, its limits.ipv6_prefix block for IPv6.
 	keys addrkey.Keyer
 
-	mu       sync.Mutex
+	// mu guards the sessions and rooms: write-held to change who is where
+	// (queue, match, resume, drop, end), read-held with the room's own lock
+	// for what happens inside one room (Hub.inRoom).
+	mu       sync.RWMutex
 	sessions map[string]*session // by id
 	tokens   map[string]*session // by resume token
 	rooms    map[string]*room
@@ -217,7 +220,11 @@ type session struct {
 // maxPending bounds what a dropped session collects for its resume.
 const maxPending = 64
 
+// A room's own lock, mu, guards ready, buf and bufBytes and what its sides
+// are sent (their sockets' queues, pending) while h.mu is only read-held
+// (Hub.inRoom); with h.mu write-held nobody else runs, and mu is not taken.
 type room struct {
+	mu       sync.Mutex
 	code     string
 	mode     string
 	side     [2]*session // [0] offers, [1] answers
@@ -363,8 +370,8 @@ type Stats struct {
 
 // Stats returns the node's live counts.
 func (h *Hub) Stats() Stats {
-	h.mu.Lock()
-	defer h.unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	return Stats{Online: h.online, Rooms: len(h.rooms)}
 }
 
@@ -586,8 +593,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 
 // Closing reports whether Shutdown has begun.
 func (h *Hub) Closing() bool {
-	h.mu.Lock()
-	defer h.unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	return h.closing
 }
 
@@ -601,8 +608,8 @@ type RoomInfo struct {
 
 // Rooms lists the live rooms.
 func (h *Hub) Rooms() []RoomInfo {
-	h.mu.Lock()
-	defer h.unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	out := make([]RoomInfo, 0, len(h.rooms))
 	for _, r := range h.rooms {
 		out = append(out, roomInfo(r))
@@ -612,8 +619,8 @@ func (h *Hub) Rooms() []RoomInfo {
 
 // Room describes one live room; false if there is none with that code.
 func (h *Hub) Room(code string) (RoomInfo, bool) {
-	h.mu.Lock()
-	defer h.unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	r, ok := h.rooms[code]
 	if !ok {
 		return RoomInfo{}, false

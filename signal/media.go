@@ -91,12 +91,14 @@ func (h *Hub) openSFU(r *room) {
 // sfuSignal delivers one SFU signal to a side, held until its `ready`
 // like any signal.
 func (h *Hub) sfuSignal(code string, side int, sig MediaSignal) {
-	h.mu.Lock()
-	defer h.unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	r := h.rooms[code]
 	if r == nil || r.sfu == nil {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var frame []byte
 	if sig.SDP != "" {
 		frame = wire.Encode(wire.SDPMsg{Type: wire.TypeOffer, Room: code, SDP: sig.SDP, Leg: wire.LegSFU})

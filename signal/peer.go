@@ -116,11 +116,7 @@ func (s *session) remote() *nodePeer {
 
 // onRemoteSignal: a signal from the other node for our side of a room
 // takes our hold; a refusal goes back to the sender through its node.
-func (h *Hub) onRemoteSignal(env Envelope) {
-	to := h.member(env.Room, env.To)
-	if to == nil {
-		return
-	}
+func (h *Hub) onRemoteSignal(to *session, env Envelope) {
 	e := h.relay(to, outFrame{b: env.Frame, held: true, from: env.From, ref: env.Ref})
 	if from := to.room.other(to).remote(); e != nil && from != nil {
 		h.opt.Bus.Publish(from.name, Envelope{Type: envError, To: env.From, Code: e.Code, Text: e.Msg, Ref: env.Ref})
