@@ -220,7 +220,7 @@ type session struct {
 // maxPending bounds what a dropped session collects for its resume.
 const maxPending = 64
 
-// A room's own lock, mu, guards ready, buf and bufBytes and what its sides
+// A room's own lock, mu, guards ready, buf, bufBytes, chats and what its sides
 // are sent (their sockets' queues, pending) while h.mu is only read-held
 // (Hub.inRoom); with h.mu write-held nobody else runs, and mu is not taken.
 type room struct {
