@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // escapeKey is WebDriver's code point for the Escape key.
@@ -94,4 +96,57 @@ func TestFirefoxSafety(t *testing.T) {
 	waitStatusOn(fx, "Looking for someone…", 10*time.Second)
 	waitStatusOn(ch, "Stranger has disconnected", 10*time.Second)
 	metricLine(t, d, `duet_report_reasons_total{reason="spam"} 1`)
+
+	// They meet again; Firefox blocks the stranger. Both queue again with
+	// nothing else keeping them apart, and a third page is matched with
+	// one of them while the other still looks.
+	ch.click("#next")
+	for _, p := range []browserPage{fx, ch} {
+		waitStatusOn(p, "Connected", 20*time.Second)
+	}
+	fx.waitTrue(5*time.Second, `!document.querySelector("#block").disabled`)
+	fx.click("#block")
+	fx.waitTrue(5*time.Second, `!!document.querySelector("#block-dialog[open]")`)
+	fx.click("#block-confirm")
+	waitStatusOn(fx, "Looking for someone…", 10*time.Second)
+	waitStatusOn(ch, "Stranger has disconnected", 10*time.Second)
+	if n := evalAs[int](fx, `JSON.parse(localStorage.getItem("duet.blocked")).length`); n != 1 {
+		t.Fatalf("Firefox keeps %d blocked handles, want 1", n)
+	}
+	ch.click("#next")
+	waitStatusOn(ch, "Looking for someone…", 10*time.Second)
+	third := openUserPage(t, cr, "third", url)
+	shotsOnFailure(t, third)
+	third.do(5*time.Second, chromedp.SetValue(chromedp.CSS("#lang"), "de"))
+	evalAs[bool](third, `document.querySelector("#lang").dispatchEvent(new Event("change"))`)
+	third.click("#start-text")
+	third.waitTrue(10*time.Second, `!!document.querySelector("#rules-dialog[open]")`)
+	third.click("#rules-age")
+	third.click("#rules-accept")
+	waitStatusOn(third, "Connected", 20*time.Second)
+	// The third page's partner hears `matched` at about the same moment;
+	// wait for it, then the other must still be looking.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var in []string
+		for _, p := range []browserPage{fx, ch} {
+			switch s := p.status(); s {
+			case "Connected":
+				in = append(in, p.label())
+			case "Looking for someone…":
+			default:
+				t.Fatalf("%s: status %q", p.label(), s)
+			}
+		}
+		if len(in) > 1 {
+			t.Fatalf("both of the blocked pair are in rooms: %v", in)
+		}
+		if len(in) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the third page is connected, but neither of the blocked pair")
+		}
+		time.Sleep(100 * time.Millisecond) // poll pace, not a condition
+	}
 }
