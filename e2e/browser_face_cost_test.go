@@ -55,9 +55,9 @@ func TestBrowserFaceCheckCost(t *testing.T) {
 				evalOn[bool](p, `window.__windowStart = performance.now(); true`)
 			}
 			load0, _ := os.ReadFile("/proc/loadavg")
-			t0, c0 := time.Now(), treeCPU(t, root)
+			t0, c0 := time.Now(), treeCPU(root)
 			time.Sleep(window) // the measured window of a call in progress
-			t1, c1 := time.Now(), treeCPU(t, root)
+			t1, c1 := time.Now(), treeCPU(root)
 			cpu := 100 * (c1 - c0).Seconds() / t1.Sub(t0).Seconds()
 			var longest []string
 			for _, p := range []*page{a, b} {
@@ -106,48 +106,13 @@ func browserPID(t *testing.T, dir string) int {
 }
 
 // treeCPU is the user+system CPU time of pid and all its descendants.
-func treeCPU(t *testing.T, root int) time.Duration {
-	t.Helper()
-	parent := map[int]int{}
-	ticks := map[int]int64{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name, which may hold spaces: state is
-		// field 3, ppid 4, utime 14, stime 15.
-		i := bytes.LastIndexByte(st, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		parent[pid] = ppid
-		ticks[pid] = ut + stime
-	}
-	var total int64
-	for pid, tk := range ticks {
-		for p := pid; p != 0; p = parent[p] {
-			if p == root {
-				total += tk
-				break
-			}
-			if _, ok := parent[p]; !ok {
-				break
-			}
+func treeCPU(root int) time.Duration {
+	procs := allProcs()
+	var ticks float64
+	for pid, p := range procs {
+		if pid == root || descends(procs, pid, root) {
+			ticks += p.ticks
 		}
 	}
-	const hz = 100 // USER_HZ on Linux
-	return time.Duration(total) * time.Second / hz
+	return time.Duration(ticks * float64(time.Second) / userHZ)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,10 +50,10 @@ func TestShieldCost(t *testing.T) {
 	// is read too.
 	measure := func() (cpu, workers, mains, longest float64) {
 		evalOn[bool](a, `window.__long = []; true`)
-		c0 := chromiumCPU(t)
+		c0 := chromiumCPU()
 		t0 := time.Now()
 		time.Sleep(window) // the measuring window itself, not a wait for a condition
-		c1 := chromiumCPU(t)
+		c1 := chromiumCPU()
 		secs := time.Since(t0).Seconds()
 		longest = evalOn[float64](a, `Math.max(0, ...window.__long)`)
 		pct := func(a, b float64) float64 { return (b - a) / secs * 100 }
@@ -76,7 +77,7 @@ func TestShieldCost(t *testing.T) {
 		"Longest main-thread task while the shield started (module, worker, model): %.0f ms. "+
 		"%0.f frames classified in %s; last %.0f ms, slowest %.0f ms, backend %v. %d cores; load average at the end: %s",
 		offCPU, offWorkers, offMains, offLong, onCPU, onWorkers, onMains, onLong, startLong, frames, window,
-		stats["lastMs"], stats["maxMs"], stats["backend"], numCPU(), strings.TrimSpace(string(load)))
+		stats["lastMs"], stats["maxMs"], stats["backend"], runtime.NumCPU(), strings.TrimSpace(string(load)))
 	t.Log("\n" + out)
 	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "shield-cost.md"), []byte(out+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -88,54 +89,19 @@ type cpuTimes struct{ total, workers, mains float64 }
 // chromiumCPU is the CPU time, in seconds, of every Chromium process
 // this test started (the descendants of this process named chrom*), of
 // their dedicated-worker threads and of their pages' main threads.
-func chromiumCPU(t *testing.T) cpuTimes {
-	t.Helper()
-	parent := map[int]int{}
-	comm := map[int]string{}
-	ticks := map[int]float64{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		s := string(b)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		f := strings.Fields(s[close+2:])
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		parent[pid], comm[pid], ticks[pid] = ppid, s[open+1:close], ut+st
-	}
+func chromiumCPU() cpuTimes {
+	procs := allProcs()
 	me := os.Getpid()
 	var c cpuTimes
-	for pid, name := range comm {
-		if !strings.HasPrefix(strings.ToLower(name), "chrom") {
+	for pid, p := range procs {
+		if !strings.HasPrefix(strings.ToLower(p.comm), "chrom") || !descends(procs, pid, me) {
 			continue
 		}
-		for p, hops := parent[pid], 0; p != 0 && hops < 64; p, hops = parent[p], hops+1 {
-			if p == me {
-				c.total += ticks[pid]
-				c.workers += threadTicks(pid, "DedicatedWorker")
-				c.mains += rendererMainTicks(pid)
-				break
-			}
-		}
+		c.total += p.ticks
+		c.workers += threadTicks(pid, "DedicatedWorker")
+		c.mains += rendererMainTicks(pid)
 	}
-	return cpuTimes{c.total / 100, c.workers / 100, c.mains / 100} // USER_HZ
+	return cpuTimes{c.total / userHZ, c.workers / userHZ, c.mains / userHZ}
 }
 
 // rendererMainTicks is the CPU ticks of a renderer process's main thread
@@ -146,18 +112,8 @@ func rendererMainTicks(pid int) float64 {
 	if err != nil || !strings.Contains(string(cmd), "--type=renderer") {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "task", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return ut + st
+	p, _ := readProcStat(filepath.Join("/proc", strconv.Itoa(pid), "task", strconv.Itoa(pid), "stat"))
+	return p.ticks
 }
 
 // threadTicks sums the CPU ticks of pid's threads whose name starts with
@@ -171,37 +127,9 @@ func threadTicks(pid int, prefix string) float64 {
 	}
 	var n float64
 	for _, task := range tasks {
-		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
-		if err != nil {
-			continue
+		if p, ok := readProcStat(filepath.Join(dir, task.Name(), "stat")); ok && strings.HasPrefix(p.comm, prefix) {
+			n += p.ticks
 		}
-		s := string(b)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open || !strings.HasPrefix(s[open+1:close], prefix) {
-			continue
-		}
-		f := strings.Fields(s[close+2:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		n += ut + st
 	}
 	return n
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return 1
-	}
-	return max(1, strings.Count(string(b), "\nprocessor")+boolInt(strings.HasPrefix(string(b), "processor")))
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
