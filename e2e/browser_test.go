@@ -31,18 +31,23 @@ func browser(t *testing.T) context.Context {
 // the page may open the (fake) camera, as it would on HTTPS.
 func browserIn(t *testing.T, lab *natLab, ns, origin string) context.Context {
 	t.Helper()
-	ip := testtool.Require(t, "ip")
 	return startBrowser(t,
 		chromedp.Flag("unsafely-treat-insecure-origin-as-secure", origin),
-		// chromedp talks to the browser over a pipe (inherited
-		// descriptors), which `ip netns exec` passes on untouched.
-		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
-			cmd.Args = append([]string{ip, "netns", "exec", lab.ns(ns), cmd.Path}, cmd.Args[1:]...)
-			cmd.Path = ip
-			// What chromedp does by default: the browser dies with us.
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		}),
-	)
+		inNamespace(t, lab, ns))
+}
+
+// inNamespace runs the browser inside namespace ns of the lab. chromedp
+// talks to it over a pipe (inherited descriptors), which `ip netns exec`
+// passes on untouched.
+func inNamespace(t *testing.T, lab *natLab, ns string) chromedp.ExecAllocatorOption {
+	t.Helper()
+	ip := testtool.Require(t, "ip")
+	return chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+		cmd.Args = append([]string{ip, "netns", "exec", lab.ns(ns), cmd.Path}, cmd.Args[1:]...)
+		cmd.Path = ip
+		// What chromedp does by default: the browser dies with us.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	})
 }
 
 func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -295,15 +294,9 @@ func leafSPKI(t *testing.T, cacheDir string) string {
 // certificate (by its key) and nothing else unknown.
 func browser443(t *testing.T, lab *natLab, ns, spki string) context.Context {
 	t.Helper()
-	ip := testtool.Require(t, "ip")
 	return startBrowser(t,
 		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
-		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
-			cmd.Args = append([]string{ip, "netns", "exec", lab.ns(ns), cmd.Path}, cmd.Args[1:]...)
-			cmd.Path = ip
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		}),
-	)
+		inNamespace(t, lab, ns))
 }
 
 // localCandidates lists the page's local ICE candidates (for a failure's

@@ -12,9 +12,6 @@ import (
 	"github.com/duetchat/duet/wire"
 )
 
-// maxReasonChars bounds a report's reason.
-const maxReasonChars = 200
-
 // handleFrame processes one frame from s's socket c. Binary frames are
 // refused, but only after the rate limits, so they cannot buy free errors.
 func (h *Hub) handleFrame(s *session, c *transport.Conn, text bool, frame []byte) {
