@@ -61,12 +61,7 @@ func startACMENode(t *testing.T, p *testtool.Pebble, cfg *configs.Config) *acmeN
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the operator's config is refused: %v", err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		w := &testWriter{t: t}
-		t.Cleanup(w.close)
-		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	log := testLogger(t)
 	n, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("node.New: %v", err)

@@ -42,14 +42,20 @@ func testConfig(t testing.TB) *configs.Config {
 	return cfg
 }
 
+// testLogger discards a test node's log, or hands it to the test's own
+// at debug level under -v.
+func testLogger(t testing.TB) *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 func startNode(t testing.TB, cfg *configs.Config) *testNode {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		w := &testWriter{t: t}
-		t.Cleanup(w.close)
-		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	log := testLogger(t)
 	n, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("node.New: %v", err)

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,12 +20,7 @@ import (
 func serveNode(t *testing.T, cfg *configs.Config, log *slog.Logger, ln net.Listener, path string) (*testNode, *Node) {
 	t.Helper()
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-		if testing.Verbose() {
-			w := &testWriter{t: t}
-			t.Cleanup(w.close)
-			log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		}
+		log = testLogger(t)
 	}
 	n, err := New(cfg, log)
 	if err != nil {
