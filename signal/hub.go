@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/configs"
@@ -362,19 +361,6 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
-// Stats are the public counts.
-type Stats struct {
-	Online int `json:"online"`
-	Rooms  int `json:"rooms"`
-}
-
-// Stats returns the node's live counts.
-func (h *Hub) Stats() Stats {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return Stats{Online: h.online, Rooms: len(h.rooms)}
-}
-
 func (h *Hub) randomID(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(h.opt.Random, b); err != nil {
@@ -533,101 +519,4 @@ func (h *Hub) openLocal(m matcher.Match) {
 func (h *Hub) live(s *session, t matcher.Ticket) bool {
 	return s != nil && s.c != nil && s.state == stateWaiting && s.pend == nil &&
 		s.prefs != nil && s.prefs.mode == t.Mode && s.joinedAt.Equal(t.JoinedAt)
-}
-
-// ---- connection lifecycle ----
-
-// Shutdown tells every client the node is going away, closes the sockets
-// and waits (bounded by ctx) for their queues to drain.
-//
-// On a shared store the sessions are not ended: they wait, as after any
-// drop, for their clients to resume on another node, and Shutdown waits
-// (up to ctx) until every one has moved or its grace ran out, so this
-// node is still there to hand over rooms and held frames.
-func (h *Hub) Shutdown(ctx context.Context) error {
-	// The store calls already decided (leaves, joins) and the hub's own
-	// goroutines finish, within ctx.
-	defer func() {
-		stored := make(chan struct{})
-		go func() { h.store.wait(); h.tasks.wait(); close(stored) }()
-		select {
-		case <-stored:
-		case <-ctx.Done():
-		}
-	}()
-	h.mu.Lock()
-	h.closing = true
-	for _, s := range h.sessions {
-		if s.c != nil {
-			h.sendErr(s, wire.Errorf(wire.CodeUnavailable, "this node is shutting down; reconnect shortly"), "")
-			s.c.Close(websocket.CloseServiceRestart, "service restart")
-		}
-	}
-	h.unlock()
-	done := make(chan struct{})
-	go func() { h.writers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("signal: shutdown drain: %w", ctx.Err())
-	}
-	if !h.opt.Bus.Shared() {
-		return nil // nowhere for sessions to move to
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		h.mu.Lock()
-		left := len(h.sessions)
-		h.unlock()
-		if left == 0 {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("signal: shutdown drain: %d sessions did not move to another node: %w", left, ctx.Err())
-		}
-	}
-}
-
-// Closing reports whether Shutdown has begun.
-func (h *Hub) Closing() bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.closing
-}
-
-// RoomInfo describes one live room for the admin API.
-type RoomInfo struct {
-	Code    string
-	Mode    string
-	Started time.Time
-	A, B    string // session ids: A offers, B answers
-}
-
-// Rooms lists the live rooms.
-func (h *Hub) Rooms() []RoomInfo {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	out := make([]RoomInfo, 0, len(h.rooms))
-	for _, r := range h.rooms {
-		out = append(out, roomInfo(r))
-	}
-	return out
-}
-
-// Room describes one live room; false if there is none with that code.
-func (h *Hub) Room(code string) (RoomInfo, bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	r, ok := h.rooms[code]
-	if !ok {
-		return RoomInfo{}, false
-	}
-	return roomInfo(r), true
-}
-
-func roomInfo(r *room) RoomInfo {
-	return RoomInfo{Code: r.code, Mode: r.mode, Started: r.started, A: r.side[0].id, B: r.side[1].id}
 }
