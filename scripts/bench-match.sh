@@ -13,7 +13,11 @@
 # built from `git archive` and the runs of a row alternate between them,
 # so that the builds share the machine's mood; empty: the working tree),
 # ROWS="" (an extended regular expression: only the rows whose label
-# matches, e.g. ROWS="1000/s").
+# matches, e.g. ROWS="1000/s"), PROCS="" (GOMAXPROCS values for the nodes,
+# e.g. PROCS="1 2": every build runs once with each, side by side; empty:
+# the Go default, every core), ROOMS=200 and CHAT_RATE=10 (the relay
+# rows: rooms open at once, chats a second each side; the ping-pong rows
+# keep one chat in flight per room instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,9 @@ RATE=${RATE:-1000}
 LOW_RATE=${LOW_RATE:-200}
 REVS=${REVS:-}
 ROWS=${ROWS:-}
+PROCS=${PROCS:-}
+ROOMS=${ROOMS:-200}
+CHAT_RATE=${CHAT_RATE:-10}
 OUT=${1:-/dev/stdout}
 . scripts/bench-lib.sh
 start_redis
@@ -47,13 +54,21 @@ else
 		BUILDS+=("$b")
 	done
 fi
+# A build runs as BIN@PROCS when PROCS is set: the same binary, with the
+# nodes' GOMAXPROCS pinned.
+if [ -n "$PROCS" ]; then
+	WITH=()
+	for b in "${BUILDS[@]}"; do for p in $PROCS; do WITH+=("$b@$p"); done; done
+	BUILDS=("${WITH[@]}")
+fi
 
 NODE_PIDS=()
 URLS=""
 PORTS=()
 export DUET_ADMIN_TOKEN=bench-token
 start_nodes() { # build store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
-	local build=$1 store=$2 n=$3 i port prefix="bench$RANDOM$RANDOM:"
+	local build=${1%@*} store=$2 n=$3 i port prefix="bench$RANDOM$RANDOM:" procs=
+	[[ $1 == *@* ]] && procs=${1#*@}
 	NODE_PIDS=()
 	URLS=""
 	PORTS=()
@@ -61,7 +76,7 @@ start_nodes() { # build store count; sets URLS and NODE_PIDS (no subshell: the P
 		port=$(free_port)
 		DUET_HTTP_LISTEN=127.0.0.1:$port DUET_STORE_BACKEND=$store \
 		DUET_STORE_REDIS_ADDRS=127.0.0.1:$REDIS_PORT DUET_STORE_REDIS_KEY_PREFIX="$prefix" \
-			"$TMP/duet-$build" serve >>"$TMP/duet.log" 2>&1 &
+		GOMAXPROCS=${procs:-$(nproc)} "$TMP/duet-$build" serve >>"$TMP/duet.log" 2>&1 &
 		NODE_PIDS+=($!)
 		PORTS+=("$port")
 		"$TMP/duet-bench" ready "http://127.0.0.1:$port/readyz"
@@ -90,7 +105,7 @@ profile_node() {
 
 # share BUILD NAME REGEX: percent of the profile's samples under frames matching REGEX
 share() {
-	go tool pprof -top -focus="$3" "$TMP/duet-$1" "$TMP/$2.pprof" 2>/dev/null |
+	go tool pprof -top -focus="$3" "$TMP/duet-${1%@*}" "$TMP/$2.pprof" 2>/dev/null |
 		sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of .*/\1/p' | head -1
 }
 
@@ -113,27 +128,62 @@ measure() {
 	awk 'NR == FNR { a[$1] = $2; next } $1 != "info" { d = $2 - a[$1]; if (d > 0) print $1, d }' "$f.cmds0" "$f.cmds1" >"$f.cmds"
 }
 
+# row KIND LABEL STORE NODES RATE: RUNS runs of each build; KIND match
+# (duet-bench match, RATE matches a second, 0 for full speed) or relay
+# (duet-bench relay: rooms that stay open and chat, RATE chats a second
+# each side, 0 for ping-pong).
 LABELS=()
-row() { # label store nodes rate
-	local label=$1 store=$2 nodes=$3 rate=$4 r b f
+row() {
+	local kind=$1 label=$2 store=$3 nodes=$4 rate=$5 r b f
 	if [ -n "$ROWS" ] && ! grep -qE -- "$ROWS" <<<"$label"; then return; fi
 	local id="r${#LABELS[@]}"
-	LABELS+=("$label|$store|$id")
+	LABELS+=("$kind|$label|$store|$id")
 	for r in $(seq "$RUNS"); do
 		for b in "${BUILDS[@]}"; do
 			f="$TMP/$id-$b-$r.json"
 			start_nodes "$b" "$store" "$nodes"
-			if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store-$b"; fi
-			measure "$f" "$rate"
+			if [ "$kind" = relay ]; then
+				"$TMP/duet-bench" relay -json -urls "$URLS" -rooms "$ROOMS" -rate "$rate" \
+					-duration "${SECS}s" -warmup "${WARMUP}s" -pids "$(IFS=,; echo "${NODE_PIDS[*]}")" \
+					>"$f" 2>>"$TMP/bench.log" || echo '{"chats_per_s":0}' >"$f"
+			else
+				if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store-$b"; fi
+				measure "$f" "$rate"
+			fi
 			stop_nodes
 		done
 	done
 }
 
-# median ID BUILD: the run file of the median run by matches/s
+relay_report() {
+	local l kind label store id b f
+	grep -q '^relay|' < <(printf '%s\n' "${LABELS[@]}") || return 0
+	echo
+	echo "### Relay in open rooms ($ROOMS rooms, ${SECS}s per run, median of $RUNS by chats/s)"
+	echo
+	echo "| run | build | chats/s | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | nodes' CPU, cores | nodes' CPU µs per chat |"
+	echo "| --- | --- | ---: | --- | --- | ---: | ---: |"
+	for l in "${LABELS[@]}"; do
+		IFS='|' read -r kind label store id <<<"$l"
+		[ "$kind" = relay ] || continue
+		for b in "${BUILDS[@]}"; do
+			f=$(median "$id" "$b" chats_per_s)
+			printf '| %s | %s | %.0f | %s | %s | %.2f | %.1f |\n' "$label" "$b" "$(field chats_per_s "$f")" \
+				"$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" \
+				"$(field node_cpu_cores "$f")" "$(field node_cpu_us_per_chat "$f")"
+		done
+	done
+	echo
+	echo "Ping-pong: one chat in flight per room, each answered on arrival, so the"
+	echo "rate is what the node and the generator manage together on the shared cores."
+	echo "A build@N ran its nodes with GOMAXPROCS=N."
+}
+
+# median ID BUILD [KEY]: the run file of the median run by KEY
+# (matches_per_s unless given)
 median() {
 	local r
-	for r in $(seq "$RUNS"); do echo "$(field matches_per_s "$TMP/$1-$2-$r.json") $r"; done |
+	for r in $(seq "$RUNS"); do echo "$(field "${3:-matches_per_s}" "$TMP/$1-$2-$r.json") $r"; done |
 		sort -n | sed -n "$(( (RUNS + 1) / 2 ))p" | { read -r _ r; echo "$TMP/$1-$2-$r.json"; }
 }
 
@@ -143,13 +193,14 @@ per() {
 }
 
 report() {
-	local l label store id b f name
+	local l kind label store id b f name
 	echo "## Matching over WebSockets ($(nproc) cores, $(go env GOVERSION), $USERS users, ${SECS}s per run, median of $RUNS)"
 	echo
 	echo "| run | build | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match |"
 	echo "| --- | --- | ---: | --- | --- | --- | ---: |"
 	for l in "${LABELS[@]}"; do
-		IFS='|' read -r label store id <<<"$l"
+		IFS='|' read -r kind label store id <<<"$l"
+		[ "$kind" = match ] || continue
 		for b in "${BUILDS[@]}"; do
 			f=$(median "$id" "$b")
 			printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "$label" "$b" "$(field matches_per_s "$f")" \
@@ -168,8 +219,8 @@ report() {
 	echo "| run | build | by command |"
 	echo "| --- | --- | --- |"
 	for l in "${LABELS[@]}"; do
-		IFS='|' read -r label store id <<<"$l"
-		[ "$store" = redis ] || continue
+		IFS='|' read -r kind label store id <<<"$l"
+		[ "$kind" = match ] && [ "$store" = redis ] || continue
 		for b in "${BUILDS[@]}"; do
 			f=$(median "$id" "$b")
 			echo "| $label | $b | $(sort -k2 -nr "$f.cmds" | awk -v m="$(field matches "$f")" \
@@ -190,13 +241,17 @@ report() {
 	done
 }
 
-row "memory, 1 node, full speed" memory 1 0
-row "redis, 1 node, full speed" redis 1 0
-row "redis, 2 nodes, full speed" redis 2 0
-row "memory, 1 node, $RATE/s" memory 1 "$RATE"
-row "redis, 1 node, $RATE/s" redis 1 "$RATE"
-row "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
-row "memory, 1 node, $LOW_RATE/s" memory 1 "$LOW_RATE"
-row "redis, 1 node, $LOW_RATE/s" redis 1 "$LOW_RATE"
-row "redis, 2 nodes, $LOW_RATE/s" redis 2 "$LOW_RATE"
-report >"$OUT"
+row match "memory, 1 node, full speed" memory 1 0
+row match "redis, 1 node, full speed" redis 1 0
+row match "redis, 2 nodes, full speed" redis 2 0
+row match "memory, 1 node, $RATE/s" memory 1 "$RATE"
+row match "redis, 1 node, $RATE/s" redis 1 "$RATE"
+row match "redis, 2 nodes, $RATE/s" redis 2 "$RATE"
+row match "memory, 1 node, $LOW_RATE/s" memory 1 "$LOW_RATE"
+row match "redis, 1 node, $LOW_RATE/s" redis 1 "$LOW_RATE"
+row match "redis, 2 nodes, $LOW_RATE/s" redis 2 "$LOW_RATE"
+row relay "relay, memory, 1 node, ping-pong" memory 1 0
+row relay "relay, memory, 1 node, $CHAT_RATE chats/s each side" memory 1 "$CHAT_RATE"
+row relay "relay, redis, 2 nodes, ping-pong" redis 2 0
+row relay "relay, redis, 2 nodes, $CHAT_RATE chats/s each side" redis 2 "$CHAT_RATE"
+{ report; relay_report; } >"$OUT"

@@ -176,14 +176,21 @@ func runIdleCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet-bench idle: -sessions, -addrs and -rate must be positive")
 		return 2
 	}
+	cfg := idleConfig{URL: *wsURL, Sessions: *sessions, Addrs: *addrs, Rate: *connRate, Hold: *hold, PID: *pid}
+	return measure(stdout, stderr, *asJSON, func(ctx context.Context) (IdleResult, error) { return runIdle(ctx, cfg, stderr) })
+}
+
+// measure runs one mode until it ends or Ctrl-C/SIGTERM (so an
+// interrupted run still reports), then prints what it measured.
+func measure[R interface{ table(io.Writer) }](stdout, stderr io.Writer, asJSON bool, run func(context.Context) (R, error)) int {
 	ctx, stop := signalContext()
 	defer stop()
-	res, err := runIdle(ctx, idleConfig{URL: *wsURL, Sessions: *sessions, Addrs: *addrs, Rate: *connRate, Hold: *hold, PID: *pid}, stderr)
+	res, err := run(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 1
 	}
-	return emit(stdout, res, *asJSON, res.table)
+	return emit(stdout, res, asJSON, res.table)
 }
 
 // emit prints a result as indented JSON or as its table.

@@ -11,6 +11,11 @@
 // register-to-notified latency (queue sent to matched received) and relay
 // latency, split by whether the two users sat on the same node or not.
 // Progress goes to stderr; stdout gets a JSON summary (-json) or a table.
+//
+// Mode relay: -rooms rooms open at once and chat for the whole run, each
+// side at -rate chats a second or, with -rate 0, as a ping-pong with one
+// chat in flight per room; reported: chats relayed per second and each
+// chat's one-way time, same node and cross node.
 package main
 
 import (
@@ -46,8 +51,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "idle" {
 		return runIdleCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "relay" {
+		return runRelayCmd(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "match" {
-		fmt.Fprintln(stderr, "usage: duet-bench match|idle|media [flags]  (duet-bench match -h for the flags)")
+		fmt.Fprintln(stderr, "usage: duet-bench match|relay|idle|media [flags]  (duet-bench match -h for the flags)")
 		return 2
 	}
 	fs := newFlagSet("match", stderr)
@@ -70,14 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet-bench:", err)
 		return 2
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	res, err := runMatch(ctx, cfg, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "duet-bench:", err)
-		return 1
-	}
-	return emit(stdout, res, *asJSON, res.table)
+	return measure(stdout, stderr, *asJSON, func(ctx context.Context) (Result, error) { return runMatch(ctx, cfg, stderr) })
 }
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
@@ -165,13 +166,7 @@ func runMediaCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "duet-bench media: -rooms, -duration and -video-kbps must be positive")
 		return 2
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	res, err := runMedia(ctx, mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid,
-		Profile: *profile, Token: *token}, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "duet-bench:", err)
-		return 1
-	}
-	return emit(stdout, res, *asJSON, res.table)
+	cfg := mediaConfig{URL: *wsURL, Rooms: *rooms, Duration: *duration, VideoKbps: *video, AudioKbps: *audio, PID: *pid,
+		Profile: *profile, Token: *token}
+	return measure(stdout, stderr, *asJSON, func(ctx context.Context) (MediaResult, error) { return runMedia(ctx, cfg, stderr) })
 }
