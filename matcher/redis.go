@@ -11,7 +11,7 @@ import (
 )
 
 // RedisStore keeps the queues in Redis so several nodes share them. Every
-// key carries one hash tag, so the multi-key scripts below run in one slot
+// key carries one hash tag, so the multi-key scripts (redis_scripts.go) run in one slot
 // on a Cluster too; each script is one atomic step, which is what keeps
 // matcher workers on different nodes from claiming the same stranger.
 //

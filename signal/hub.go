@@ -3,8 +3,12 @@
 // strangers of a room, chat and typing, reports, and the per-IP and
 // per-session limits. The wire contract is docs/PROTOCOL.md.
 //
-// All session and room state sits behind one mutex in Hub; sockets only
-// ever get frames through bounded queues, so no client can block the hub.
+// Who is where (sessions, rooms, pending matches) sits behind the Hub's
+// read/write lock, and what happens inside one room behind that room's
+// own lock, so rooms do not wait for each other; no store, bus, SFU or
+// socket call is made under either (effects run after the lock is let
+// go), and sockets only ever get frames through bounded queues, so no
+// client can block the hub.
 package signal
 
 import (
