@@ -288,6 +288,10 @@ type Metrics struct {
 	// Listen, when set, moves /metrics and /debug/pprof/* off the public
 	// HTTP listener onto this address (plain HTTP, its own server).
 	Listen string `yaml:"listen"`
+	// LockProfile samples lock contention for /debug/pprof/mutex and
+	// /debug/pprof/block. Off by default: it costs a little CPU on every
+	// contended lock, and the profiles are for chasing a slow node.
+	LockProfile bool `yaml:"lock_profile"`
 }
 
 type Log struct {

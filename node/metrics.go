@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -26,6 +28,19 @@ func (n *Node) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/", n.adminOnly(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/profile", n.adminOnly(pprof.Profile))
 	mux.HandleFunc("GET /debug/pprof/trace", n.adminOnly(pprof.Trace))
+}
+
+// profileLocks turns on Go's lock-contention sampling when
+// metrics.lock_profile asks for it. The rates are the runtime's, so they
+// hold for the whole process: the last node started decides.
+func (n *Node) profileLocks() {
+	if !n.cfg.Metrics.LockProfile {
+		return
+	}
+	// Every contended mutex, and blocking events of 10 µs or more (a
+	// channel or a lock wait shorter than that is not what slows a node).
+	runtime.SetMutexProfileFraction(1)
+	runtime.SetBlockProfileRate(int((10 * time.Microsecond).Nanoseconds()))
 }
 
 // listenMetrics binds metrics.listen, when set, so that New fails at once

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -137,4 +139,59 @@ func TestMetricsListenBind(t *testing.T) {
 		}
 		next.Close()
 	})
+}
+
+// metrics.lock_profile turns on Go's lock-contention sampling, so the
+// admin's /debug/pprof/mutex shows where goroutines waited; off, nothing
+// is sampled.
+func TestLockProfile(t *testing.T) {
+	t.Cleanup(func() { runtime.SetMutexProfileFraction(0); runtime.SetBlockProfileRate(0) })
+	for _, on := range []bool{false, true} {
+		runtime.SetMutexProfileFraction(0)
+		runtime.SetBlockProfileRate(0)
+		cfg := testConfig(t)
+		cfg.Admin.Token = "op"
+		cfg.Metrics.LockProfile = on
+		tn, _ := serveNode(t, cfg, nil, nil, "/readyz")
+		if got := runtime.SetMutexProfileFraction(-1); (got > 0) != on {
+			t.Fatalf("lock_profile %v: mutex profile fraction %d", on, got)
+		}
+		if !on {
+			continue
+		}
+		if code, _ := get(t, tn.url+"/debug/pprof/mutex?debug=1", ""); code != http.StatusUnauthorized {
+			t.Fatalf("mutex profile without the token: %d", code)
+		}
+		// Contend a lock until a sample of it shows up: the runtime
+		// samples each contended unlock, so this takes one round.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			contend()
+			code, body := get(t, tn.url+"/debug/pprof/mutex?debug=1", "op")
+			if code == 200 && strings.Contains(body, "node.contend") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no sample of a contended lock in /debug/pprof/mutex: %d %.300s", code, body)
+			}
+		}
+	}
+}
+
+// contend makes one goroutine wait for a mutex another holds.
+func contend() {
+	var mu sync.Mutex
+	mu.Lock()
+	waiting := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		close(waiting)
+		mu.Lock()
+		mu.Unlock()
+		close(done)
+	}()
+	<-waiting
+	runtime.Gosched()
+	mu.Unlock()
+	<-done
 }

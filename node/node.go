@@ -236,6 +236,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("registering path metrics: %w", err)
 	}
+	n.profileLocks()
 	if err := n.listenMetrics(); err != nil {
 		n.Close()
 		return nil, err

@@ -17,7 +17,10 @@
 # e.g. PROCS="1 2": every build runs once with each, side by side; empty:
 # the Go default, every core), ROOMS=200 and CHAT_RATE=10 (the relay
 # rows: rooms open at once, chats a second each side; the ping-pong rows
-# keep one chat in flight per room instead).
+# keep one chat in flight per room instead), LOCKS=1 (run the nodes with
+# metrics.lock_profile and report how long goroutines of the first node
+# waited on locks per second of the measured window, and the share of
+# that spent on the hub's lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +33,7 @@ LOW_RATE=${LOW_RATE:-200}
 REVS=${REVS:-}
 ROWS=${ROWS:-}
 PROCS=${PROCS:-}
+LOCKS=${LOCKS:-}
 ROOMS=${ROOMS:-200}
 CHAT_RATE=${CHAT_RATE:-10}
 OUT=${1:-/dev/stdout}
@@ -66,6 +70,7 @@ NODE_PIDS=()
 URLS=""
 PORTS=()
 export DUET_ADMIN_TOKEN=bench-token
+[ "$LOCKS" = 1 ] && export DUET_METRICS_LOCK_PROFILE=true
 start_nodes() { # build store count; sets URLS and NODE_PIDS (no subshell: the PIDs must survive)
 	local build=${1%@*} store=$2 n=$3 i port prefix="bench$RANDOM$RANDOM:" procs=
 	[[ $1 == *@* ]] && procs=${1#*@}
@@ -109,20 +114,45 @@ share() {
 		sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of .*/\1/p' | head -1
 }
 
-# measure RUNFILE: one duet-bench run against URLS; Redis's commands are
-# counted over the measured window only (warm-up and teardown left out),
-# into RUNFILE.cmds as "command calls" lines.
+# lockwait RUNFILE BUILD: "s per s, hub share" from RUNFILE.mutex, the
+# delay profile of the measured window; "-" without one.
+lockwait() {
+	[ -s "$1.mutex" ] || { echo "-"; return; }
+	local total hub
+	total=$(go tool pprof -top -unit=s "$TMP/duet-${2%@*}" "$1.mutex" 2>/dev/null |
+		sed -n 's/.*Showing nodes accounting for [^,]*, [0-9.]*% of \([0-9.]*\)s total.*/\1/p' | head -1)
+	hub=$(go tool pprof -top -unit=s -focus='signal\.\(\*Hub\)' "$TMP/duet-${2%@*}" "$1.mutex" 2>/dev/null |
+		sed -n 's/.*Showing nodes accounting for [^,]*, \([0-9.]*%\) of .*/\1/p' | head -1)
+	awk -v t="${total:-0}" -v s="$((SECS - 1))" -v h="${hub:-0%}" 'BEGIN { printf "%.3f, %s", t / s, h }'
+}
+
+# measure RUNFILE KIND RATE: one duet-bench run (KIND match or relay)
+# against URLS; Redis's commands are counted over the measured window only
+# (warm-up and teardown left out), into RUNFILE.cmds as "command calls"
+# lines; with LOCKS=1 the first node's lock waits over the same window go
+# to RUNFILE.mutex.
 measure() {
-	local f=$1 rate=$2 pid i
-	"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup "${WARMUP}s" -rate "$rate" \
-		>"$f" 2>"$f.err" &
+	local f=$1 kind=$2 rate=$3 pid i prof=
+	if [ "$kind" = relay ]; then
+		"$TMP/duet-bench" relay -json -urls "$URLS" -rooms "$ROOMS" -rate "$rate" \
+			-duration "${SECS}s" -warmup "${WARMUP}s" -pids "$(IFS=,; echo "${NODE_PIDS[*]}")" >"$f" 2>"$f.err" &
+	else
+		"$TMP/duet-bench" match -json -urls "$URLS" -users "$USERS" -duration "${SECS}s" -warmup "${WARMUP}s" -rate "$rate" \
+			>"$f" 2>"$f.err" &
+	fi
 	pid=$!
 	for i in $(seq 600); do grep -q "warming up" "$f.err" 2>/dev/null && break; sleep 0.05; done
 	sleep "$WARMUP"
 	cmdstats >"$f.cmds0"
+	if [ "$LOCKS" = 1 ]; then
+		curl -sf -H "Authorization: Bearer $DUET_ADMIN_TOKEN" -o "$f.mutex" \
+			"http://127.0.0.1:${PORTS[0]}/debug/pprof/mutex?seconds=$((SECS - 1))" &
+		prof=$!
+	fi
 	sleep "$SECS"
 	cmdstats >"$f.cmds1"
-	wait "$pid"
+	[ -z "$prof" ] || wait "$prof" || true
+	wait "$pid" || echo '{"chats_per_s":0,"matches_per_s":0}' >"$f"
 	cat "$f.err" >>"$TMP/bench.log"
 	# (less the INFO that took the first count)
 	awk 'NR == FNR { a[$1] = $2; next } $1 != "info" { d = $2 - a[$1]; if (d > 0) print $1, d }' "$f.cmds0" "$f.cmds1" >"$f.cmds"
@@ -142,14 +172,8 @@ row() {
 		for b in "${BUILDS[@]}"; do
 			f="$TMP/$id-$b-$r.json"
 			start_nodes "$b" "$store" "$nodes"
-			if [ "$kind" = relay ]; then
-				"$TMP/duet-bench" relay -json -urls "$URLS" -rooms "$ROOMS" -rate "$rate" \
-					-duration "${SECS}s" -warmup "${WARMUP}s" -pids "$(IFS=,; echo "${NODE_PIDS[*]}")" \
-					>"$f" 2>>"$TMP/bench.log" || echo '{"chats_per_s":0}' >"$f"
-			else
-				if [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store-$b"; fi
-				measure "$f" "$rate"
-			fi
+			if [ "$kind" = match ] && [ "$r" = 1 ] && [ "$rate" = 0 ] && [ "$nodes" = 1 ]; then profile_node "${PORTS[0]}" "$store-$b"; fi
+			measure "$f" "$kind" "$rate"
 			stop_nodes
 		done
 	done
@@ -161,22 +185,24 @@ relay_report() {
 	echo
 	echo "### Relay in open rooms ($ROOMS rooms, ${SECS}s per run, median of $RUNS by chats/s)"
 	echo
-	echo "| run | build | chats/s | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | nodes' CPU, cores | nodes' CPU µs per chat |"
-	echo "| --- | --- | ---: | --- | --- | ---: | ---: |"
+	echo "| run | build | chats/s | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | nodes' CPU, cores | nodes' CPU µs per chat | lock waits s/s, hub share |"
+	echo "| --- | --- | ---: | --- | --- | ---: | ---: | --- |"
 	for l in "${LABELS[@]}"; do
 		IFS='|' read -r kind label store id <<<"$l"
 		[ "$kind" = relay ] || continue
 		for b in "${BUILDS[@]}"; do
 			f=$(median "$id" "$b" chats_per_s)
-			printf '| %s | %s | %.0f | %s | %s | %.2f | %.1f |\n' "$label" "$b" "$(field chats_per_s "$f")" \
+			printf '| %s | %s | %.0f | %s | %s | %.2f | %.1f | %s |\n' "$label" "$b" "$(field chats_per_s "$f")" \
 				"$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" \
-				"$(field node_cpu_cores "$f")" "$(field node_cpu_us_per_chat "$f")"
+				"$(field node_cpu_cores "$f")" "$(field node_cpu_us_per_chat "$f")" "$(lockwait "$f" "$b")"
 		done
 	done
 	echo
 	echo "Ping-pong: one chat in flight per room, each answered on arrival, so the"
 	echo "rate is what the node and the generator manage together on the shared cores."
-	echo "A build@N ran its nodes with GOMAXPROCS=N."
+	echo "A build@N ran its nodes with GOMAXPROCS=N. Lock waits (LOCKS=1): seconds goroutines of"
+	echo "the first node spent waiting on contended locks per second of the window, and the share"
+	echo "of that under the hub's methods (its read/write lock and the rooms' locks)."
 }
 
 # median ID BUILD [KEY]: the run file of the median run by KEY
@@ -196,16 +222,16 @@ report() {
 	local l kind label store id b f name
 	echo "## Matching over WebSockets ($(nproc) cores, $(go env GOVERSION), $USERS users, ${SECS}s per run, median of $RUNS)"
 	echo
-	echo "| run | build | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match |"
-	echo "| --- | --- | ---: | --- | --- | --- | ---: |"
+	echo "| run | build | matches/s | register→notified p50 / p99 ms | relay same node p50 / p99 ms | relay cross node p50 / p99 ms | Redis commands per match | lock waits s/s, hub share |"
+	echo "| --- | --- | ---: | --- | --- | --- | ---: | --- |"
 	for l in "${LABELS[@]}"; do
 		IFS='|' read -r kind label store id <<<"$l"
 		[ "$kind" = match ] || continue
 		for b in "${BUILDS[@]}"; do
 			f=$(median "$id" "$b")
-			printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "$label" "$b" "$(field matches_per_s "$f")" \
+			printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$label" "$b" "$(field matches_per_s "$f")" \
 				"$(lat "$f" register_to_notified)" "$(lat "$f" relay_same_node)" "$(lat "$f" relay_cross_node)" \
-				"$([ "$store" = redis ] && per "$f" || echo -)"
+				"$([ "$store" = redis ] && per "$f" || echo -)" "$(lockwait "$f" "$b")"
 		done
 	done
 	echo
