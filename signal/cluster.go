@@ -23,18 +23,16 @@ func (h *Hub) local(node string) bool {
 // live side when the other is gone (cancelled, dropped, or re-queued since).
 // A pair whose sides live on other nodes is handed to those nodes.
 func (h *Hub) Matched(m matcher.Match) {
-	h.mu.Lock()
-	defer h.unlock()
-	h.matched(m)
+	h.exclusive(func() { h.matched(m) })
 }
 
 // MatchedAll implements matcher.BatchNotifier: one lock for a whole pass.
 func (h *Hub) MatchedAll(ms []matcher.Match) {
-	h.mu.Lock()
-	defer h.unlock()
-	for _, m := range ms {
-		h.matched(m)
-	}
+	h.exclusive(func() {
+		for _, m := range ms {
+			h.matched(m)
+		}
+	})
 }
 
 func (h *Hub) matched(m matcher.Match) {

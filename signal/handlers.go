@@ -26,18 +26,22 @@ func (h *Hub) handleFrame(s *session, c *transport.Conn, text bool, frame []byte
 	if derr == nil && roomOnly(msg) && h.inRoom(ctx, s, c, msg, now) {
 		return
 	}
-	h.mu.Lock()
-	if s.c != c {
-		h.unlock()
-		return // a late frame from a socket a resume replaced
-	}
-	h.deferring = true
-	h.handleLocked(ctx, s, msg, derr, now)
-	h.deferring = false
-	jobs, media, reports := h.joins, h.media, h.reports
-	h.joins, h.media, h.reports = nil, nil, nil
-	h.persist(s)
-	h.unlock()
+	var (
+		jobs    []joinJob
+		media   []mediaJob
+		reports []reportJob
+	)
+	h.exclusive(func() {
+		if s.c != c {
+			return // a late frame from a socket a resume replaced
+		}
+		h.deferring = true
+		h.handleLocked(ctx, s, msg, derr, now)
+		h.deferring = false
+		jobs, media, reports = h.joins, h.media, h.reports
+		h.joins, h.media, h.reports = nil, nil, nil
+		h.persist(s)
+	})
 	if len(reports) > 0 || len(jobs) > 0 {
 		// Off the socket's reader too: its next frame is read meanwhile.
 		h.store.do(s.id, func() {

@@ -164,6 +164,9 @@ type Hub struct {
 	// hands them to store (unlock), in the order they were decided.
 	effects []effect
 	store   *serial
+	// combine queues the writes that sockets, joins and pairing passes
+	// make often, for one lock per batch (combine.go).
+	combine combiner
 	health  storeHealth
 	// tasks are the hub's own goroutines (SFU opens and closes, remote
 	// SFU signals); Shutdown waits for them.

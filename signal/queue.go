@@ -191,10 +191,10 @@ func (h *Hub) runJoins(ctx context.Context, jobs []joinJob) {
 			continue
 		}
 		err, late := h.storeJoin(ctx, j.t, j.by)
-		h.mu.Lock()
-		h.joined(j.s, j.t, err)
-		h.persist(j.s)
-		h.unlock()
+		h.exclusive(func() {
+			h.joined(j.s, j.t, err)
+			h.persist(j.s)
+		})
 		if late != nil {
 			// The client has its answer; should the ticket land after
 			// all, joined withdraws it.
