@@ -36,6 +36,12 @@ type Options struct {
 	// apart than Linger/MinBatch, each goes out directly, at no added
 	// delay; closer, they batch. Negative: always batch (tests).
 	MinBatch int
+	// Batches is how many batches may be filling, queued or being sent
+	// at once (default 8; those past 8 are made when first needed). A
+	// write that finds every one taken goes out on its own, and then
+	// waits for the socket behind the sender: a socket whose sender may
+	// be kept off the CPU for milliseconds (a busy SFU) wants more.
+	Batches int
 	// MTU is the largest datagram a batch slot holds (default 2048).
 	// A larger write goes out on its own; a larger read is truncated, as
 	// a read into a buffer of this size would be.
@@ -47,9 +53,9 @@ const (
 	defaultLinger = 500 * time.Microsecond
 	defaultMTU    = 2048
 	defaultMin    = 4
-	// batches a Conn owns: one filling, the rest queued or being sent.
-	// When every one is taken, a write goes out on its own.
-	batches = 8
+	// batches a Conn makes up front: one filling, the rest queued or
+	// being sent.
+	defaultBatches = 8
 )
 
 // Conn is a batching UDP socket. It is a net.PacketConn, and reads and
@@ -68,6 +74,7 @@ type Conn struct {
 	lingers  bool     // the flusher holds a linger for cur
 	closed   bool
 	inflight int // batches off the queue, being sent
+	made     int // batches made so far, up to opt.Batches
 	// last write, and the average gap between writes (both ns since
 	// epoch): sparse writes go out directly.
 	epoch     time.Time
@@ -114,6 +121,9 @@ func New(c *net.UDPConn, opt Options) *Conn {
 	if opt.MinBatch == 0 {
 		opt.MinBatch = defaultMin
 	}
+	if opt.Batches <= 0 {
+		opt.Batches = defaultBatches
+	}
 	bc := &Conn{conn: c, opt: opt, sys: newSysConn(c),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{}),
 		epoch: time.Now(), gap: int64(opt.Linger), addrs: NewAddrCache(1024)}
@@ -124,19 +134,12 @@ func New(c *net.UDPConn, opt Options) *Conn {
 		close(bc.flushed)
 		return bc
 	}
-	newBatch := func() *batch {
-		b := &batch{bufs: make([][]byte, opt.Batch), addrs: make([]netip.AddrPort, opt.Batch)}
-		for i := range b.bufs {
-			b.bufs[i] = make([]byte, opt.MTU)
-		}
-		b.sys.init(b)
-		return b
+	bc.cur = bc.newBatch()
+	for range min(opt.Batches, defaultBatches) - 1 {
+		bc.free = append(bc.free, bc.newBatch())
 	}
-	bc.cur = newBatch()
-	for range batches - 1 {
-		bc.free = append(bc.free, newBatch())
-	}
-	bc.rb = newBatch()
+	bc.made = min(opt.Batches, defaultBatches)
+	bc.rb = bc.newBatch()
 	go bc.flusher()
 	return bc
 }
@@ -195,12 +198,27 @@ func (c *Conn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	return len(b), nil
 }
 
+func (c *Conn) newBatch() *batch {
+	b := &batch{bufs: make([][]byte, c.opt.Batch), addrs: make([]netip.AddrPort, c.opt.Batch)}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, c.opt.MTU)
+	}
+	b.sys.init(b)
+	return b
+}
+
 // take returns an empty batch, or nil when all are taken. Under mu.
 func (c *Conn) take() *batch {
 	if n := len(c.free); n > 0 {
 		b := c.free[n-1]
 		c.free = c.free[:n-1]
 		return b
+	}
+	if c.made < c.opt.Batches {
+		// Past the first few, a batch is made the first time a slow
+		// sender lets that many pile up, and kept.
+		c.made++
+		return c.newBatch()
 	}
 	return nil
 }

@@ -215,6 +215,35 @@ func TestRefusedDatagramIsSkippedAlone(t *testing.T) {
 	}
 }
 
+// TestSlowSenderUsesMoreBatches: while the sender is held (here: the
+// lock it sends under), writes fill up to Batches batches rather than
+// going out one system call each; once it lets go, all arrive in order.
+func TestSlowSenderUsesMoreBatches(t *testing.T) {
+	a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 4, Batches: 20, Linger: time.Hour, MinBatch: -1})
+	b := listen(t, "udp4", "127.0.0.1:0", Options{})
+	if a.sys == nil {
+		t.Skip("no batching on this platform")
+	}
+	a.sending.Lock()
+	const n = 4 * 18
+	for i := range n {
+		if _, err := a.WriteToAddrPort([]byte{byte(i)}, addrOf(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := b.ReadFromAddrPort(make([]byte, 10)); err == nil {
+		t.Fatal("a datagram went out while the sender was held")
+	}
+	a.sending.Unlock()
+	a.sendQueued()
+	for i := range n {
+		if p, _ := read(t, b); !bytes.Equal(p, []byte{byte(i)}) {
+			t.Fatalf("datagram %d: %v", i, p)
+		}
+	}
+}
+
 // TestOversizeAndNetAddr: a datagram over the slot size goes out on its
 // own, intact; net.PacketConn's WriteTo and ReadFrom work too.
 func TestOversizeAndNetAddr(t *testing.T) {
