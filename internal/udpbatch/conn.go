@@ -11,6 +11,13 @@
 // batched reads allocate an address per datagram. Here an idle socket
 // costs nothing, a failed datagram is skipped alone, and neither path
 // allocates.
+//
+// With Options.GSO, a run of equal-size datagrams to one address inside
+// a batch (a video frame's packets, drained by one forward loop) goes
+// to the kernel as one UDP_SEGMENT message: routed, filtered and queued
+// once, then cut into datagrams again (by the NIC, or in software).
+// Per datagram written and read on loopback, in runs: 2.1-2.4 µs of CPU
+// against 2.7-3.8 µs batched without it (BenchmarkWriteRead).
 package udpbatch
 
 import (
@@ -42,6 +49,11 @@ type Options struct {
 	// waits for the socket behind the sender: a socket whose sender may
 	// be kept off the CPU for milliseconds (a busy SFU) wants more.
 	Batches int
+	// GSO sends a run of equal-size datagrams to one address, next to
+	// each other in a batch, as one UDP_SEGMENT message where the kernel
+	// has it (Linux 4.18 on; elsewhere, or once the kernel refuses one,
+	// each datagram is its own message as without it).
+	GSO bool
 	// MTU is the largest datagram a batch slot holds (default 2048).
 	// A larger write goes out on its own; a larger read is truncated, as
 	// a read into a buffer of this size would be.
@@ -124,7 +136,7 @@ func New(c *net.UDPConn, opt Options) *Conn {
 	if opt.Batches <= 0 {
 		opt.Batches = defaultBatches
 	}
-	bc := &Conn{conn: c, opt: opt, sys: newSysConn(c),
+	bc := &Conn{conn: c, opt: opt, sys: newSysConn(c, opt.GSO),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan struct{}),
 		epoch: time.Now(), gap: int64(opt.Linger), addrs: NewAddrCache(1024)}
 	if opt.MinBatch > 0 {

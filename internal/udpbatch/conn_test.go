@@ -193,25 +193,90 @@ func TestFullBatchLeavesAtOnce(t *testing.T) {
 }
 
 // TestRefusedDatagramIsSkippedAlone: an IPv6 destination on an IPv4
-// socket and a datagram to port 0 (the kernel refuses it) are dropped
+// socket and datagrams to port 0 (the kernel refuses them) are dropped
 // and counted; the datagrams around them in the batch still arrive.
+//
+// With GSO the batch holds runs: the refused run to port 0 goes again
+// one datagram each, and the run after it still arrives.
 func TestRefusedDatagramIsSkippedAlone(t *testing.T) {
-	a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour, Batch: 6, MinBatch: -1})
-	b := listen(t, "udp4", "127.0.0.1:0", Options{})
-	dsts := []netip.AddrPort{addrOf(b), netip.MustParseAddrPort("[2001:db8::1]:5000"), addrOf(b),
-		netip.MustParseAddrPort("127.0.0.1:0"), addrOf(b), addrOf(b)}
-	for i, d := range dsts {
-		if _, err := a.WriteToAddrPort([]byte{byte(i)}, d); err != nil {
+	zero := netip.MustParseAddrPort("127.0.0.1:0")
+	for _, gso := range []bool{false, true} {
+		a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: time.Hour, Batch: 9, MinBatch: -1, GSO: gso})
+		b := listen(t, "udp4", "127.0.0.1:0", Options{})
+		dsts := []netip.AddrPort{addrOf(b), netip.MustParseAddrPort("[2001:db8::1]:5000"), addrOf(b),
+			zero, zero, zero, addrOf(b), addrOf(b), addrOf(b)}
+		for i, d := range dsts {
+			if _, err := a.WriteToAddrPort([]byte{byte(i)}, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, want := range []byte{0, 2, 6, 7, 8} {
+			if p, _ := read(t, b); !bytes.Equal(p, []byte{want}) {
+				t.Fatalf("gso %v: got %v, want [%d]", gso, p, want)
+			}
+		}
+		if runtime.GOOS == "linux" && a.Dropped() != 4 {
+			t.Fatalf("gso %v: dropped %d, want 4", gso, a.Dropped())
+		}
+	}
+}
+
+// TestGSORuns: runs of equal-size datagrams to one address (some ended
+// by a shorter one, some cut by another address or size) leave as
+// segmented messages, and every datagram arrives at its own address,
+// whole, with its own length, in order. On Linux the kernel must have
+// taken them segmented (a refusal turns GSO off).
+func TestGSORuns(t *testing.T) {
+	for _, gso := range []bool{true, false} {
+		a := listen(t, "udp4", "127.0.0.1:0", Options{Batch: 32, Linger: time.Hour, MinBatch: -1, GSO: gso})
+		b := listen(t, "udp4", "127.0.0.1:0", Options{})
+		c := listen(t, "udp4", "127.0.0.1:0", Options{})
+		supported := a.sys != nil && a.sys.gso
+		t.Logf("gso %v: kernel segments: %v", gso, supported)
+		type dgram struct {
+			to   *Conn
+			size int
+		}
+		var plan []dgram
+		run := func(to *Conn, size, n, tail int) {
+			for range n {
+				plan = append(plan, dgram{to, size})
+			}
+			if tail > 0 {
+				plan = append(plan, dgram{to, tail})
+			}
+		}
+		run(b, 1200, 5, 700)  // a video frame: equal packets, a short last one
+		run(b, 1200, 3, 0)    // the next frame, to the same address
+		run(c, 1200, 4, 1300) // another address; a longer one is not a tail
+		run(b, 300, 1, 0)     // alone
+		run(b, 1400, 70, 9)   // longer than one message may carry
+		run(c, 3, 2, 2)       // tiny
+		want := map[*Conn][][]byte{}
+		for i, d := range plan {
+			p := bytes.Repeat([]byte{byte(i)}, d.size)
+			binary.BigEndian.PutUint16(p, uint16(i))
+			want[d.to] = append(want[d.to], p)
+			if _, err := a.WriteToAddrPort(p, addrOf(d.to)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Close(); err != nil { // sends the partial batch
 			t.Fatal(err)
 		}
-	}
-	for _, want := range []byte{0, 2, 4, 5} {
-		if p, _ := read(t, b); !bytes.Equal(p, []byte{want}) {
-			t.Fatalf("got %v, want [%d]", p, want)
+		for _, to := range []*Conn{b, c} {
+			for i, w := range want[to] {
+				if p, _ := read(t, to); !bytes.Equal(p, w) {
+					t.Fatalf("gso %v: datagram %d to %v: %d bytes starting %v, want %d starting %v", gso, i, addrOf(to), len(p), p[:min(2, len(p))], len(w), w[:2])
+				}
+			}
 		}
-	}
-	if runtime.GOOS == "linux" && a.Dropped() != 2 {
-		t.Fatalf("dropped %d, want 2", a.Dropped())
+		if a.Dropped() != 0 {
+			t.Fatalf("gso %v: %d dropped", gso, a.Dropped())
+		}
+		if supported && !a.sys.gso {
+			t.Fatalf("the kernel refused a segmented message")
+		}
 	}
 }
 
@@ -285,8 +350,10 @@ func TestReadDeadline(t *testing.T) {
 // TestNoAllocations: queueing a datagram (batched, or direct while
 // writes are sparse) and reading one allocate nothing once warm.
 func TestNoAllocations(t *testing.T) {
-	for _, minBatch := range []int{-1, 0} {
-		a := listen(t, "udp4", "127.0.0.1:0", Options{Linger: 50 * time.Microsecond, MinBatch: minBatch})
+	for _, opt := range []Options{{MinBatch: -1}, {}, {MinBatch: -1, GSO: true}} {
+		minBatch := opt.MinBatch
+		opt.Linger = 50 * time.Microsecond
+		a := listen(t, "udp4", "127.0.0.1:0", opt)
 		b := listen(t, "udp4", "127.0.0.1:0", Options{})
 		p, buf, dst := make([]byte, 1200), make([]byte, 1500), addrOf(b)
 		_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -302,21 +369,24 @@ func TestNoAllocations(t *testing.T) {
 			round()
 		}
 		if n := testing.AllocsPerRun(500, round); n != 0 {
-			t.Fatalf("MinBatch %d: %v allocations per datagram written and read", minBatch, n)
+			t.Fatalf("MinBatch %d, GSO %v: %v allocations per datagram written and read", minBatch, opt.GSO, n)
 		}
 	}
 }
 
 // BenchmarkWriteRead is a datagram queued on one Conn and read from
-// another, batched and plain (one system call each): what batching
-// costs and saves per datagram. lost/op is what the receive buffer
-// dropped.
+// another, batched, batched with GSO (every datagram the same size to
+// the same address: a batch is one segmented message) and plain (one
+// system call each): what batching costs and saves per datagram.
+// lost/op is what the receive buffer dropped.
 func BenchmarkWriteRead(b *testing.B) {
-	for _, batched := range []bool{true, false} {
-		name := map[bool]string{true: "batched", false: "plain"}[batched]
-		b.Run(name, func(b *testing.B) {
-			ca, cb := listen(b, "udp4", "127.0.0.1:0", Options{}), listen(b, "udp4", "127.0.0.1:0", Options{})
-			if !batched {
+	for _, bc := range []struct {
+		name         string
+		batched, gso bool
+	}{{"batched", true, false}, {"batched-gso", true, true}, {"plain", false, false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			ca, cb := listen(b, "udp4", "127.0.0.1:0", Options{GSO: bc.gso}), listen(b, "udp4", "127.0.0.1:0", Options{})
+			if !bc.batched {
 				ca.sys, cb.sys = nil, nil
 			}
 			p, dst := make([]byte, 1200), addrOf(cb)

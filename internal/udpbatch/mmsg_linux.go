@@ -23,8 +23,12 @@ type mmsghdr struct {
 // sysConn is the socket's raw side: its family and the system calls,
 // bound once so that calling them allocates nothing.
 type sysConn struct {
-	rc     syscall.RawConn
-	inet6  bool // an AF_INET6 socket: IPv4 peers are v4-mapped
+	rc    syscall.RawConn
+	inet6 bool // an AF_INET6 socket: IPv4 peers are v4-mapped
+	// gso: runs of equal-size datagrams to one address leave as one
+	// UDP_SEGMENT message (asked for, and the kernel has it). Turned off
+	// for good when the kernel refuses one. Only the sender touches it.
+	gso    bool
 	sendFn func(fd uintptr) bool
 	recvFn func(fd uintptr) bool
 	// per call, for the bound functions (the callers hold a lock: the
@@ -42,9 +46,24 @@ type sysBatch struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // big enough for either family
+	nlens []uint32                // each datagram's address length
+	// sending: message m starts at datagram first[m] and carries segs[m]
+	// datagrams, the UDP_SEGMENT control message in ctl when more than one
+	first, segs []int
+	ctl         []byte
 }
 
-func newSysConn(c *net.UDPConn) *sysConn {
+// gsoMaxSegs and gsoMaxBytes bound one UDP_SEGMENT message: the kernel
+// takes at most 64 segments (UDP_MAX_SEGMENTS before Linux 6.9) and one
+// IP packet's worth of payload.
+const (
+	gsoMaxSegs  = 64
+	gsoMaxBytes = 65535 - 8 - 60
+)
+
+var cmsgSpace = unix.CmsgSpace(2)
+
+func newSysConn(c *net.UDPConn, gso bool) *sysConn {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
@@ -56,6 +75,13 @@ func newSysConn(c *net.UDPConn) *sysConn {
 		return nil
 	}
 	_, s.inet6 = sa.(*unix.SockaddrInet6)
+	if gso {
+		// The option exists (Linux 4.18 and later) if it can be read.
+		var gerr error
+		if err := rc.Control(func(fd uintptr) { _, gerr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT) }); err == nil && gerr == nil {
+			s.gso = true
+		}
+	}
 	s.sendFn = s.sendmmsg
 	s.recvFn = s.recvmmsg
 	return s
@@ -66,6 +92,10 @@ func (b *sysBatch) init(bt *batch) {
 	b.hdrs = make([]mmsghdr, n)
 	b.iovs = make([]unix.Iovec, n)
 	b.names = make([]unix.RawSockaddrInet6, n)
+	b.nlens = make([]uint32, n)
+	b.first = make([]int, n)
+	b.segs = make([]int, n)
+	b.ctl = make([]byte, n*cmsgSpace)
 	for i := range b.hdrs {
 		b.iovs[i].Base = &bt.bufs[i][:1][0]
 		b.hdrs[i].hdr.Iov = &b.iovs[i]
@@ -90,16 +120,60 @@ func (s *sysConn) send(bt *batch) int {
 			sb.iovs[n].Base, sb.iovs[i].Base = sb.iovs[i].Base, sb.iovs[n].Base
 		}
 		sb.iovs[n].SetLen(len(bt.bufs[n]))
-		sb.hdrs[n].hdr.Namelen = namelen
+		sb.nlens[n] = namelen
 		n++
 	}
 	dropped := bt.n - n
-	s.sb, s.sN, s.sOff, s.sDropped = bt, n, 0, 0
+	s.sb, s.sOff, s.sDropped = bt, 0, 0
+	s.sN = s.messages(bt, 0, n, s.gso)
 	if n > 0 {
 		_ = s.rc.Write(s.sendFn) // an error here is a closed socket
 	}
 	s.sb = nil
 	return dropped + s.sDropped
+}
+
+// messages lays datagrams [from, to) of bt out as sendmmsg messages and
+// returns how many. With gso, a run of datagrams to one address, all of
+// one size but the last (which may be shorter), is one message: the
+// kernel cuts it into datagrams again, but routes, filters and queues it
+// once.
+func (s *sysConn) messages(bt *batch, from, to int, gso bool) int {
+	sb := &bt.sys
+	m := 0
+	for i := from; i < to; m++ {
+		j, size := i+1, len(bt.bufs[i])
+		if gso {
+			total := size
+			for j < to && j-i < gsoMaxSegs && bt.addrs[j] == bt.addrs[i] && len(bt.bufs[j]) <= size && total+len(bt.bufs[j]) <= gsoMaxBytes {
+				total += len(bt.bufs[j])
+				j++
+				if len(bt.bufs[j-1]) < size {
+					break // a shorter one ends a run
+				}
+			}
+		}
+		h := &sb.hdrs[m].hdr
+		h.Name = (*byte)(unsafe.Pointer(&sb.names[i]))
+		h.Namelen = sb.nlens[i]
+		h.Iov = &sb.iovs[i]
+		h.SetIovlen(j - i)
+		sb.first[m], sb.segs[m] = i, j-i
+		if j-i > 1 {
+			c := sb.ctl[m*cmsgSpace : (m+1)*cmsgSpace]
+			ch := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+			ch.Level, ch.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+			ch.SetLen(unix.CmsgLen(2))
+			*(*uint16)(unsafe.Pointer(&c[unix.CmsgLen(0)])) = uint16(size)
+			h.Control = &c[0]
+			h.SetControllen(cmsgSpace)
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
+		i = j
+	}
+	return m
 }
 
 // sendmmsg runs inside RawConn.Write: false asks to wait until the
@@ -112,6 +186,19 @@ func (s *sysConn) sendmmsg(fd uintptr) bool {
 		case errno == unix.EAGAIN:
 			return false
 		case errno == unix.EINTR:
+		case errno != 0 && s.sb.sys.segs[s.sOff] > 1:
+			// The kernel refused a segmented message: send its datagrams
+			// and the rest of the batch one message each (so one bad
+			// datagram is dropped alone). EIO says the socket cannot
+			// segment at all (IPsec, UDP-Lite): stop asking. EINVAL
+			// may be one path's MTU, or the address: ask again next
+			// batch.
+			if errno == unix.EIO || errno == unix.EOPNOTSUPP {
+				s.gso = false
+			}
+			sb := &s.sb.sys
+			s.sN = s.messages(s.sb, sb.first[s.sOff], sb.first[s.sN-1]+sb.segs[s.sN-1], false)
+			s.sOff = 0
 		case errno != 0:
 			// The first datagram failed (unroutable, refused by a
 			// filter, too big): skip it, send the rest.
@@ -129,6 +216,11 @@ func (s *sysConn) recv(bt *batch) (int, error) {
 	sb := &bt.sys
 	for i := range sb.hdrs {
 		sb.iovs[i].SetLen(cap(bt.bufs[i]))
+		sb.hdrs[i].hdr.Iov = &sb.iovs[i]
+		sb.hdrs[i].hdr.SetIovlen(1)
+		sb.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&sb.names[i]))
+		sb.hdrs[i].hdr.Control = nil
+		sb.hdrs[i].hdr.SetControllen(0)
 		sb.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		sb.hdrs[i].hdr.Flags = 0
 	}
