@@ -195,8 +195,11 @@ func (h *Hub) Deliver(env Envelope) {
 		h.deliverInRoom(env)
 		return
 	}
-	h.mu.Lock()
-	defer h.unlock()
+	h.exclusive(func() { h.deliverLocked(env) })
+}
+
+// deliverLocked applies an envelope that changes who is where (h.mu held).
+func (h *Hub) deliverLocked(env Envelope) {
 	switch env.Type {
 	case envPair:
 		if env.Match != nil {

@@ -13,11 +13,15 @@ import (
 
 // attach registers a new socket: a resumed session when token names one,
 // otherwise a fresh session. It sends welcome and the session's state.
-func (h *Hub) attach(c *transport.Conn, ip, token string) (*session, error) {
+func (h *Hub) attach(c *transport.Conn, ip, token string) (s *session, err error) {
 	ctx := context.Background()
 	rec, found := h.lookup(ctx, token)
-	h.mu.Lock()
-	defer h.unlock()
+	h.exclusive(func() { s, err = h.attachLocked(ctx, c, ip, token, rec, found) })
+	return s, err
+}
+
+// attachLocked resumes, adopts or starts the session for c (h.mu held).
+func (h *Hub) attachLocked(ctx context.Context, c *transport.Conn, ip, token string, rec Record, found bool) (*session, error) {
 	if token != "" {
 		if s := h.tokens[token]; s != nil {
 			return s, h.resume(ctx, s, c)
@@ -134,9 +138,10 @@ func (h *Hub) flushFrames(s *session, frames [][]byte) {
 // detach is called once a socket's read loop ends. A close frame from the
 // client ends the session at once; anything else starts the resume grace.
 func (h *Hub) detach(s *session, c *transport.Conn, clientClosed bool) {
-	ctx := context.Background()
-	h.mu.Lock()
-	defer h.unlock()
+	h.exclusive(func() { h.detachLocked(context.Background(), s, c, clientClosed) })
+}
+
+func (h *Hub) detachLocked(ctx context.Context, s *session, c *transport.Conn, clientClosed bool) {
 	if s.c != c {
 		return // a resume already moved the session to another socket
 	}
