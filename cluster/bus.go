@@ -41,9 +41,22 @@ type Options struct {
 	Hold time.Duration
 	// Lost, if set, hears of every envelope given up on, so the hub can
 	// tell its sender rather than lose it silently.
-	Lost   func(signal.Envelope)
+	Lost func(signal.Envelope)
+	// Linger is how long a resume record may wait for a newer one of the
+	// same session to replace it before it is written (default and at
+	// most maxLinger; negative: write at once). Records of sessions
+	// without a socket, and forgets, never wait.
+	Linger time.Duration
 	Logger *slog.Logger
 }
+
+// maxLinger bounds Options.Linger: a record in Redis is at most this much
+// older than its session's state (plus the queue's own delay). Only a
+// resume on another node reads it, and a resume follows a socket drop,
+// whose record is written at once; a node that crashes loses what lingers
+// as it loses what waits in its queue. 20ms lets a waiting → room → idle
+// run of a short bench room cost one SET, not three (docs/benchmarks.md).
+const maxLinger = 20 * time.Millisecond
 
 // RedisBus implements signal.Bus on Redis.
 type RedisBus struct {
@@ -67,12 +80,28 @@ type item struct {
 
 // wire is an envelope on the wire, with its send time for the lag figure
 // and its sender's sequence number, which lets a retried envelope be
-// recognised and dropped.
+// recognised and dropped. It goes on a node's inbox channel, which every
+// version of duet reads.
 type wire struct {
 	Sent int64           `json:"s"`
 	Src  string          `json:"o,omitempty"`
 	Seq  uint64          `json:"q,omitempty"`
 	Env  signal.Envelope `json:"e"`
+}
+
+// wireMany is several envelopes for one node in one message, on the
+// node's batch channel (manyInbox), which only nodes that read this form
+// subscribe to: a node of an older version has no subscriber there, so
+// the SPUBLISH reaches nobody and the envelopes go again one by one.
+type wireMany struct {
+	Sent int64     `json:"s"`
+	Src  string    `json:"o"`
+	Envs []wireOne `json:"m"`
+}
+
+type wireOne struct {
+	Seq uint64          `json:"q"`
+	Env signal.Envelope `json:"e"`
 }
 
 // New builds a bus; call Run to connect it.
@@ -95,6 +124,12 @@ func New(rdb redis.UniversalClient, opt Options) *RedisBus {
 	if opt.Lost == nil {
 		opt.Lost = func(signal.Envelope) {}
 	}
+	switch {
+	case opt.Linger < 0:
+		opt.Linger = 0
+	case opt.Linger == 0 || opt.Linger > maxLinger:
+		opt.Linger = maxLinger
+	}
 	src := opt.Node + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	return &RedisBus{rdb: rdb, opt: opt, out: make(chan item, opt.Queue), src: src}
 }
@@ -106,6 +141,10 @@ func (b *RedisBus) Shared() bool { return true }
 func (b *RedisBus) Node() string { return b.opt.Node }
 
 func (b *RedisBus) inbox(node string) string { return b.opt.KeyPrefix + "inbox:{" + node + "}" }
+
+// manyInbox shares inbox's hash tag, so both live on one shard and one
+// subscription connection, which keeps their messages in publish order.
+func (b *RedisBus) manyInbox(node string) string { return b.inbox(node) + ":many" }
 
 func (b *RedisBus) recordKey(token string) string { return b.opt.KeyPrefix + "resume:" + token }
 
@@ -188,7 +227,8 @@ func (b *RedisBus) Dropped() int64 { return b.dropped.Load() + b.failed.Load() }
 // go-redis (it subscribes again by itself); what fails meanwhile is lost
 // and counted, as a dropped socket would lose it.
 func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error {
-	sub := b.rdb.SSubscribe(ctx, b.inbox(b.opt.Node))
+	many := b.manyInbox(b.opt.Node)
+	sub := b.rdb.SSubscribe(ctx, b.inbox(b.opt.Node), many)
 	defer sub.Close()
 	done := make(chan struct{})
 	go func() {
@@ -206,6 +246,20 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 			if !ok {
 				<-done
 				return ctx.Err()
+			}
+			if msg.Channel == many {
+				var w wireMany
+				if err := json.Unmarshal([]byte(msg.Payload), &w); err != nil {
+					b.opt.Logger.Warn("undecodable envelopes", "err", err)
+					continue
+				}
+				for _, e := range w.Envs {
+					if dups.first(w.Src, e.Seq) {
+						b.opt.Lag(time.Since(time.Unix(0, w.Sent)))
+						deliver(e.Env)
+					}
+				}
+				continue
 			}
 			var w wire
 			if err := json.Unmarshal([]byte(msg.Payload), &w); err != nil {
@@ -228,12 +282,49 @@ const maxBatch = 256
 // destination has not subscribed again.
 const retryEvery = 200 * time.Millisecond
 
+// singleFor is how long a node whose batch channel had no subscriber
+// while its inbox had one (an older version) gets single envelopes only,
+// before batches are tried again: it may have been upgraded meanwhile.
+const singleFor = time.Minute
+
+// finalFlush bounds writing what still lingers once the loop is told to
+// stop.
+const finalFlush = 500 * time.Millisecond
+
 func (b *RedisBus) writeLoop(ctx context.Context) {
 	box := newOutbox(b.opt.Hold)
+	recs := newLingering(b.opt.Linger)
+	singles := map[string]time.Time{}
 	var seq uint64
 	var lastWarn time.Time
 	retry := time.NewTicker(retryEvery)
 	defer retry.Stop()
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
+	defer func() {
+		// A node that stops writes the records that still linger, so a
+		// session moving off it finds its newest one.
+		rest := recs.take(time.Time{}, true)
+		for _, it := range b.drain() {
+			if it.rec != nil || it.forget != "" {
+				rest = append(rest, it)
+			}
+		}
+		if len(rest) == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlush)
+		defer cancel()
+		batch := make([]held, len(rest))
+		for i, it := range rest {
+			batch[i] = held{it: it}
+		}
+		if _, err := b.write(fctx, batch, singles); err != nil {
+			b.failed.Add(int64(len(rest)))
+			b.opt.Logger.Warn("resume records not written on the way out", "n", len(rest), "err", err)
+		}
+	}()
 	for {
 		var fresh []item
 		select {
@@ -245,6 +336,7 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 			if box.empty() {
 				continue
 			}
+		case <-due.C:
 		}
 	fill:
 		for len(fresh) < maxBatch {
@@ -258,15 +350,29 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 		now := time.Now()
 		batch := box.take()
 		for _, it := range fresh {
-			h := held{it: it, since: now}
-			if it.rec == nil && it.forget == "" {
-				seq++
-				h.seq = seq
+			if it.rec != nil || it.forget != "" {
+				recs.add(it, now)
+				continue
 			}
-			batch = append(batch, h)
+			seq++
+			batch = append(batch, held{it: it, seq: seq, since: now})
 		}
-		failed, err := b.write(ctx, batch)
+		for _, it := range recs.take(now, false) {
+			batch = append(batch, held{it: it, since: now})
+		}
+		if next, ok := recs.next(); ok {
+			due.Reset(next.Sub(now))
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		failed, err := b.write(ctx, batch, singles)
 		if ctx.Err() != nil {
+			for _, h := range failed {
+				if h.it.rec != nil || h.it.forget != "" {
+					recs.add(h.it, now) // for the final flush
+				}
+			}
 			return
 		}
 		for _, h := range failed {
@@ -290,22 +396,47 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 	}
 }
 
+// drain empties the queue without waiting.
+func (b *RedisBus) drain() []item {
+	var out []item
+	for {
+		select {
+		case it := <-b.out:
+			out = append(out, it)
+		default:
+			return out
+		}
+	}
+}
+
 // write sends one batch as one pipeline and returns what must be tried
 // again: everything when the pipeline failed (some commands may have
 // run: the receiver drops repeats by sequence number), else the
 // envelopes no subscriber received. A pipeline keeps its commands' order
 // per connection, and sharded pub/sub pins a channel to one shard, so
 // envelopes for one node arrive in the order they were queued.
-func (b *RedisBus) write(ctx context.Context, batch []held) ([]held, error) {
+//
+// The envelopes of the batch for one node go as one message (plan); a
+// batch message nobody received is sent again at once as single
+// envelopes, which a node of an older version reads, and that node then
+// gets single envelopes for singleFor.
+func (b *RedisBus) write(ctx context.Context, batch []held, singles map[string]time.Time) ([]held, error) {
 	if len(batch) == 0 {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	now := time.Now()
+	pubs := plan(batch, func(node string) bool {
+		until, ok := singles[node]
+		if ok && now.After(until) {
+			delete(singles, node)
+			return false
+		}
+		return ok
+	})
 	pipe := b.rdb.Pipeline()
-	now := time.Now().UnixNano()
-	pubs := make([]*redis.IntCmd, len(batch))
-	for i, h := range batch {
+	for _, h := range batch {
 		switch it := h.it; {
 		case it.rec != nil:
 			raw, err := json.Marshal(it.rec)
@@ -316,23 +447,78 @@ func (b *RedisBus) write(ctx context.Context, batch []held) ([]held, error) {
 			pipe.Set(ctx, b.recordKey(it.rec.Token), raw, b.opt.RecordTTL)
 		case it.forget != "":
 			pipe.Del(ctx, b.recordKey(it.forget))
-		default:
-			raw, err := json.Marshal(wire{Sent: now, Src: b.src, Seq: h.seq, Env: it.env})
-			if err != nil {
-				b.opt.Logger.Error("encoding envelope", "type", it.env.Type, "err", err)
-				continue
-			}
-			pubs[i] = pipe.SPublish(ctx, b.inbox(it.node), raw)
 		}
 	}
+	cmds := b.publish(ctx, pipe, batch, pubs, now)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return batch, fmt.Errorf("redis pipeline: %w", err)
 	}
-	var again []held
-	for i, cmd := range pubs {
-		if cmd != nil && cmd.Val() < 1 {
-			again = append(again, batch[i])
+	again := map[int]bool{}
+	var ones []publish // the envelopes of batch messages nobody received
+	for i, p := range pubs {
+		if cmds[i] == nil || cmds[i].Val() >= 1 {
+			continue
+		}
+		for _, j := range p.idx {
+			if len(p.idx) > 1 {
+				ones = append(ones, publish{node: p.node, idx: []int{j}})
+			} else {
+				again[j] = true
+			}
 		}
 	}
-	return again, nil
+	var err error
+	if len(ones) > 0 {
+		pipe = b.rdb.Pipeline()
+		cmds = b.publish(ctx, pipe, batch, ones, now)
+		_, err = pipe.Exec(ctx)
+		if err != nil {
+			err = fmt.Errorf("redis pipeline: %w", err)
+		}
+		for i, p := range ones {
+			if err == nil && cmds[i] != nil && cmds[i].Val() >= 1 {
+				singles[p.node] = now.Add(singleFor)
+			} else if err != nil || cmds[i] != nil {
+				again[p.idx[0]] = true
+			}
+		}
+	}
+	// In batch order, which keeps each node's envelopes in theirs.
+	var out []held
+	for i, h := range batch {
+		if again[i] {
+			out = append(out, h)
+		}
+	}
+	return out, err
+}
+
+// publish adds pubs to pipe: one envelope as a wire on the node's inbox,
+// several as a wireMany on its batch channel. A publish whose envelopes
+// cannot be encoded (a bug) has a nil command and is dropped.
+func (b *RedisBus) publish(ctx context.Context, pipe redis.Pipeliner, batch []held, pubs []publish, now time.Time) []*redis.IntCmd {
+	cmds := make([]*redis.IntCmd, len(pubs))
+	sent := now.UnixNano()
+	for i, p := range pubs {
+		var raw []byte
+		var err error
+		ch := b.inbox(p.node)
+		if len(p.idx) == 1 {
+			h := batch[p.idx[0]]
+			raw, err = json.Marshal(wire{Sent: sent, Src: b.src, Seq: h.seq, Env: h.it.env})
+		} else {
+			w := wireMany{Sent: sent, Src: b.src, Envs: make([]wireOne, len(p.idx))}
+			for k, j := range p.idx {
+				w.Envs[k] = wireOne{Seq: batch[j].seq, Env: batch[j].it.env}
+			}
+			raw, err = json.Marshal(w)
+			ch = b.manyInbox(p.node)
+		}
+		if err != nil {
+			b.opt.Logger.Error("encoding envelopes", "node", p.node, "n", len(p.idx), "err", err)
+			continue
+		}
+		cmds[i] = pipe.SPublish(ctx, ch, raw)
+	}
+	return cmds
 }

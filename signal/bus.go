@@ -80,6 +80,11 @@ type Record struct {
 	// Self and Blocked are the session's block identity and list.
 	Self    string   `json:",omitempty"`
 	Blocked []string `json:",omitempty"`
+	// Urgent is not stored: the session has no socket, so it may resume
+	// on another node at once. A Bus may hold other records for a few
+	// milliseconds so that a newer one of the same session replaces them;
+	// an urgent one it writes without waiting.
+	Urgent bool `json:"-"`
 }
 
 // RoomRecord is a session's view of its room.

@@ -12,11 +12,13 @@ import (
 )
 
 // saved is what a session's last record said; persist writes on change.
+// attached is not in the record: losing the socket writes the record
+// again, urgent, so a resume on another node finds the newest one.
 type saved struct {
-	st              state
-	room, peerNode  string
-	token, mode     string
-	requeue, queued bool
+	st                        state
+	room, peerNode            string
+	token, mode               string
+	requeue, queued, attached bool
 }
 
 // persist writes s's resume record if it changed (h.mu held).
@@ -25,7 +27,7 @@ func (h *Hub) persist(s *session) {
 	if !bus.Shared() || s.remote() != nil || h.sessions[s.id] != s {
 		return
 	}
-	now := saved{st: s.state, token: s.token, requeue: s.requeue, queued: s.pend != nil}
+	now := saved{st: s.state, token: s.token, requeue: s.requeue, queued: s.pend != nil, attached: s.c != nil}
 	if s.prefs != nil {
 		now.mode = s.prefs.mode
 	}
@@ -36,7 +38,7 @@ func (h *Hub) persist(s *session) {
 		return
 	}
 	s.saved = now
-	rec := Record{ID: s.id, Token: s.token, Node: bus.Node(), State: "idle", Self: s.self, Blocked: s.blocked}
+	rec := Record{ID: s.id, Token: s.token, Node: bus.Node(), State: "idle", Self: s.self, Blocked: s.blocked, Urgent: s.c == nil}
 	if s.prefs != nil {
 		rec.Mode, rec.Interests, rec.Lang = s.prefs.mode, s.prefs.interests, s.prefs.lang
 	}
