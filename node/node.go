@@ -140,7 +140,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	revoke := func(string) {}
+	var revoke func(string) // nil: no relay here
 	if cfg.Roles.TURN {
 		srv, err := startTURN(cfg, log.With("role", "turn"), reg, gate, n.httpsTLS)
 		if err != nil {

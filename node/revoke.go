@@ -62,7 +62,16 @@ type revoker struct {
 // only this node (its own credentials, the ones it minted, still stop).
 const revokeQueue = 4096
 
+// newRevoker takes this node's relay's revoke, nil when the node runs no
+// relay: then it neither publishes nor listens. Only a relay mints room
+// credentials (its ICEServers), so such a node handed out none for its
+// side of a room and has no relay to refuse one on; the node on the other
+// side of a room, if it runs a relay, publishes when its copy of the room
+// ends. A node without a relay so saves a PUBLISH per room it ends.
 func newRevoker(revoke func(string), rdb redis.UniversalClient, prefix string, log *slog.Logger) *revoker {
+	if revoke == nil {
+		return &revoker{revoke: func(string) {}, log: log}
+	}
 	r := &revoker{revoke: revoke, rdb: rdb, ch: prefix + "turn:revoked", log: log}
 	if rdb != nil {
 		r.queue = make(chan string, revokeQueue)

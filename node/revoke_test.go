@@ -1,9 +1,13 @@
 package node
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/internal/testtool"
@@ -78,4 +82,43 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// TestRevokerPublishesOnlyWithARelay: a node without a relay minted no
+// room credential and has none to refuse, so it neither publishes
+// revocations nor listens for them; a node with one does both on Redis.
+func TestRevokerPublishesOnlyWithARelay(t *testing.T) {
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var revoked []string
+	relay := func(code string) { revoked = append(revoked, code) }
+	for _, tc := range []struct {
+		name      string
+		relay     func(string)
+		rdb       redis.UniversalClient
+		publishes bool
+	}{
+		{"relay on Redis", relay, rdb, true},
+		{"relay, memory store", relay, nil, false},
+		{"no relay on Redis", nil, rdb, false},
+		{"no relay, memory store", nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			revoked = nil
+			r := newRevoker(tc.relay, tc.rdb, "t:", slog.Default())
+			r.RoomEnded("room1")
+			if got := r.queue != nil && len(r.queue) == 1; got != tc.publishes {
+				t.Fatalf("queued for publishing: %v, want %v", got, tc.publishes)
+			}
+			if want := tc.relay != nil; (len(revoked) == 1) != want {
+				t.Fatalf("revoked on this node's relay: %v, want %v", revoked, want)
+			}
+			if !tc.publishes {
+				// Nothing to listen to either: run returns at once.
+				if err := r.run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
 }
