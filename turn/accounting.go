@@ -184,13 +184,13 @@ func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 
 // created attributes the allocation at relay to its username and the
 // client address it was requested from.
-func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport string) {
+func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport string) *countingConn {
 	ac.mu.Lock()
 	c := ac.pending[relay.String()]
 	delete(ac.pending, relay.String())
 	if c == nil {
 		ac.mu.Unlock()
-		return
+		return nil
 	}
 	a := c.a
 	a.user, a.ipKey, a.transport, a.created = u, ipKey, transport, ac.now()
@@ -221,6 +221,7 @@ func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport strin
 	}
 	ac.mu.Unlock()
 	c.attributed.Store(true)
+	return c
 }
 
 // closedConn folds a finished allocation into its session and the node
@@ -303,9 +304,21 @@ type countingConn struct {
 	// *net.UDPAddr per datagram (pion only compares and prints it).
 	udp   *net.UDPConn
 	peers *udpbatch.AddrCache
+	// fast is set when a UDP allocation's relay socket is read by the
+	// fast path's poller (fastpath.go); pion's goroutine then gets only
+	// what the fast path leaves to it.
+	fast atomic.Pointer[fastConn]
 }
 
 func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if fc := c.fast.Load(); fc != nil {
+		select {
+		case d := <-fc.slow:
+			return copy(p, d.b), d.from, nil
+		case <-fc.done:
+			return 0, nil, net.ErrClosed
+		}
+	}
 	var (
 		n    int
 		addr net.Addr
@@ -326,10 +339,7 @@ func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.ac.refuse != nil && c.ac.refuse(addr) {
-		// Dropped as a firewall would: the client learns nothing it
-		// could probe with.
-		c.ac.dropped.Add(1)
+	if c.refused(addr) {
 		return len(p), nil
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
@@ -339,7 +349,21 @@ func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
+// refused drops what is addressed to the node itself (outside the relay
+// ports) as a firewall would: the client learns nothing it could probe
+// with.
+func (c *countingConn) refused(addr net.Addr) bool {
+	if c.ac.refuse != nil && c.ac.refuse(addr) {
+		c.ac.dropped.Add(1)
+		return true
+	}
+	return false
+}
+
 func (c *countingConn) Close() error {
+	if fc := c.fast.Load(); fc != nil {
+		fc.f.remove(fc)
+	}
 	err := c.PacketConn.Close()
 	c.closeOnce.Do(func() { c.ac.closedConn(c) })
 	return err

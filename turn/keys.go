@@ -93,15 +93,24 @@ func (k *keyChooser) secret(username string, src net.Addr) string {
 
 // observedPacketConn shows every datagram to the key chooser before pion
 // handles it (pion reads and handles one datagram at a time per socket).
+// ChannelData the fast path knows goes straight to its relay socket
+// and is never returned to pion.
 type observedPacketConn struct {
 	net.PacketConn
 	keys *keyChooser
+	fast *fastPath
+	send *rawSender // this read loop's, for the fast path
 }
 
 func (c *observedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err == nil && n > 0 {
-		c.keys.observe(p[:n], addr)
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err == nil && n > 0 {
+			if c.fast != nil && c.fast.fromClient(p[:n], addr, c.send) {
+				continue
+			}
+			c.keys.observe(p[:n], addr)
+		}
+		return n, addr, err
 	}
-	return n, addr, err
 }

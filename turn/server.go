@@ -62,6 +62,7 @@ type Server struct {
 	guard   *connlimit.Guard
 	handoff *handoff // nil unless Options.OnHTTPSPort
 	acc     *accounting
+	fast    *fastPath
 	revoked *revocations
 	metrics *metrics
 	srv     *pturn.Server
@@ -126,11 +127,15 @@ func New(opt Options) (*Server, error) {
 	}
 	cfg, err := s.listen()
 	if err != nil {
+		if s.fast != nil {
+			s.fast.close()
+		}
 		return nil, err
 	}
 	srv, err := pturn.NewServer(cfg)
 	if err != nil {
 		closeAll(cfg)
+		s.fast.close()
 		return nil, fmt.Errorf("starting TURN server: %w", err)
 	}
 	s.srv = srv
@@ -170,19 +175,33 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 			OnAllocationCreated: s.onCreated,
 		},
 	}
+	var listeners []net.PacketConn
 	if t.ListenUDP != "" {
 		conns, err := listenUDPReuse(t.ListenUDP, s.opt.Sockets)
 		if err != nil {
 			return cfg, fmt.Errorf("turn.listen_udp %s: %w", t.ListenUDP, err)
 		}
 		s.udpPort = conns[0].LocalAddr().(*net.UDPAddr).Port
+		var outs []*udpbatch.Conn
 		for _, c := range conns {
-			cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, pturn.PacketConnConfig{
-				PacketConn:            &observedPacketConn{PacketConn: batched(c), keys: s.keys},
-				RelayAddressGenerator: gen,
-				PermissionHandler:     s.permit,
-			})
+			b := batched(c)
+			if u, ok := b.(*udpbatch.Conn); ok {
+				outs = append(outs, u)
+			}
+			listeners = append(listeners, b)
 		}
+		s.fast = newFastPath(s.policy, outs, len(outs))
+	} else {
+		s.fast = newFastPath(s.policy, nil, 0)
+	}
+	cfg.EventHandler.OnChannelCreated = s.fast.channelCreated
+	cfg.EventHandler.OnChannelDeleted = s.fast.channelDeleted
+	for _, b := range listeners {
+		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, pturn.PacketConnConfig{
+			PacketConn:            &observedPacketConn{PacketConn: b, keys: s.keys, fast: s.fast, send: newRawSender()},
+			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permit,
+		})
 	}
 	addListener := func(key, addr string, tlsConfig *tls.Config, port *int) error {
 		ln, err := net.Listen("tcp4", addr)
@@ -239,7 +258,9 @@ func (s *Server) Close() error {
 	}
 	close(s.stop)
 	<-s.done
-	if err := s.srv.Close(); err != nil {
+	err := s.srv.Close()
+	s.fast.close() // after pion has closed every allocation
+	if err != nil {
 		return fmt.Errorf("closing TURN server: %w", err)
 	}
 	return nil
@@ -317,7 +338,11 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 
 func (s *Server) onCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 	u, _ := ParseUsername(username) // already checked by auth
-	s.acc.created(relay, u, s.addrKey(src), s.transportOf(dst))
+	transport := s.transportOf(dst)
+	c := s.acc.created(relay, u, s.addrKey(src), transport)
+	if transport == "udp" {
+		s.fast.add(c, src)
+	}
 	s.metrics.allocationsTotal.Inc()
 }
 
