@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,13 +47,12 @@ func helper(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case len(args) == 1 && args[0] == "port":
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := freePort()
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		defer ln.Close()
-		fmt.Fprintln(stdout, ln.Addr().(*net.TCPAddr).Port)
+		fmt.Fprintln(stdout, port)
 		return 0
 	case len(args) == 2 && args[0] == "ready":
 		deadline := time.Now().Add(15 * time.Second)
@@ -95,6 +95,27 @@ func helper(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "usage: duet-bench port | ready URL | get FILE KEY.PATH | metrics URL NAME... | gobench FILE")
 	return 2
+}
+
+// freePort is a loopback port free for both TCP and UDP: the scripts
+// give one port to a node's HTTP and the same number to its SFU or TURN
+// UDP sockets, and a port free for TCP alone may be some other process's
+// UDP socket.
+func freePort() (int, error) {
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no loopback port free for both TCP and UDP in 50 tries")
 }
 
 func splitDots(s string) []string {
