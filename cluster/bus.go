@@ -357,7 +357,14 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 			seq++
 			batch = append(batch, held{it: it, seq: seq, since: now})
 		}
-		for _, it := range recs.take(now, false) {
+		// A pipeline that goes out anyway takes the records that have
+		// waited half their linger too: a pipeline of records alone holds
+		// up the envelopes queued behind it for a round trip.
+		horizon := now
+		if len(batch) > 0 {
+			horizon = now.Add(b.opt.Linger / 2)
+		}
+		for _, it := range recs.take(horizon, false) {
 			batch = append(batch, held{it: it, since: now})
 		}
 		if next, ok := recs.next(); ok {
