@@ -2,11 +2,14 @@ package turn
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/internal/udpbatch"
 )
@@ -90,6 +93,22 @@ func newFastPath(policy *PeerPolicy, out []*udpbatch.Conn, pollers int) *fastPat
 		f.polls = append(f.polls, p)
 	}
 	return f
+}
+
+// register exports what the fast path carried, so an operator can see
+// how much of the relayed traffic skipped pion.
+func (f *fastPath) register(reg prometheus.Registerer) error {
+	for dir, n := range map[string]*atomic.Uint64{"to_peer": &f.toPeer, "to_client": &f.toClient} {
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "duet_turn_fastpath_packets_total",
+			Help:        "ChannelData of UDP allocations relayed without pion/turn's per-datagram path, by direction (to_peer: from clients; to_client: from peers).",
+			ConstLabels: prometheus.Labels{"direction": dir},
+		}, func() float64 { return float64(n.Load()) })
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("registering TURN fast path metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 func (f *fastPath) close() {

@@ -213,6 +213,9 @@ func TestTurnutilsFastPathAccounting(t *testing.T) {
 	if toPeer < msgs || toClient < msgs {
 		t.Fatalf("fast path carried %d to the peer and %d to the client, want >= %d each", toPeer, toClient, msgs)
 	}
+	if got := r.gauge(t, "duet_turn_fastpath_packets_total", "to_client"); got != float64(toClient) {
+		t.Errorf("duet_turn_fastpath_packets_total{to_client} = %v, want %d", got, toClient)
+	}
 	_, to, from := r.acc.nodeTotals()
 	for _, c := range []struct {
 		name    string

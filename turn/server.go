@@ -132,6 +132,11 @@ func New(opt Options) (*Server, error) {
 		}
 		return nil, err
 	}
+	if err := s.fast.register(opt.Registerer); err != nil {
+		closeAll(cfg)
+		s.fast.close()
+		return nil, err
+	}
 	srv, err := pturn.NewServer(cfg)
 	if err != nil {
 		closeAll(cfg)
