@@ -81,9 +81,11 @@ type Record struct {
 	Self    string   `json:",omitempty"`
 	Blocked []string `json:",omitempty"`
 	// Urgent is not stored: the session has no socket, so it may resume
-	// on another node at once. A Bus may hold other records for a few
-	// milliseconds so that a newer one of the same session replaces them;
-	// an urgent one it writes without waiting.
+	// on another node at once, or it has just entered a room, which a
+	// resume after this node dies must find (the stranger's side lives
+	// on). A Bus may hold other records for a few milliseconds so that a
+	// newer one of the same session replaces them; an urgent one it
+	// writes without waiting.
 	Urgent bool `json:"-"`
 }
 

@@ -44,6 +44,7 @@ func (h *Hub) persist(s *session) {
 	}
 	switch {
 	case s.state == stateRoom && s.room != nil:
+		rec.Urgent = true
 		r := s.room
 		peer := r.other(s)
 		node := peer.node()
