@@ -116,6 +116,13 @@ func TestBus(t *testing.T) {
 	}
 }
 
+// newClient is a client of the Redis at addr, closed when t ends.
+func newClient(t *testing.T, addr string) redis.UniversalClient {
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

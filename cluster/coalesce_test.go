@@ -155,14 +155,9 @@ func commandCalls(t *testing.T, rdb redis.UniversalClient, cmd string) int {
 // together one SPUBLISH on its batch channel, delivered in order.
 func TestBusCoalescesAndBatches(t *testing.T) {
 	addr := testtool.StartRedis(t)
-	client := func() redis.UniversalClient {
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
-		t.Cleanup(func() { _ = rdb.Close() })
-		return rdb
-	}
-	rdb := client()
-	a := New(client(), Options{Node: "a", KeyPrefix: "t:", Alive: alwaysAlive})
-	b := New(client(), Options{Node: "b", KeyPrefix: "t:", Alive: alwaysAlive})
+	rdb := newClient(t, addr)
+	a := New(newClient(t, addr), Options{Node: "a", KeyPrefix: "t:", Alive: alwaysAlive})
+	b := New(newClient(t, addr), Options{Node: "b", KeyPrefix: "t:", Alive: alwaysAlive})
 	inbox := runBus(t, b)
 	waitFor(t, func() bool { return b.Ready(context.Background()) == nil })
 	// Queued before a runs, so its first flush holds them all.
@@ -211,16 +206,11 @@ func TestBusCoalescesAndBatches(t *testing.T) {
 // order.
 func TestBusReadsAndWritesTheSingleForm(t *testing.T) {
 	addr := testtool.StartRedis(t)
-	client := func() redis.UniversalClient {
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
-		t.Cleanup(func() { _ = rdb.Close() })
-		return rdb
-	}
-	rdb := client()
+	rdb := newClient(t, addr)
 	ctx := context.Background()
 
 	t.Run("reads", func(t *testing.T) {
-		b := New(client(), Options{Node: "b", KeyPrefix: "r:", Alive: alwaysAlive})
+		b := New(newClient(t, addr), Options{Node: "b", KeyPrefix: "r:", Alive: alwaysAlive})
 		inbox := runBus(t, b)
 		waitFor(t, func() bool { return b.Ready(ctx) == nil })
 		one := func(seq uint64, room string) string {
@@ -259,7 +249,7 @@ func TestBusReadsAndWritesTheSingleForm(t *testing.T) {
 		if _, err := sub.Receive(ctx); err != nil {
 			t.Fatal(err)
 		}
-		a := New(client(), Options{Node: "a", KeyPrefix: "w:", Alive: alwaysAlive})
+		a := New(newClient(t, addr), Options{Node: "a", KeyPrefix: "w:", Alive: alwaysAlive})
 		const n = 50
 		for i := range n {
 			a.Publish("old", signal.Envelope{Type: "frame", Room: fmt.Sprint(i)})

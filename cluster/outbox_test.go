@@ -96,8 +96,7 @@ func TestBusSurvivesRedisFaults(t *testing.T) {
 // to Lost, once, and counted.
 func TestBusGivesUpAfterTheHold(t *testing.T) {
 	addr := testtool.StartRedis(t)
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := newClient(t, addr)
 	lost := make(chan signal.Envelope, 10)
 	a := New(rdb, Options{Node: "a", KeyPrefix: "t:", Alive: alwaysAlive, Hold: 500 * time.Millisecond,
 		Lost: func(e signal.Envelope) { lost <- e }})
