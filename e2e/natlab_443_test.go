@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io/fs"
@@ -60,7 +59,7 @@ func TestNATLab443(t *testing.T) {
 		res := lab.peers([]string{"-ws", "wss://" + labDomain + "/ws", "-connect-timeout", "30s", "-hold", "15s"}, func() {
 			seen = lab.watchRoomVia(func(path string) ([]byte, error) {
 				return lab.getTrusting("srv", "https://"+labDomain+path, root)
-			}, "turn", 50*time.Second)
+			}, "turn", 50*time.Second, nil)
 		})
 		for i, r := range res {
 			if !r.Connected {
@@ -112,7 +111,7 @@ func TestNATLab443(t *testing.T) {
 		room := evalOn[string](a, `window.duet.room`)
 		seen := lab.watchRoomVia(func(path string) ([]byte, error) {
 			return lab.getTrusting("srv", "https://"+labDomain+path, root)
-		}, "turn", 30*time.Second)
+		}, "turn", 30*time.Second, nil)
 		if seen.Room != room {
 			t.Fatalf("/api/rooms never showed room %s on the turn path with bytes growing both ways (saw %+v)", room, seen)
 		}
@@ -219,44 +218,6 @@ func (l *natLab) only443(t *testing.T) {
 		l.inNS(r, "iptables", "-A", "FORWARD", "-i", "lan0", "-d", labServerIP, "-p", "tcp", "--dport", "443", "-j", "ACCEPT")
 		l.inNS(r, "iptables", "-A", "FORWARD", "-j", "DROP")
 	}
-}
-
-// watchRoomVia is natLab.watchRoom reading /api/rooms through get.
-func (l *natLab) watchRoomVia(get func(path string) ([]byte, error), path string, limit time.Duration) labRoom {
-	first := map[string]labRoom{}
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		time.Sleep(250 * time.Millisecond)
-		body, err := get("/api/rooms")
-		if err != nil {
-			l.t.Logf("reading /api/rooms: %v", err)
-			continue
-		}
-		var list struct {
-			Rooms []labRoom `json:"rooms"`
-		}
-		if err := json.Unmarshal(body, &list); err != nil {
-			l.t.Logf("/api/rooms: %v: %s", err, body)
-			continue
-		}
-		if len(list.Rooms) > 0 {
-			l.t.Logf("/api/rooms: %s", body)
-		}
-		for _, r := range list.Rooms {
-			if r.Path != path || r.AToB.Bytes == 0 || r.BToA.Bytes == 0 {
-				continue
-			}
-			f, ok := first[r.Room]
-			if !ok {
-				first[r.Room] = r
-				continue
-			}
-			if r.AToB.Bytes > f.AToB.Bytes && r.BToA.Bytes > f.BToA.Bytes {
-				return r
-			}
-		}
-	}
-	return labRoom{}
 }
 
 // leafSPKI is the base64 SHA-256 of the node's certificate's public key,

@@ -255,19 +255,29 @@ type labFlow struct {
 // ways and carries more at a later reading, and more holds for it (nil:
 // nothing more); it returns that reading, or the zero room after limit.
 func (l *natLab) watchRoom(path string, limit time.Duration, more func(labRoom) bool) labRoom {
+	return l.watchRoomVia(l.get, path, limit, more)
+}
+
+// watchRoomVia is watchRoom reading /api/rooms through get.
+func (l *natLab) watchRoomVia(get func(path string) ([]byte, error), path string, limit time.Duration, more func(labRoom) bool) labRoom {
 	first := map[string]labRoom{}
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		time.Sleep(250 * time.Millisecond)
-		body, err := l.get("/api/rooms")
+		body, err := get("/api/rooms")
 		if err != nil {
+			l.t.Logf("reading /api/rooms: %v", err)
 			continue
 		}
 		var list struct {
 			Rooms []labRoom `json:"rooms"`
 		}
-		if json.Unmarshal(body, &list) != nil {
+		if err := json.Unmarshal(body, &list); err != nil {
+			l.t.Logf("/api/rooms: %v: %s", err, body)
 			continue
+		}
+		if len(list.Rooms) > 0 {
+			l.t.Logf("/api/rooms: %s", body)
 		}
 		for _, r := range list.Rooms {
 			if r.Path != path || r.AToB.Bytes == 0 || r.BToA.Bytes == 0 {
