@@ -271,7 +271,17 @@ func pair(t *testing.T, a, b *client, mode string) (offerer, answerer *client, r
 
 func getJSON(t *testing.T, url string) (int, msg) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doJSON(t, req)
+}
+
+// doJSON sends req and returns the status and the JSON body, if any.
+func doJSON(t *testing.T, req *http.Request) (int, msg) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

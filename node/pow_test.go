@@ -141,14 +141,7 @@ func TestPOWChallengeRateLimited(t *testing.T) {
 	from := func(ip string) (int, msg) {
 		req, _ := http.NewRequest("GET", n.url+"/api/pow/challenge", nil)
 		req.Header.Set("X-Forwarded-For", ip)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m msg
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		return resp.StatusCode, m
+		return doJSON(t, req)
 	}
 	limited := 0
 	for i := 0; i < 20 && limited == 0; i++ {
