@@ -38,7 +38,7 @@ soak:
 # Every fuzz target. `make test` fuzzes each for FUZZ_SHORT after the
 # tests (the committed corpus in testdata/fuzz runs as plain tests too);
 # `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS := FuzzDecode:./wire/ FuzzSanitizeChat:./wire/ FuzzLoad:./configs/ FuzzParseUsername:./turn/ FuzzCandidateFilter:./sfu/ FuzzStreamFrames:./turn/ FuzzAdmit:./pow/
+FUZZ_TARGETS := FuzzDecode:./wire/ FuzzSanitizeChat:./wire/ FuzzLoad:./configs/ FuzzParseUsername:./turn/ FuzzCandidateFilter:./sfu/ FuzzStreamFrames:./turn/ FuzzParseChannelData:./turn/ FuzzAdmit:./pow/
 FUZZ_SHORT ?= 8s
 FUZZTIME ?= 60s
 fuzz:

@@ -231,3 +231,24 @@ func TestTurnutilsFastPathAccounting(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseChannelData: whatever a client sends to a UDP listener, the
+// fast path's parser never reads past the datagram, accepts only the
+// channel range, and hands back exactly the length the header claims
+// (so a wrapping or oversized length is refused, never sliced).
+func FuzzParseChannelData(f *testing.F) {
+	f.Add([]byte{0x40, 0x00, 0, 2, 'h', 'i'})
+	f.Add([]byte{0x7f, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		num, data, ok := parseChannelData(b)
+		if !ok {
+			return
+		}
+		claimed := int(b[2])<<8 | int(b[3])
+		if num < 0x4000 || num > 0x7fff || len(data) != claimed || chanHeader+claimed > len(b) ||
+			!bytes.Equal(data, b[chanHeader:chanHeader+claimed]) {
+			t.Fatalf("parseChannelData(%x) = %#x, %d bytes, ok", b, num, len(data))
+		}
+	})
+}
