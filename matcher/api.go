@@ -43,6 +43,12 @@ type Ticket struct {
 	// either's Blocked holds the other's Self.
 	Self    string   `json:",omitempty"`
 	Blocked []string `json:",omitempty"`
+	// SoleMode is the caller's word that no ticket of this session was
+	// ever queued in another mode, by this node or any other: a shared
+	// store then need not look for one in the other modes' queues (a
+	// command per mode per join). When in doubt (the mode changed, the
+	// session came from another node) leave it false. Never stored.
+	SoleMode bool `json:"-"`
 }
 
 // Match is a pair the matcher claimed. A is the offerer, B the answerer.

@@ -2,7 +2,10 @@ package matcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -240,5 +243,51 @@ func TestPassEndsByItsDeadline(t *testing.T) {
 	}
 	if took > time.Second {
 		t.Fatalf("pass on a stalled Redis took %v, want about its 300ms deadline", took)
+	}
+}
+
+// TestRedisSoleMode: a join marked SoleMode does not look into the other
+// modes' queues (no HEXISTS at all, by Redis's own count), while one
+// without it is still refused when its session waits in another mode.
+func TestRedisSoleMode(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testtool.StartRedis(t)}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hexists := func() int {
+		t.Helper()
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_hexists:calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				return n
+			}
+		}
+		return 0
+	}
+	s := NewRedisStore(rdb, "sole:", RedisOptions{Node: "n1"})
+	if err := s.Add(ctx, Ticket{Session: "a", Mode: ModeText, Interests: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		t        Ticket
+		wantErr  error
+		lookedAt bool
+	}{
+		{"mixed, waiting in text", Ticket{Session: "a", Mode: ModeVideo, Interests: []string{}}, ErrAlreadyWaiting, true},
+		{"sole, new session", Ticket{Session: "b", Mode: ModeVideo, Interests: []string{}, SoleMode: true}, nil, false},
+		{"mixed, new session", Ticket{Session: "c", Mode: ModeVideo, Interests: []string{}}, nil, true},
+	}
+	for _, tt := range tests {
+		before := hexists()
+		if err := s.Add(ctx, tt.t); !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: Add = %v, want %v", tt.name, err, tt.wantErr)
+		}
+		if looked := hexists() > before; looked != tt.lookedAt {
+			t.Errorf("%s: looked into the other queues = %v, want %v", tt.name, looked, tt.lookedAt)
+		}
 	}
 }

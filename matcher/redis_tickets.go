@@ -34,7 +34,13 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 	// Run writes it every third of its TTL, and a join does too when no
 	// write landed for that long (before the first beat, say).
 	writeNode := sent.UnixNano()-r.nodeAt.Load() > int64(r.ttl/3)
-	keys := append([]string{r.key("seq"), r.key("changes"), r.key("node", r.node)}, r.queueKeys(t.Mode)...)
+	// Without SoleMode, addScript refuses a session already waiting in
+	// another mode's queue; with it those queues are left out.
+	queues := []string{r.queueKey(t.Mode)}
+	if !t.SoleMode {
+		queues = r.queueKeys(t.Mode)
+	}
+	keys := append([]string{r.key("seq"), r.key("changes"), r.key("node", r.node)}, queues...)
 	// The view hears of the join from the reply, even when ctx ends
 	// before it comes: a change it never hears of costs a full read.
 	then := func(cmd *redis.Cmd) {

@@ -223,6 +223,9 @@ func (h *Hub) onQueue(ctx context.Context, s *session, m *wire.Inbound) *wire.Er
 	if e := h.takeBlocks(s, m); e != nil {
 		return e
 	}
+	if s.prefs != nil && s.prefs.mode != m.Mode {
+		s.mixedModes = true
+	}
 	s.prefs = &prefs{mode: m.Mode, interests: cleanInterests(m.Interests), lang: lang}
 	h.askJoin(ctx, s, "queue", m.Pow)
 	return nil

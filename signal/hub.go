@@ -221,6 +221,10 @@ type session struct {
 	saved saved // what the resume record last said
 	// queuedFor is the ticket (by joinedAt) `queued` was sent for.
 	queuedFor time.Time
+	// mixedModes: a ticket of this session may have been queued in
+	// another mode than its prefs' (the mode changed, or the session
+	// came from another node), so its joins are not SoleMode.
+	mixedModes bool
 }
 
 // maxPending bounds what a dropped session collects for its resume.
@@ -257,7 +261,7 @@ func (s *session) ticket() matcher.Ticket {
 	return matcher.Ticket{
 		Session: s.id, Mode: s.prefs.mode, Interests: s.prefs.interests,
 		Lang: s.prefs.lang, JoinedAt: s.joinedAt, IPHash: s.ipHash,
-		Self: s.self, Blocked: s.blocked,
+		Self: s.self, Blocked: s.blocked, SoleMode: !s.mixedModes,
 	}
 }
 

@@ -138,6 +138,8 @@ func (h *Hub) adopt(ctx context.Context, c *transport.Conn, ip string, rec Recor
 	s := &session{
 		id: rec.ID, token: tok, ip: ip, ipHash: h.hashIP(ip), c: c, via: here{h},
 		limits: newSessionLimits(h.opt.Limits),
+		// Its tickets were another node's: any mode may hold one.
+		mixedModes: true,
 	}
 	s.self, s.blocked = rec.Self, rec.Blocked
 	if rec.Mode != "" {
