@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,10 +24,23 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 		a, _, ma, _ := matchedPair(t, n)
 		cred := iceServers(t, ma)[1]
 		relayFor(t, cred)
+		addr := strings.TrimPrefix(n.url, "http://")
+		const live = `duet_turn_allocations{transport="udp"}`
+		if v := scrape(t, addr, live); v != 1 {
+			t.Fatalf("%s = %v while the room lives, want 1", live, v)
+		}
 		a.send(wire.Request{Type: wire.TypeLeave})
 		a.expect("idle")
 		if _, err := allocateAt(t, udpURLAddr(cred), cred); err == nil {
 			t.Fatal("the credential of an ended room still allocates")
+		}
+		// The allocation made while the room lived is closed as well.
+		deadline := time.Now().Add(5 * time.Second)
+		for scrape(t, addr, live) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still %v after the room ended", live, scrape(t, addr, live))
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 

@@ -38,6 +38,7 @@ type alloc struct {
 	toPeer    flow // client -> peer (relay socket writes)
 	fromPeer  flow // peer -> client (relay socket reads)
 	sess      *sessionAcc
+	conn      *countingConn // its relay socket, closed when its room is cut
 }
 
 // sessionAcc is one stranger's relaying within a room: its live
@@ -173,6 +174,7 @@ func (ac *accounting) pruneReservations(now time.Time) int {
 // wrap starts counting a freshly allocated relay socket.
 func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 	c := &countingConn{PacketConn: pc, ac: ac, a: &alloc{key: relay.String()}}
+	c.a.conn = c
 	if u, ok := pc.(*net.UDPConn); ok {
 		c.udp, c.peers = u, udpbatch.NewAddrCache(8)
 	}
@@ -262,6 +264,23 @@ func (ac *accounting) closedConn(c *countingConn) {
 	if ac.onClose != nil {
 		ac.onClose(a, to, from)
 	}
+}
+
+// cutRoom closes the relay sockets of room's live allocations; pion then
+// deletes each allocation as its read fails. It returns how many.
+func (ac *accounting) cutRoom(room string) int {
+	ac.mu.Lock()
+	var conns []*countingConn
+	for _, s := range ac.rooms[room] {
+		for a := range s.live {
+			conns = append(conns, a.conn)
+		}
+	}
+	ac.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close() // closedConn takes ac.mu: not held here
+	}
+	return len(conns)
 }
 
 // tick samples every session for the rate window.

@@ -236,3 +236,66 @@ func TestOneAddressCannotHoldTheRelay(t *testing.T) {
 		t.Fatalf("another address refused (%d)", c.lastErrCode)
 	}
 }
+
+// Ending a room closes its live allocations at once, whatever lifetime
+// they were granted: the peer's datagrams stop reaching the client and
+// the relay stops counting the allocation, while another room's relay
+// carries on.
+func TestRevokeCutsLiveAllocations(t *testing.T) {
+	r := startRelay(t, func(o *Options) { o.TURN.AllowedPeerCIDRs = []string{"127.0.0.1/32"} })
+	gone, kept := mustAllocate(t, r, "gone", "a"), mustAllocate(t, r, "kept", "b")
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+	peerAddr := peer.LocalAddr().(*net.UDPAddr)
+	// reaches: a datagram from the peer to c's relay address arrives
+	// within wait.
+	reaches := func(c *pionClient, msg string, wait time.Duration) bool {
+		t.Helper()
+		if _, err := peer.WriteTo([]byte(msg), c.relay.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		for {
+			_ = c.relay.SetReadDeadline(time.Now().Add(wait))
+			n, _, err := c.relay.ReadFrom(buf)
+			if err != nil {
+				return false
+			}
+			if string(buf[:n]) == msg {
+				return true
+			}
+		}
+	}
+	for _, c := range []*pionClient{gone, kept} {
+		for range 3 {
+			if _, err := c.relay.WriteTo([]byte("hello"), peerAddr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitChannel(t, r, c, peerAddr)
+		if !reaches(c, "before", 5*time.Second) {
+			t.Fatal("the peer does not reach a live allocation")
+		}
+	}
+	r.Revoke("gone")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		allocs, _, _ := r.acc.nodeTotals()
+		if allocs["udp"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live UDP allocations after the revocation: %d, want 1", allocs["udp"])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !reaches(kept, "after", 5*time.Second) {
+		t.Error("another room's allocation stopped relaying")
+	}
+	if reaches(gone, "after", 300*time.Millisecond) {
+		t.Error("the ended room's allocation still relays the peer's datagrams")
+	}
+}

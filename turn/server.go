@@ -69,9 +69,17 @@ type Server struct {
 	udpPort int
 	tcpPort int
 	tlsPort int
-	stop    chan struct{}
-	done    chan struct{}
+	// cuts: rooms whose live allocations sampleLoop closes (Revoke must
+	// not block: the hub calls it with its lock held).
+	cuts chan string
+	stop chan struct{}
+	done chan struct{}
 }
+
+// maxCuts bounds the revocations waiting for their allocations to be
+// closed; past it a room's allocations lapse at their next refresh, as
+// they did before allocations were cut.
+const maxCuts = 1024
 
 // idleTCP cuts authenticated TCP/TLS connections that send nothing for
 // this long; every client refreshes its allocation well within it. Until
@@ -111,7 +119,7 @@ func New(opt Options) (*Server, error) {
 		keys:    newKeyChooser(opt.Secrets),
 		acc:     newAccounting(opt.Now, opt.TURN.MaxAllocationsPerUser, opt.TURN.MaxAllocationsPerIP, opt.TURN.MaxAllocations),
 		revoked: newRevocations(opt.Now, opt.TURN.CredentialTTL),
-		stop:    make(chan struct{}), done: make(chan struct{}),
+		stop:    make(chan struct{}), done: make(chan struct{}), cuts: make(chan string, maxCuts),
 	}
 	s.acc.onClose = s.logAllocation
 	s.acc.refuse = newOwnAddrs(opt.RelayIP, opt.TURN.RelayPortMin, opt.TURN.RelayPortMax, policy.allowed).refused
@@ -282,6 +290,10 @@ func (s *Server) sampleLoop() {
 		select {
 		case <-s.stop:
 			return
+		case room := <-s.cuts:
+			if n := s.acc.cutRoom(room); n > 0 {
+				s.log.Debug("TURN allocations of an ended room closed", "room", room, "allocations", n)
+			}
 		case <-t.C:
 			s.acc.tick()
 			if i%60 == 0 {
@@ -362,9 +374,18 @@ func (s *Server) addrKey(src net.Addr) string {
 }
 
 // Revoke refuses every credential minted for room from now on (new
-// allocations and refreshes): the room has ended. Allocations already
-// made run out at their lifetime, since a refresh is refused.
-func (s *Server) Revoke(room string) { s.revoked.revoke(room) }
+// allocations and refreshes): the room has ended. Its live allocations
+// are closed too, shortly after, on the relay's own goroutine: a stranger
+// who was told the room ended (or was banned out of it) keeps no path to
+// the other's address through this node.
+func (s *Server) Revoke(room string) {
+	s.revoked.revoke(room)
+	select {
+	case s.cuts <- room:
+	default:
+		s.log.Debug("too many ended rooms to close at once; their allocations lapse at refresh", "room", room)
+	}
+}
 
 func (s *Server) transportOf(dst net.Addr) string {
 	a, ok := dst.(*net.TCPAddr)
