@@ -96,9 +96,13 @@ type accounting struct {
 	// addresses outside the relay ports); dropped counts them.
 	refuse  func(net.Addr) bool
 	dropped atomic.Uint64
+	// unpermitted counts datagrams to relay sockets from peers without a
+	// permission: never relayed, never in a room's figures.
+	unpermitted atomic.Uint64
 
 	mu       sync.Mutex
 	pending  map[string]*countingConn          // relay address -> conn, until attributed
+	relays   map[string]*countingConn          // relay address -> conn, while open
 	rooms    map[string]map[string]*sessionAcc // room -> session -> figures
 	live     map[string]int                    // quota key or address key -> live allocations
 	reserved map[string][]time.Time            // quota key or address key -> admitted, not yet created
@@ -115,7 +119,7 @@ const reservationTTL = 5 * time.Second
 func newAccounting(now func() time.Time, perUser, perIP, total int) *accounting {
 	return &accounting{
 		now: now, perUser: perUser, perIP: perIP, total: total,
-		pending: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
+		pending: map[string]*countingConn{}, relays: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
 		live: map[string]int{}, reserved: map[string][]time.Time{}, allocs: map[*alloc]struct{}{},
 		closed: map[string][2]Totals{},
 	}
@@ -180,8 +184,24 @@ func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 	}
 	ac.mu.Lock()
 	ac.pending[c.a.key] = c
+	ac.relays[c.a.key] = c
 	ac.mu.Unlock()
 	return c
+}
+
+// permission mirrors one of pion's permission events onto the relay
+// socket it is for.
+func (ac *accounting) permission(relay net.Addr, peer net.IP, on bool) {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok || relay == nil {
+		return
+	}
+	ac.mu.Lock()
+	c := ac.relays[relay.String()]
+	ac.mu.Unlock()
+	if c != nil {
+		c.setPermission(ip, on)
+	}
 }
 
 // created attributes the allocation at relay to its username and the
@@ -233,6 +253,7 @@ func (ac *accounting) closedConn(c *countingConn) {
 	to, from := a.toPeer.load(), a.fromPeer.load()
 	ac.mu.Lock()
 	delete(ac.pending, a.key)
+	delete(ac.relays, a.key)
 	if !c.attributed.Load() {
 		ac.mu.Unlock()
 		return
@@ -327,7 +348,51 @@ type countingConn struct {
 	// fast path's poller (fastpath.go); pion's goroutine then gets only
 	// what the fast path leaves to it.
 	fast atomic.Pointer[fastConn]
+	// perms mirrors pion's permissions on this allocation (peer IPs,
+	// unmapped), copied on write: a datagram from any other address is
+	// dropped here, uncounted, as pion would drop it anyway.
+	perms  atomic.Pointer[[]netip.Addr]
+	permMu sync.Mutex
 }
+
+// setPermission adds or removes ip from c's permitted peers.
+func (c *countingConn) setPermission(ip netip.Addr, on bool) {
+	ip = ip.Unmap()
+	c.permMu.Lock()
+	defer c.permMu.Unlock()
+	var old []netip.Addr
+	if p := c.perms.Load(); p != nil {
+		old = *p
+	}
+	next := make([]netip.Addr, 0, len(old)+1)
+	for _, a := range old {
+		if a != ip {
+			next = append(next, a)
+		}
+	}
+	if on {
+		next = append(next, ip)
+	}
+	c.perms.Store(&next)
+}
+
+// permitted: ip has a permission on c (a handful at most: a scan).
+func (c *countingConn) permitted(ip netip.Addr) bool {
+	p := c.perms.Load()
+	if p == nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, a := range *p {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// fromUnpermitted counts a datagram dropped for want of a permission.
+func (c *countingConn) fromUnpermitted() { c.ac.unpermitted.Add(1) }
 
 func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if fc := c.fast.Load(); fc != nil {
@@ -338,23 +403,30 @@ func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return 0, nil, net.ErrClosed
 		}
 	}
-	var (
-		n    int
-		addr net.Addr
-		err  error
-	)
-	if c.udp != nil {
-		var ap netip.AddrPort
-		if n, ap, err = c.udp.ReadFromUDPAddrPort(p); err == nil {
-			addr = c.peers.Get(ap)
+	for {
+		var (
+			n    int
+			ap   netip.AddrPort
+			addr net.Addr
+			err  error
+		)
+		if c.udp != nil {
+			if n, ap, err = c.udp.ReadFromUDPAddrPort(p); err == nil {
+				addr = c.peers.Get(ap)
+			}
+		} else if n, addr, err = c.PacketConn.ReadFrom(p); err == nil {
+			ap, _ = netip.ParseAddrPort(addr.String())
 		}
-	} else {
-		n, addr, err = c.PacketConn.ReadFrom(p)
-	}
-	if n > 0 {
+		if err != nil {
+			return n, addr, err
+		}
+		if !c.permitted(ap.Addr()) {
+			c.fromUnpermitted()
+			continue
+		}
 		c.a.fromPeer.add(n)
+		return n, addr, nil
 	}
-	return n, addr, err
 }
 
 func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {

@@ -113,3 +113,68 @@ func TestOwnAddressesRefusedOutsideRelayPorts(t *testing.T) {
 type nopPacketConn struct{ net.PacketConn }
 
 func (nopPacketConn) Close() error { return nil }
+
+// A relay socket hands pion, and counts, only datagrams from peers that
+// hold a permission, following pion's permission events as they come
+// and go; the rest are dropped and counted as such.
+func TestRelaySocketPassesOnlyPermittedPeers(t *testing.T) {
+	ac := newAccounting(time.Now, 10, 0, 10)
+	relay, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ac.wrap(relay, relay.LocalAddr())
+	t.Cleanup(func() { _ = c.Close() })
+	from := func(ip string) *net.UDPConn {
+		u, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)}, relay.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = u.Close() })
+		return u
+	}
+	peer, stranger := from("127.0.0.2"), from("127.0.0.3")
+	send := func(u *net.UDPConn, msg string) {
+		if _, err := u.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() string {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 100)
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return string(buf[:n])
+	}
+	ac.permission(relay.LocalAddr(), net.ParseIP("127.0.0.2"), true)
+	steps := []struct {
+		name  string
+		sends func()
+		want  string
+	}{
+		{"a stranger's datagrams are skipped", func() { send(stranger, "x"); send(stranger, "y"); send(peer, "p1") }, "p1"},
+		{"a permission mapped to IPv6 counts", func() {
+			ac.permission(relay.LocalAddr(), net.ParseIP("::ffff:127.0.0.3"), true)
+			send(stranger, "s1")
+		}, "s1"},
+		{"a deleted permission stops its peer", func() {
+			ac.permission(relay.LocalAddr(), net.ParseIP("127.0.0.3"), false)
+			send(stranger, "z")
+			send(peer, "p2")
+		}, "p2"},
+	}
+	for _, st := range steps {
+		st.sends()
+		if got := read(); got != st.want {
+			t.Fatalf("%s: read %q, want %q", st.name, got, st.want)
+		}
+	}
+	if got := ac.unpermitted.Load(); got != 3 {
+		t.Errorf("unpermitted drops = %d, want 3", got)
+	}
+	if got := c.a.fromPeer.load(); got.Packets != 3 || got.Bytes != 6 {
+		t.Errorf("from peer = %+v, want 3 packets, 6 bytes", got)
+	}
+}

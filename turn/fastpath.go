@@ -244,12 +244,19 @@ func (fc *fastConn) byNumber(n uint16) *binding {
 // (the poller sends buf[:chanHeader+n] to fc.client), else it hands it
 // to pion's goroutine.
 func (fc *fastConn) fromPeer(buf []byte, n int, from netip.AddrPort) bool {
-	fc.c.a.fromPeer.add(n)
 	if b := fc.byPeer(from); b != nil {
+		fc.c.a.fromPeer.add(n)
 		putChannelHeader(buf, b.num, n)
 		fc.f.toClient.Add(1)
 		return true
 	}
+	// No permission, no relaying: dropped before it costs a copy and a
+	// hand-off to pion, which would only drop it too.
+	if !fc.c.permitted(from.Addr()) {
+		fc.c.fromUnpermitted()
+		return false
+	}
+	fc.c.a.fromPeer.add(n)
 	d := slowDatagram{b: append([]byte(nil), buf[chanHeader:chanHeader+n]...), from: fc.c.peers.Get(from)}
 	select {
 	case fc.slow <- d:

@@ -165,7 +165,7 @@ func TestFastPathCarriesOnlyPermittedPeers(t *testing.T) {
 	}
 	waitChannel(t, r, c, peerAddr)
 	relayAddr := c.relay.LocalAddr()
-	before := r.fast.toClient.Load()
+	before, unBefore := r.fast.toClient.Load(), r.acc.unpermitted.Load()
 	const n = 50
 	for range n {
 		if _, err := stranger.WriteTo([]byte("stranger"), relayAddr); err != nil {
@@ -195,6 +195,11 @@ func TestFastPathCarriesOnlyPermittedPeers(t *testing.T) {
 	}
 	if got["peer"] == 0 {
 		t.Fatalf("nothing from the bound peer arrived: %v", got)
+	}
+	// The stranger's were dropped at the relay socket (sent before the
+	// marker, so all judged by now), not handed to pion.
+	if d := r.acc.unpermitted.Load() - unBefore; d != n {
+		t.Errorf("unpermitted drops went up by %d, want %d", d, n)
 	}
 	if carried := r.fast.toClient.Load() - before; carried < uint64(got["peer"]) {
 		t.Errorf("fast path carried %d datagrams to the client, %d arrived from the bound peer", carried, got["peer"])

@@ -37,7 +37,11 @@ func newMetrics(reg prometheus.Registerer, acc *accounting) (*metrics, error) {
 		Name: "duet_turn_own_address_drops_total",
 		Help: "Relayed datagrams dropped because they were addressed to the node itself outside the relay ports.",
 	}, func() float64 { return float64(acc.dropped.Load()) })
-	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}, ownDrops} {
+	unpermitted := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "duet_turn_unpermitted_drops_total",
+		Help: "Datagrams that reached a relay socket from a peer without a permission: dropped, and not in any room's figures.",
+	}, func() float64 { return float64(acc.unpermitted.Load()) })
+	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}, ownDrops, unpermitted} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering TURN metrics: %w", err)
 		}

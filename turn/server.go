@@ -207,6 +207,12 @@ func (s *Server) listen() (pturn.ServerConfig, error) {
 	} else {
 		s.fast = newFastPath(s.policy, nil, 0)
 	}
+	cfg.EventHandler.OnPermissionCreated = func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+		s.acc.permission(relay, peer, true)
+	}
+	cfg.EventHandler.OnPermissionDeleted = func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+		s.acc.permission(relay, peer, false)
+	}
 	cfg.EventHandler.OnChannelCreated = s.fast.channelCreated
 	cfg.EventHandler.OnChannelDeleted = s.fast.channelDeleted
 	for _, b := range listeners {
