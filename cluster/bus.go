@@ -47,6 +47,9 @@ type Options struct {
 	// most maxLinger; negative: write at once). Records of sessions
 	// without a socket, and forgets, never wait.
 	Linger time.Duration
+	// Now is the bus's clock (default time.Now): envelope send times,
+	// their lag, the hold-and-retry deadlines and the records' linger.
+	Now    func() time.Time
 	Logger *slog.Logger
 }
 
@@ -54,8 +57,9 @@ type Options struct {
 // older than its session's state (plus the queue's own delay). Only a
 // resume on another node reads it, and a resume follows a socket drop,
 // whose record is written at once; a node that crashes loses what lingers
-// as it loses what waits in its queue. 20ms lets a waiting → room → idle
-// run of a short bench room cost one SET, not three (docs/benchmarks.md).
+// as it loses what waits in its queue. 20ms lets a quick waiting → room
+// (the room's record, written at once, replaces the waiting one) or a
+// short idle → waiting cost one SET, not two (docs/benchmarks.md).
 const maxLinger = 20 * time.Millisecond
 
 // RedisBus implements signal.Bus on Redis.
@@ -130,7 +134,10 @@ func New(rdb redis.UniversalClient, opt Options) *RedisBus {
 	case opt.Linger == 0 || opt.Linger > maxLinger:
 		opt.Linger = maxLinger
 	}
-	src := opt.Node + "@" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	src := opt.Node + "@" + strconv.FormatInt(opt.Now().UnixNano(), 36)
 	return &RedisBus{rdb: rdb, opt: opt, out: make(chan item, opt.Queue), src: src}
 }
 
@@ -255,7 +262,7 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 				}
 				for _, e := range w.Envs {
 					if dups.first(w.Src, e.Seq) {
-						b.opt.Lag(time.Since(time.Unix(0, w.Sent)))
+						b.opt.Lag(b.opt.Now().Sub(time.Unix(0, w.Sent)))
 						deliver(e.Env)
 					}
 				}
@@ -269,7 +276,7 @@ func (b *RedisBus) Run(ctx context.Context, deliver func(signal.Envelope)) error
 			if !dups.first(w.Src, w.Seq) {
 				continue // a retry of what already arrived
 			}
-			b.opt.Lag(time.Since(time.Unix(0, w.Sent)))
+			b.opt.Lag(b.opt.Now().Sub(time.Unix(0, w.Sent)))
 			deliver(w.Env)
 		}
 	}
@@ -347,7 +354,7 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 				break fill
 			}
 		}
-		now := time.Now()
+		now := b.opt.Now()
 		batch := box.take()
 		for _, it := range fresh {
 			if it.rec != nil || it.forget != "" {
@@ -387,8 +394,8 @@ func (b *RedisBus) writeLoop(ctx context.Context) {
 		}
 		if n := box.expire(now, b.opt.Lost); n > 0 {
 			b.failed.Add(int64(n))
-			if time.Since(lastWarn) > 5*time.Second {
-				lastWarn = time.Now()
+			if b.opt.Now().Sub(lastWarn) > 5*time.Second {
+				lastWarn = b.opt.Now()
 				b.opt.Logger.Warn("envelopes and records undelivered after the hold; given up", "n", n, "hold", b.opt.Hold, "err", err)
 			}
 		}
@@ -433,7 +440,7 @@ func (b *RedisBus) write(ctx context.Context, batch []held, singles map[string]t
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	now := time.Now()
+	now := b.opt.Now()
 	pubs := plan(batch, func(node string) bool {
 		until, ok := singles[node]
 		if ok && now.After(until) {

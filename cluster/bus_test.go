@@ -146,3 +146,35 @@ func TestBusQueueFull(t *testing.T) {
 		t.Fatalf("Dropped = %d, want 6", d)
 	}
 }
+
+// TestBusReadsItsInjectedClock: envelope times come from Options.Now: a
+// receiver whose clock runs an hour ahead measures an hour of lag.
+func TestBusReadsItsInjectedClock(t *testing.T) {
+	addr := testtool.StartRedis(t)
+	lags := make(chan time.Duration, 64)
+	a := New(newClient(t, addr), Options{Node: "a", KeyPrefix: "c:", Alive: alwaysAlive})
+	b := New(newClient(t, addr), Options{Node: "b", KeyPrefix: "c:", Alive: alwaysAlive,
+		Now: func() time.Time { return time.Now().Add(time.Hour) },
+		Lag: func(d time.Duration) {
+			select {
+			case lags <- d:
+			default:
+			}
+		}})
+	runBus(t, a)
+	inbox := runBus(t, b)
+	deadline := time.After(10 * time.Second)
+	for {
+		a.Publish("b", signal.Envelope{Type: "probe"})
+		select {
+		case <-inbox:
+			if d := <-lags; d < 59*time.Minute || d > 61*time.Minute {
+				t.Fatalf("lag on a clock an hour ahead = %v, want about an hour", d)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no envelope reached b within 10s")
+		}
+	}
+}

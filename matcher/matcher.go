@@ -199,9 +199,9 @@ func (m *Matcher) Run(ctx context.Context) error {
 		remote = w.Wakes(ctx)
 	}
 	for {
-		started := time.Now()
+		started := m.opt.Now()
 		made, wait, err := m.pass(ctx)
-		if d := time.Since(started); d > 250*time.Millisecond {
+		if d := m.opt.Now().Sub(started); d > 250*time.Millisecond {
 			m.opt.Logger.Warn("slow pairing pass", "duration", d, "matches", made)
 		}
 		if ctx.Err() != nil {

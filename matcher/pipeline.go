@@ -59,6 +59,7 @@ type batcher struct {
 	rdb    redis.UniversalClient
 	script *redis.Script
 	max    int
+	now    func() time.Time
 
 	mu      sync.Mutex
 	queue   []*batchCall
@@ -73,8 +74,8 @@ type batchCall struct {
 	done chan struct{}
 }
 
-func newBatcher(rdb redis.UniversalClient, script *redis.Script, max int) *batcher {
-	return &batcher{rdb: rdb, script: script, max: max}
+func newBatcher(rdb redis.UniversalClient, script *redis.Script, max int, now func() time.Time) *batcher {
+	return &batcher{rdb: rdb, script: script, max: max, now: now}
 }
 
 // run runs one call in the next pipeline and returns its reply. A caller
@@ -129,7 +130,7 @@ func (b *batcher) flush(batch []*batchCall) {
 		// A caller without a deadline must not let the round trip wait
 		// forever (go-redis's HELLO on a new connection to a stalled
 		// Redis has no timeout of its own).
-		latest = time.Now().Add(maxFlush)
+		latest = b.now().Add(maxFlush)
 	}
 	ctx, cancel := context.WithDeadline(ctx, latest)
 	defer cancel()

@@ -48,10 +48,13 @@ type RedisStore struct {
 	orphans func(n int) // called with the number of ghosts dropped
 	lag     func(d time.Duration)
 	onReset func()
-	beaten  atomic.Bool
-	nodeAt  atomic.Int64 // unix ns of the last write of this node's key
-	adds    *batcher     // joins arriving together share one pipeline
-	gapSet  atomic.Bool  // a timer is out for the view's gap
+	// now and afterFunc: the injected clock and timers (RedisOptions).
+	now       func() time.Time
+	afterFunc func(time.Duration, func())
+	beaten    atomic.Bool
+	nodeAt    atomic.Int64 // unix ns of the last write of this node's key
+	adds      *batcher     // joins arriving together share one pipeline
+	gapSet    atomic.Bool  // a timer is out for the view's gap
 
 	view *view
 	memo *pairMemo
@@ -86,6 +89,11 @@ type RedisOptions struct {
 	// lease) so that it never queues for a connection behind a burst of
 	// joins.
 	PassClient redis.UniversalClient
+	// Now is the store's clock (default time.Now) and AfterFunc its
+	// timers (default time.AfterFunc): lease ages, announcement times and
+	// lag, the view's sync and gap deadlines all read them.
+	Now       func() time.Time
+	AfterFunc func(d time.Duration, f func())
 }
 
 // NewRedisStore uses rdb with keys under keyPrefix.
@@ -105,9 +113,16 @@ func NewRedisStore(rdb redis.UniversalClient, keyPrefix string, opt RedisOptions
 	if opt.PassClient == nil {
 		opt.PassClient = rdb
 	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.AfterFunc == nil {
+		opt.AfterFunc = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
 	r := &RedisStore{rdb: rdb, pass: opt.PassClient, prefix: keyPrefix + "{q}:", node: opt.Node, ttl: opt.HeartbeatTTL,
 		orphans: opt.Orphans, lag: opt.PubSubLag, onReset: opt.OnReset,
-		adds: newBatcher(rdb, addScript, maxAddBatch),
+		now: opt.Now, afterFunc: opt.AfterFunc,
+		adds: newBatcher(rdb, addScript, maxAddBatch, opt.Now),
 		view: &view{}, memo: newPairMemo(),
 		alive: map[string]time.Time{}, wakers: map[chan struct{}]struct{}{}}
 	r.view.gapTimer = r.armGap

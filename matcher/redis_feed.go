@@ -18,7 +18,7 @@ import (
 // a time: out-of-order changes open and close gaps all the time).
 func (r *RedisStore) armGap() {
 	if r.gapSet.CompareAndSwap(false, true) {
-		time.AfterFunc(gapWait, r.gapDue)
+		r.afterFunc(gapWait, r.gapDue)
 	}
 }
 
@@ -28,9 +28,9 @@ func (r *RedisStore) gapDue() {
 	if since.IsZero() {
 		return
 	}
-	if left := time.Until(since.Add(gapWait)); left > 0 {
+	if left := since.Add(gapWait).Sub(r.now()); left > 0 {
 		if r.gapSet.CompareAndSwap(false, true) {
-			time.AfterFunc(left, r.gapDue)
+			r.afterFunc(left, r.gapDue)
 		}
 		return
 	}
@@ -65,7 +65,7 @@ func (r *RedisStore) receive(payload string) {
 		return
 	}
 	if node != r.node {
-		r.lag(time.Since(sent))
+		r.lag(r.now().Sub(sent))
 	}
 	if !r.view.accepting() {
 		return // this node does not pair: nothing to keep
@@ -83,7 +83,7 @@ func (r *RedisStore) receive(payload string) {
 	default:
 		return
 	}
-	if self, others := r.view.change(c, time.Now()); self || others {
+	if self, others := r.view.change(c, r.now()); self || others {
 		r.wakeAll()
 	}
 }

@@ -31,7 +31,7 @@ const (
 // wakes the pass, which reads the queue again.
 func (r *RedisStore) keepLease(ctx context.Context) {
 	r.mu.Lock()
-	due := r.holder && r.feeds > 0 && time.Since(r.leaseAt) >= renewEvery/2
+	due := r.holder && r.feeds > 0 && r.now().Sub(r.leaseAt) >= renewEvery/2
 	r.mu.Unlock()
 	if !due {
 		return
@@ -39,7 +39,7 @@ func (r *RedisStore) keepLease(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, renewEvery)
 	defer cancel()
 	_ = r.renew(ctx) // an error: the next tick or pass tries again
-	if r.isHolder() && r.view.needsSync(time.Now()) {
+	if r.isHolder() && r.view.needsSync(r.now()) {
 		r.wakeAll()
 	}
 }
@@ -47,7 +47,7 @@ func (r *RedisStore) keepLease(ctx context.Context) {
 // prepare makes the view usable for a pass: the lease taken or kept, the
 // view built or rebuilt when it may have missed a change.
 func (r *RedisStore) prepare(ctx context.Context) error {
-	now := time.Now()
+	now := r.now()
 	r.mu.Lock()
 	holder, leaseAt := r.holder && now.Sub(r.leaseAt) < leaseTTL, r.leaseAt
 	if !holder {
@@ -63,7 +63,7 @@ func (r *RedisStore) prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	if !r.isHolder() || r.view.needsSync(time.Now()) {
+	if !r.isHolder() || r.view.needsSync(r.now()) {
 		return r.resync(ctx)
 	}
 	return nil
@@ -79,7 +79,7 @@ func (r *RedisStore) resync(ctx context.Context) error {
 		}
 		return err
 	}
-	r.view.install(epoch, seq, tickets, time.Now())
+	r.view.install(epoch, seq, tickets, r.now())
 	return nil
 }
 
@@ -90,7 +90,7 @@ func (r *RedisStore) read(ctx context.Context, modes []string) (int64, []Ticket,
 	for _, m := range modes {
 		keys = append(keys, r.queueKey(m))
 	}
-	sent := time.Now()
+	sent := r.now()
 	res, err := readScript.Run(ctx, r.pass, keys, r.node, leaseTTL.Milliseconds(), r.key("node")+":").Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("redis waiting: %w", err)
@@ -143,7 +143,7 @@ func (r *RedisStore) renew(ctx context.Context) error {
 	for _, o := range owners {
 		args = append(args, o)
 	}
-	sent, at := time.Now(), r.view.mark()
+	sent, at := r.now(), r.view.mark()
 	res, err := renewScript.Run(ctx, r.pass, []string{r.key("pairer"), r.key("seq")}, args...).Slice()
 	if err != nil {
 		return fmt.Errorf("redis lease: %w", err)
@@ -161,7 +161,7 @@ func (r *RedisStore) renew(ctx context.Context) error {
 		r.view.invalidate()
 	}
 	seq, _ := res[1].(int64)
-	r.view.observe(seq, at, time.Now())
+	r.view.observe(seq, at, r.now())
 	ttls, _ := res[2].([]any)
 	var dead []string
 	r.mu.Lock()
@@ -216,7 +216,7 @@ func (r *RedisStore) sweep(ctx context.Context, dead []string) error {
 	seq, _ := res[0].(int64)
 	gone := strs(res[1])
 	if len(gone) > 0 {
-		if _, others := r.view.change(change{seq: seq, op: opDrop, ids: gone}, time.Now()); others {
+		if _, others := r.view.change(change{seq: seq, op: opDrop, ids: gone}, r.now()); others {
 			r.wakeAll()
 		}
 		r.orphans(len(gone))
@@ -229,7 +229,7 @@ func (r *RedisStore) sweep(ctx context.Context, dead []string) error {
 func (r *RedisStore) isHolder() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.holder && time.Since(r.leaseAt) < leaseTTL
+	return r.holder && r.now().Sub(r.leaseAt) < leaseTTL
 }
 
 func (r *RedisStore) feedLive() bool {

@@ -46,7 +46,7 @@ var errMet = fmt.Errorf("%w: the pair met recently", ErrNotWaiting)
 func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, metUntil time.Time) []error {
 	window := max(metUntil.Sub(now).Milliseconds(), 0)
 	calls := make([]scriptCall, len(pairs))
-	wall := time.Now()
+	wall := r.now()
 	for i, p := range pairs {
 		mode, ownerA, _ := r.view.modeAndOwner(p[0])
 		_, ownerB, _ := r.view.modeAndOwner(p[1])
@@ -89,7 +89,7 @@ func (r *RedisStore) ClaimBatch(ctx context.Context, pairs [][2]string, now, met
 		case code == 3 && len(res) == 3:
 			seq, _ := res[1].(int64)
 			ghosts := strs(res[2])
-			r.view.change(change{seq: seq, op: opDrop, ids: ghosts}, time.Now()) // lost claims wake below
+			r.view.change(change{seq: seq, op: opDrop, ids: ghosts}, r.now()) // lost claims wake below
 			r.orphans(len(ghosts))
 			out[i], lost = ErrNotWaiting, true
 		case code == 4:

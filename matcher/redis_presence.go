@@ -14,7 +14,7 @@ import (
 
 // Beat marks this node alive for one HeartbeatTTL.
 func (r *RedisStore) Beat(ctx context.Context) error {
-	sent := time.Now()
+	sent := r.now()
 	if err := r.rdb.Set(ctx, r.key("node", r.node), 1, r.ttl).Err(); err != nil {
 		return fmt.Errorf("redis heartbeat: %w", err)
 	}

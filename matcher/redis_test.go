@@ -112,11 +112,7 @@ func TestRedisStoreDropsGhosts(t *testing.T) {
 func TestRedisJoinWakesOtherNodes(t *testing.T) {
 	ctx := context.Background()
 	addr := testtool.StartRedis(t)
-	client := func() redis.UniversalClient {
-		c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	client := func() redis.UniversalClient { return redisClient(t, addr) }
 	got := &collector{}
 	idle := New(NewRedisStore(client(), "w:", RedisOptions{Node: "a"}), got, Options{})
 	worker := New(NewRedisStore(client(), "w:", RedisOptions{Node: "b"}), got, Options{})
@@ -290,4 +286,51 @@ func TestRedisSoleMode(t *testing.T) {
 			t.Errorf("%s: looked into the other queues = %v, want %v", tt.name, looked, tt.lookedAt)
 		}
 	}
+}
+
+// TestRedisStoreReadsItsInjectedClock: the store's times come from
+// RedisOptions.Now: a node whose clock runs an hour ahead measures an
+// hour of lag on another node's announcement.
+func TestRedisStoreReadsItsInjectedClock(t *testing.T) {
+	ctx := context.Background()
+	addr := testtool.StartRedis(t)
+	client := func() redis.UniversalClient { return redisClient(t, addr) }
+	var mu sync.Mutex
+	var lags []time.Duration
+	ahead := func() time.Time { return time.Now().Add(time.Hour) }
+	got := &collector{}
+	idle := New(NewRedisStore(client(), "c:", RedisOptions{Node: "a"}), got, Options{})
+	worker := New(NewRedisStore(client(), "c:", RedisOptions{Node: "b", Now: ahead, PubSubLag: func(d time.Duration) {
+		mu.Lock()
+		lags = append(lags, d)
+		mu.Unlock()
+	}}), got, Options{Now: ahead})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	eventually(t, 5*time.Second, "worker subscribed", func() bool {
+		n, err := client().PubSubNumSub(ctx, "c:{q}:changes").Result()
+		return err == nil && n["c:{q}:changes"] == 1
+	})
+	if err := idle.Join(ctx, Ticket{Session: "x", Mode: ModeVideo}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the announcement's lag measured", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(lags) > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if lags[0] < 59*time.Minute || lags[0] > 61*time.Minute {
+		t.Errorf("lag on a clock an hour ahead = %v, want about an hour", lags[0])
+	}
+}
+
+// redisClient is a client of the Redis at addr, closed when t ends.
+func redisClient(t *testing.T, addr string) redis.UniversalClient {
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

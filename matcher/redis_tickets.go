@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -29,7 +28,7 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 	if err != nil {
 		return fmt.Errorf("encoding ticket: %w", err)
 	}
-	sent := time.Now()
+	sent := r.now()
 	// The heartbeat is what keeps a ticket from being taken for a ghost;
 	// Run writes it every third of its TTL, and a join does too when no
 	// write landed for that long (before the first beat, say).
@@ -53,7 +52,7 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 		}
 		// This join's own add needs no wake-up (Join pokes the matcher);
 		// adds it released from behind a gap do.
-		if _, others := r.view.change(change{seq: seq, op: opAdd, t: t}, time.Now()); others {
+		if _, others := r.view.change(change{seq: seq, op: opAdd, t: t}, r.now()); others {
 			r.wakeAll()
 		}
 	}
@@ -71,14 +70,14 @@ func (r *RedisStore) Add(ctx context.Context, t Ticket) error {
 // Remove implements Store.
 func (r *RedisStore) Remove(ctx context.Context, session string) (bool, error) {
 	keys := append([]string{r.key("seq"), r.key("changes")}, r.queueKeys("")...)
-	seq, err := removeScript.Run(ctx, r.rdb, keys, session, flag(!r.isHolder()), time.Now().UnixNano(), r.node).Int64()
+	seq, err := removeScript.Run(ctx, r.rdb, keys, session, flag(!r.isHolder()), r.now().UnixNano(), r.node).Int64()
 	if err != nil {
 		return false, fmt.Errorf("redis remove: %w", err)
 	}
 	if seq == 0 {
 		return false, nil
 	}
-	if _, others := r.view.change(change{seq: seq, op: opRemove, ids: []string{session}}, time.Now()); others {
+	if _, others := r.view.change(change{seq: seq, op: opRemove, ids: []string{session}}, r.now()); others {
 		r.wakeAll()
 	}
 	return true, nil
