@@ -25,20 +25,20 @@ func TestTURNCredentialEndsWithItsRoom(t *testing.T) {
 		cred := iceServers(t, ma)[1]
 		relayFor(t, cred)
 		addr := strings.TrimPrefix(n.url, "http://")
-		const live = `duet_turn_allocations{transport="udp"}`
-		if v := scrape(t, addr, live); v != 1 {
-			t.Fatalf("%s = %v while the room lives, want 1", live, v)
+		const cut = `duet_turn_allocations_cut_total`
+		if v := scrape(t, addr, cut); v != 0 {
+			t.Fatalf("%s = %v while the room lives, want 0", cut, v)
 		}
 		a.send(wire.Request{Type: wire.TypeLeave})
 		a.expect("idle")
 		if _, err := allocateAt(t, udpURLAddr(cred), cred); err == nil {
 			t.Fatal("the credential of an ended room still allocates")
 		}
-		// The allocation made while the room lived is closed as well.
+		// The allocation made while the room lived stops relaying too.
 		deadline := time.Now().Add(5 * time.Second)
-		for scrape(t, addr, live) != 0 {
+		for scrape(t, addr, cut) != 1 {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s still %v after the room ended", live, scrape(t, addr, live))
+				t.Fatalf("%s = %v after the room ended, want 1", cut, scrape(t, addr, cut))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

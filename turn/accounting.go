@@ -38,7 +38,7 @@ type alloc struct {
 	toPeer    flow // client -> peer (relay socket writes)
 	fromPeer  flow // peer -> client (relay socket reads)
 	sess      *sessionAcc
-	conn      *countingConn // its relay socket, closed when its room is cut
+	conn      *countingConn // its relay socket, cut when its room ends
 }
 
 // sessionAcc is one stranger's relaying within a room: its live
@@ -99,6 +99,8 @@ type accounting struct {
 	// unpermitted counts datagrams to relay sockets from peers without a
 	// permission: never relayed, never in a room's figures.
 	unpermitted atomic.Uint64
+	// cuts counts allocations whose room ended while they lived.
+	cuts atomic.Uint64
 
 	mu       sync.Mutex
 	pending  map[string]*countingConn          // relay address -> conn, until attributed
@@ -287,21 +289,26 @@ func (ac *accounting) closedConn(c *countingConn) {
 	}
 }
 
-// cutRoom closes the relay sockets of room's live allocations; pion then
-// deletes each allocation as its read fails. It returns how many.
+// cutRoom stops every live allocation of room from relaying, either
+// way, and returns how many. The allocations themselves stay with pion
+// until their lifetime runs out (their refreshes are refused): closing a
+// relay socket makes pion close the allocation on that socket's reader
+// goroutine, and pion's Close reads a permission's timer that its
+// request goroutine may still be setting (a data race, and a nil timer
+// when a CreatePermission is in flight).
 func (ac *accounting) cutRoom(room string) int {
 	ac.mu.Lock()
-	var conns []*countingConn
+	defer ac.mu.Unlock()
+	n := 0
 	for _, s := range ac.rooms[room] {
 		for a := range s.live {
-			conns = append(conns, a.conn)
+			if a.conn.cut.CompareAndSwap(false, true) {
+				n++
+			}
 		}
 	}
-	ac.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close() // closedConn takes ac.mu: not held here
-	}
-	return len(conns)
+	ac.cuts.Add(uint64(n))
+	return n
 }
 
 // tick samples every session for the rate window.
@@ -353,6 +360,9 @@ type countingConn struct {
 	// dropped here, uncounted, as pion would drop it anyway.
 	perms  atomic.Pointer[[]netip.Addr]
 	permMu sync.Mutex
+	// cut: the allocation's room has ended; nothing is relayed either
+	// way any more (cutRoom).
+	cut atomic.Bool
 }
 
 // setPermission adds or removes ip from c's permitted peers.
@@ -376,10 +386,11 @@ func (c *countingConn) setPermission(ip netip.Addr, on bool) {
 	c.perms.Store(&next)
 }
 
-// permitted: ip has a permission on c (a handful at most: a scan).
+// permitted: ip has a permission on c (a handful at most: a scan), and
+// c has not been cut.
 func (c *countingConn) permitted(ip netip.Addr) bool {
 	p := c.perms.Load()
-	if p == nil {
+	if p == nil || c.cut.Load() {
 		return false
 	}
 	ip = ip.Unmap()
@@ -430,7 +441,7 @@ func (c *countingConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *countingConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.refused(addr) {
+	if c.cut.Load() || c.refused(addr) {
 		return len(p), nil
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)

@@ -244,7 +244,7 @@ func (fc *fastConn) byNumber(n uint16) *binding {
 // (the poller sends buf[:chanHeader+n] to fc.client), else it hands it
 // to pion's goroutine.
 func (fc *fastConn) fromPeer(buf []byte, n int, from netip.AddrPort) bool {
-	if b := fc.byPeer(from); b != nil {
+	if b := fc.byPeer(from); b != nil && !fc.c.cut.Load() {
 		fc.c.a.fromPeer.add(n)
 		putChannelHeader(buf, b.num, n)
 		fc.f.toClient.Add(1)
@@ -300,7 +300,7 @@ func (f *fastPath) fromClient(b []byte, src net.Addr, send *rawSender) bool {
 		return false
 	}
 	switch c := fc.c; {
-	case c.refused(bnd.addr):
+	case c.cut.Load(), c.refused(bnd.addr):
 	case send.write(fc, data, bnd.peer):
 		c.a.toPeer.add(len(data))
 	default:

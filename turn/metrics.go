@@ -41,7 +41,11 @@ func newMetrics(reg prometheus.Registerer, acc *accounting) (*metrics, error) {
 		Name: "duet_turn_unpermitted_drops_total",
 		Help: "Datagrams that reached a relay socket from a peer without a permission: dropped, and not in any room's figures.",
 	}, func() float64 { return float64(acc.unpermitted.Load()) })
-	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}, ownDrops, unpermitted} {
+	cut := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "duet_turn_allocations_cut_total",
+		Help: "Live allocations whose room ended: they relay nothing more and lapse at their lifetime.",
+	}, func() float64 { return float64(acc.cuts.Load()) })
+	for _, c := range []prometheus.Collector{m.authFailures, m.quotaRefusals, m.deniedPeers, m.allocationsTotal, relayCollector{acc}, ownDrops, unpermitted, cut} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering TURN metrics: %w", err)
 		}

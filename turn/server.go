@@ -69,7 +69,7 @@ type Server struct {
 	udpPort int
 	tcpPort int
 	tlsPort int
-	// cuts: rooms whose live allocations sampleLoop closes (Revoke must
+	// cuts: rooms whose live allocations sampleLoop cuts (Revoke must
 	// not block: the hub calls it with its lock held).
 	cuts chan string
 	stop chan struct{}
@@ -77,8 +77,8 @@ type Server struct {
 }
 
 // maxCuts bounds the revocations waiting for their allocations to be
-// closed; past it a room's allocations lapse at their next refresh, as
-// they did before allocations were cut.
+// cut; past it a room's allocations relay until they lapse (refreshes
+// are refused), as they did before allocations were cut.
 const maxCuts = 1024
 
 // idleTCP cuts authenticated TCP/TLS connections that send nothing for
@@ -298,7 +298,7 @@ func (s *Server) sampleLoop() {
 			return
 		case room := <-s.cuts:
 			if n := s.acc.cutRoom(room); n > 0 {
-				s.log.Debug("TURN allocations of an ended room closed", "room", room, "allocations", n)
+				s.log.Debug("TURN allocations of an ended room cut", "room", room, "allocations", n)
 			}
 		case <-t.C:
 			s.acc.tick()
@@ -381,15 +381,16 @@ func (s *Server) addrKey(src net.Addr) string {
 
 // Revoke refuses every credential minted for room from now on (new
 // allocations and refreshes): the room has ended. Its live allocations
-// are closed too, shortly after, on the relay's own goroutine: a stranger
-// who was told the room ended (or was banned out of it) keeps no path to
-// the other's address through this node.
+// stop relaying too, shortly after, on the relay's own goroutine: a
+// stranger who was told the room ended (or was banned out of it) keeps
+// no path to the other's address through this node. They lapse at their
+// lifetime, since they cannot be refreshed.
 func (s *Server) Revoke(room string) {
 	s.revoked.revoke(room)
 	select {
 	case s.cuts <- room:
 	default:
-		s.log.Debug("too many ended rooms to close at once; their allocations lapse at refresh", "room", room)
+		s.log.Debug("too many ended rooms to cut at once; their allocations relay until they lapse", "room", room)
 	}
 }
 
