@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -137,7 +138,19 @@ func (r *RedisStore) read(ctx context.Context, modes []string) (int64, []Ticket,
 // learns how long the other nodes' heartbeats last; it drops the tickets
 // of nodes found dead.
 func (r *RedisStore) renew(ctx context.Context) error {
+	// The nodes that own tickets now, and those heard alive before: at a
+	// low rate the queue is often empty when the lease is renewed, and a
+	// node whose beat was not read would cost every claim of its tickets
+	// a check of its own (an EXISTS in claimScript) until the next renew
+	// that finds it owning one.
 	owners := r.view.ownerNodes(r.node)
+	r.mu.Lock()
+	for o := range r.alive {
+		if !slices.Contains(owners, o) {
+			owners = append(owners, o)
+		}
+	}
+	r.mu.Unlock()
 	args := make([]any, 0, 3+len(owners))
 	args = append(args, r.node, leaseTTL.Milliseconds(), r.key("node")+":")
 	for _, o := range owners {

@@ -334,3 +334,37 @@ func redisClient(t *testing.T, addr string) redis.UniversalClient {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// TestRenewReadsNodesHeardBefore: renewing the lease reads the beat of
+// every node heard alive before, not only of those owning tickets now,
+// so the claims of a node's next tickets need no check of their own; a
+// node whose beat is gone is forgotten.
+func TestRenewReadsNodesHeardBefore(t *testing.T) {
+	ctx := context.Background()
+	addr := testtool.StartRedis(t)
+	a := NewRedisStore(redisClient(t, addr), "r:", RedisOptions{Node: "a"})
+	b := NewRedisStore(redisClient(t, addr), "r:", RedisOptions{Node: "b"})
+	// b's join writes its beat; its ticket then leaves the queue.
+	if err := b.Add(ctx, Ticket{Session: "x", Mode: ModeVideo, Interests: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Remove(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-time.Hour)
+	a.mu.Lock()
+	a.alive["b"], a.alive["gone"] = long, long
+	a.mu.Unlock()
+	if err := a.renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u := a.unsure(time.Now(), "b"); len(u) != 0 {
+		t.Errorf("after a renew with an empty queue, b is still unsure: %v", u)
+	}
+	a.mu.Lock()
+	_, kept := a.alive["gone"]
+	a.mu.Unlock()
+	if kept {
+		t.Error("a node without a beat is still thought alive")
+	}
+}
