@@ -103,8 +103,7 @@ type accounting struct {
 	cuts atomic.Uint64
 
 	mu       sync.Mutex
-	pending  map[string]*countingConn          // relay address -> conn, until attributed
-	relays   map[string]*countingConn          // relay address -> conn, while open
+	relays   map[string]*countingConn          // relay address -> conn, while open (attributed once created)
 	rooms    map[string]map[string]*sessionAcc // room -> session -> figures
 	live     map[string]int                    // quota key or address key -> live allocations
 	reserved map[string][]time.Time            // quota key or address key -> admitted, not yet created
@@ -121,7 +120,7 @@ const reservationTTL = 5 * time.Second
 func newAccounting(now func() time.Time, perUser, perIP, total int) *accounting {
 	return &accounting{
 		now: now, perUser: perUser, perIP: perIP, total: total,
-		pending: map[string]*countingConn{}, relays: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
+		relays: map[string]*countingConn{}, rooms: map[string]map[string]*sessionAcc{},
 		live: map[string]int{}, reserved: map[string][]time.Time{}, allocs: map[*alloc]struct{}{},
 		closed: map[string][2]Totals{},
 	}
@@ -185,7 +184,6 @@ func (ac *accounting) wrap(pc net.PacketConn, relay net.Addr) *countingConn {
 		c.udp, c.peers = u, udpbatch.NewAddrCache(8)
 	}
 	ac.mu.Lock()
-	ac.pending[c.a.key] = c
 	ac.relays[c.a.key] = c
 	ac.mu.Unlock()
 	return c
@@ -210,12 +208,12 @@ func (ac *accounting) permission(relay net.Addr, peer net.IP, on bool) {
 // client address it was requested from.
 func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport string) *countingConn {
 	ac.mu.Lock()
-	c := ac.pending[relay.String()]
-	delete(ac.pending, relay.String())
-	if c == nil {
+	c := ac.relays[relay.String()]
+	if c == nil || c.attributed.Load() {
 		ac.mu.Unlock()
 		return nil
 	}
+	c.attributed.Store(true)
 	a := c.a
 	a.user, a.ipKey, a.transport, a.created = u, ipKey, transport, ac.now()
 	for _, key := range []string{u.QuotaKey(), addrQuotaKey(ipKey)} {
@@ -244,7 +242,6 @@ func (ac *accounting) created(relay net.Addr, u Username, ipKey, transport strin
 		a.sess = s
 	}
 	ac.mu.Unlock()
-	c.attributed.Store(true)
 	return c
 }
 
@@ -254,7 +251,6 @@ func (ac *accounting) closedConn(c *countingConn) {
 	a := c.a
 	to, from := a.toPeer.load(), a.fromPeer.load()
 	ac.mu.Lock()
-	delete(ac.pending, a.key)
 	delete(ac.relays, a.key)
 	if !c.attributed.Load() {
 		ac.mu.Unlock()

@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, acc *accounting) (*metrics, error) {
 	}, func() float64 { return float64(acc.dropped.Load()) })
 	unpermitted := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "duet_turn_unpermitted_drops_total",
-		Help: "Datagrams that reached a relay socket from a peer without a permission: dropped, and not in any room's figures.",
+		Help: "Datagrams that reached a relay socket from a peer without a permission, or an allocation whose room ended: dropped, and not in any room's figures.",
 	}, func() float64 { return float64(acc.unpermitted.Load()) })
 	cut := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "duet_turn_allocations_cut_total",

@@ -256,17 +256,7 @@ func TestRevokeCutsLiveAllocations(t *testing.T) {
 		if _, err := peer.WriteTo([]byte(msg), c.relay.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, 1500)
-		for {
-			_ = c.relay.SetReadDeadline(time.Now().Add(wait))
-			n, _, err := c.relay.ReadFrom(buf)
-			if err != nil {
-				return false
-			}
-			if string(buf[:n]) == msg {
-				return true
-			}
-		}
+		return readsWithin(c.relay, msg, wait)
 	}
 	for _, c := range []*pionClient{gone, kept} {
 		for range 3 {
@@ -286,17 +276,7 @@ func TestRevokeCutsLiveAllocations(t *testing.T) {
 		if _, err := c.relay.WriteTo([]byte(msg), peerAddr); err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, 1500)
-		for {
-			_ = peer.SetReadDeadline(time.Now().Add(wait))
-			n, _, err := peer.ReadFrom(buf)
-			if err != nil {
-				return false
-			}
-			if string(buf[:n]) == msg {
-				return true
-			}
-		}
+		return readsWithin(peer, msg, wait)
 	}
 	r.Revoke("gone")
 	deadline := time.Now().Add(5 * time.Second)
@@ -314,5 +294,20 @@ func TestRevokeCutsLiveAllocations(t *testing.T) {
 	}
 	if sent(gone, "gone-out", 300*time.Millisecond) {
 		t.Error("the ended room's allocation still relays the client's datagrams")
+	}
+}
+
+// readsWithin: msg arrives on pc within wait (other datagrams skipped).
+func readsWithin(pc net.PacketConn, msg string, wait time.Duration) bool {
+	buf := make([]byte, 1500)
+	for {
+		_ = pc.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if string(buf[:n]) == msg {
+			return true
+		}
 	}
 }
