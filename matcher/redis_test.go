@@ -116,15 +116,8 @@ func TestRedisJoinWakesOtherNodes(t *testing.T) {
 	got := &collector{}
 	idle := New(NewRedisStore(client(), "w:", RedisOptions{Node: "a"}), got, Options{})
 	worker := New(NewRedisStore(client(), "w:", RedisOptions{Node: "b"}), got, Options{})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- worker.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
 	// Let the worker's first (empty) pass finish and its subscription start.
-	eventually(t, 5*time.Second, "worker subscribed", func() bool {
-		n, err := client().PubSubNumSub(ctx, "w:{q}:changes").Result()
-		return err == nil && n["w:{q}:changes"] == 1
-	})
+	runSubscribed(t, worker, client(), "w:")
 	for _, s := range []string{"x", "y"} {
 		if err := idle.Join(ctx, Ticket{Session: s, Mode: ModeVideo}); err != nil {
 			t.Fatal(err)
@@ -305,14 +298,7 @@ func TestRedisStoreReadsItsInjectedClock(t *testing.T) {
 		lags = append(lags, d)
 		mu.Unlock()
 	}}), got, Options{Now: ahead})
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- worker.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
-	eventually(t, 5*time.Second, "worker subscribed", func() bool {
-		n, err := client().PubSubNumSub(ctx, "c:{q}:changes").Result()
-		return err == nil && n["c:{q}:changes"] == 1
-	})
+	runSubscribed(t, worker, client(), "c:")
 	if err := idle.Join(ctx, Ticket{Session: "x", Mode: ModeVideo}); err != nil {
 		t.Fatal(err)
 	}
@@ -326,6 +312,21 @@ func TestRedisStoreReadsItsInjectedClock(t *testing.T) {
 	if lags[0] < 59*time.Minute || lags[0] > 61*time.Minute {
 		t.Errorf("lag on a clock an hour ahead = %v, want about an hour", lags[0])
 	}
+}
+
+// runSubscribed runs m until t ends and returns once its store listens
+// to the announcements of the queue under prefix.
+func runSubscribed(t *testing.T, m *Matcher, rdb redis.UniversalClient, prefix string) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	ch := prefix + "{q}:changes"
+	eventually(t, 5*time.Second, "matcher subscribed", func() bool {
+		n, err := rdb.PubSubNumSub(context.Background(), ch).Result()
+		return err == nil && n[ch] == 1
+	})
 }
 
 // redisClient is a client of the Redis at addr, closed when t ends.

@@ -7,6 +7,12 @@ import (
 	"github.com/duetchat/duet/configs"
 )
 
+// testSignal is the signalling settings of the hub tests that open
+// sockets: frames up to 64 KiB, no pings in a test's life, a short grace.
+func testSignal() configs.Signal {
+	return configs.Signal{MaxMessageBytes: 1 << 16, PingInterval: time.Minute, ResumeGrace: time.Second}
+}
+
 func testLimits() configs.Limits {
 	return configs.Limits{
 		ConnectionsPerIP: 2, ConnectRatePerIP: 1, ConnectBurstPerIP: 3,

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
-	"github.com/duetchat/duet/configs"
 )
 
 // TestShutdownWhileSocketsArrive: sockets upgraded while Shutdown starts
@@ -21,7 +19,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 		l := testLimits()
 		l.ConnectionsPerIP, l.ConnectRatePerIP, l.ConnectBurstPerIP, l.SessionsPerIP, l.SendQueue = 1000, 1000, 1000, 1000, 16
 		h, err := NewHub(Options{Queue: nopQueue{}, Limits: l,
-			Signal: configs.Signal{MaxMessageBytes: 1 << 16, PingInterval: time.Minute, ResumeGrace: time.Second}})
+			Signal: testSignal()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/duetchat/duet/configs"
 	"github.com/duetchat/duet/matcher"
 	"github.com/duetchat/duet/wire"
 )
@@ -50,7 +49,7 @@ func TestSoleModeUntilTheModeChanges(t *testing.T) {
 	l := testLimits()
 	l.QueueRate, l.QueueBurst, l.MessageRate, l.MessageBurst, l.IPMessageRate, l.IPMessageBurst, l.SendQueue = 100, 100, 100, 100, 100, 100, 16
 	h, err := NewHub(Options{Queue: q, Limits: l,
-		Signal: configs.Signal{MaxMessageBytes: 1 << 16, PingInterval: time.Minute, ResumeGrace: time.Second}})
+		Signal: testSignal()})
 	if err != nil {
 		t.Fatal(err)
 	}
