@@ -35,16 +35,34 @@ type feedback struct {
 	loopOnce sync.Once
 }
 
-type feedbackFactory struct{ now func() time.Time }
+type feedbackFactory struct {
+	now func() time.Time
+	// made, when set, learns each interceptor built (the leg whose
+	// direct path feeds it).
+	made func(*feedback)
+}
 
 // NewInterceptor implements interceptor.Factory.
 func (f feedbackFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return &feedback{
+	fb := &feedback{
 		now: f.now, ssrc: binary.BigEndian.Uint32(b[:]),
 		recv: map[uint32]*recvStream{}, send: map[uint32]*sendStream{}, done: make(chan struct{}),
-	}, nil
+	}
+	if f.made != nil {
+		f.made(fb)
+	}
+	return fb, nil
+}
+
+// incoming is what the interceptor knows of remote stream ssrc, nil if
+// nothing: the direct path (direct.go) notes its packets there itself,
+// since they do not pass the interceptor's reader.
+func (f *feedback) incoming(ssrc uint32) *recvStream {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.recv[ssrc]
 }
 
 const (
@@ -175,8 +193,8 @@ func (f *feedback) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.
 	f.mu.Unlock()
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		n, attr, err := r.Read(b, a)
-		if err == nil && n >= 12 {
-			s.packet(binary.BigEndian.Uint16(b[2:4]), binary.BigEndian.Uint32(b[4:8]), f.now())
+		if err == nil {
+			s.note(b[:n], f.now())
 		}
 		return n, attr, err
 	})
@@ -250,6 +268,13 @@ func (f *feedback) senderReport(sr *rtcp.SenderReport) {
 	s.lsr = uint32(sr.NTPTime >> 16)
 	s.lsrTime = f.now()
 	s.mu.Unlock()
+}
+
+// note notes packet b, if it is long enough to be RTP.
+func (s *recvStream) note(b []byte, now time.Time) {
+	if len(b) >= 12 {
+		s.packet(binary.BigEndian.Uint16(b[2:4]), binary.BigEndian.Uint32(b[4:8]), now)
+	}
 }
 
 // packet notes one received packet (RFC 3550 A.1 and A.8).

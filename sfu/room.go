@@ -74,6 +74,11 @@ type leg struct {
 	// what this client's receiver reports say of the media we send it:
 	// loss fraction x 1e6 and round-trip time in microseconds.
 	lossPPM, rttMicros atomic.Uint64
+	// the buffers pion decrypts this client's streams into, by SSRC, and
+	// the feedback interceptor of its PeerConnection (direct.go)
+	bufMu sync.Mutex
+	bufs  map[uint32]*relayBuffer
+	fb    atomic.Pointer[feedback]
 }
 
 func kindIndex(k webrtc.RTPCodecType) int {
@@ -147,11 +152,16 @@ func (r *Room) Start(signal Signaller) error {
 }
 
 func (r *Room) newLeg(i int) (*leg, error) {
-	pc, err := r.sfu.api.NewPeerConnection(webrtc.Configuration{})
+	l := &leg{offered: make(chan struct{}), bufs: map[uint32]*relayBuffer{}}
+	api, err := r.sfu.apis.build(l)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: peer connection: %w", err)
 	}
-	l := &leg{pc: pc, offered: make(chan struct{})}
+	l.pc = pc
 	caps := [2]webrtc.RTPCodecCapability{
 		{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2},
 		{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
@@ -280,14 +290,27 @@ func (r *Room) Candidate(side int, c *webrtc.ICECandidateInit) error {
 }
 
 // forward copies side's incoming track to the other side's outgoing
-// track of the same kind, until the track ends. One buffer and one packet
-// are reused for the life of the track: no allocation per packet here.
+// track of the same kind, until the track ends. It forwards what pion
+// has queued for the track, then arms the track's buffer so pion's SRTP
+// loop forwards the rest itself (direct.go), and waits for the end. One
+// buffer and one packet per goroutine are reused for the life of the
+// track: no allocation per packet here.
 func (r *Room) forward(side int, t *webrtc.TrackRemote) {
 	defer r.wg.Done()
 	k := kindIndex(t.Kind())
 	src := r.legs[side]
-	src.in[k].Store(uint32(t.SSRC()))
+	ssrc := uint32(t.SSRC())
+	src.in[k].Store(ssrc)
 	dst := r.legs[1-side].out[k]
+	var direct func([]byte)
+	rb, rs, fb := src.directPath(ssrc)
+	if rb != nil {
+		var pkt rtp.Packet
+		direct = func(b []byte) {
+			rs.note(b, fb.now())
+			r.relay(src, dst, k, &pkt, b)
+		}
+	}
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
 	for {
@@ -296,6 +319,9 @@ func (r *Room) forward(side int, t *webrtc.TrackRemote) {
 			return
 		}
 		r.relay(src, dst, k, &pkt, buf[:n])
+		if direct != nil && rb.arm(direct) {
+			direct = nil
+		}
 	}
 }
 

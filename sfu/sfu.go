@@ -77,7 +77,7 @@ type Options struct {
 
 // SFU forwards the media of the rooms moved onto it.
 type SFU struct {
-	api    *webrtc.API
+	apis   apiMaker
 	udp    net.PacketConn
 	tcp    net.Listener
 	plan   addrPlan
@@ -129,13 +129,13 @@ func New(opt Options) (*SFU, error) {
 	}
 	guarded := &guardedListener{Listener: tcp, guard: connlimit.New(opt.Keys, opt.TCPPerIP, opt.MaxTCP),
 		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
-	api, err := newAPI(udp, guarded, plan, !opt.fullICE, opt.firstBind)
+	apis, err := newAPIs(udp, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
 		_ = udp.Close()
 		_ = tcp.Close()
 		return nil, err
 	}
-	s := &SFU{api: api, udp: udp, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
+	s := &SFU{apis: apis, udp: udp, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
 	if !opt.noFilter {
 		s.filter = &candidateFilter{peers: opt.Peers, own: plan.own}
 	}
@@ -153,23 +153,15 @@ func quiet() logging.LoggerFactory {
 	return f
 }
 
-func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firstBind time.Duration) (*webrtc.API, error) {
-	m := &webrtc.MediaEngine{}
-	// What every browser shares: VP8 and Opus (H.264 profiles differ too
-	// much between browsers to forward one stream to any other blindly).
-	video := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
-	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: video},
-		PayloadType:        96,
-	}, webrtc.RTPCodecTypeVideo); err != nil {
-		return nil, fmt.Errorf("sfu: vp8: %w", err)
-	}
-	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
-		PayloadType:        111,
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("sfu: opus: %w", err)
-	}
+// apiMaker builds each leg's API: the settings and codecs every leg
+// shares, with the leg's own buffers for what pion decrypts (direct.go)
+// and its own feedback interceptor, which the direct path feeds.
+type apiMaker struct {
+	se    webrtc.SettingEngine
+	media *webrtc.MediaEngine
+}
+
+func (a apiMaker) build(l *leg) (*webrtc.API, error) {
 	reg := &interceptor.Registry{}
 	// Sender reports from pion; NACKs both ways and receiver reports from
 	// our own allocation-free feedback (feedback.go).
@@ -178,7 +170,29 @@ func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firs
 		return nil, fmt.Errorf("sfu: sender reports: %w", err)
 	}
 	reg.Add(sr)
-	reg.Add(feedbackFactory{now: time.Now})
+	reg.Add(feedbackFactory{now: time.Now, made: l.setFeedback})
+	se := a.se
+	se.BufferFactory = l.buffer
+	return webrtc.NewAPI(webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+}
+
+func newAPIs(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firstBind time.Duration) (apiMaker, error) {
+	m := &webrtc.MediaEngine{}
+	// What every browser shares: VP8 and Opus (H.264 profiles differ too
+	// much between browsers to forward one stream to any other blindly).
+	video := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: video},
+		PayloadType:        96,
+	}, webrtc.RTPCodecTypeVideo); err != nil {
+		return apiMaker{}, fmt.Errorf("sfu: vp8: %w", err)
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
+		PayloadType:        111,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return apiMaker{}, fmt.Errorf("sfu: opus: %w", err)
+	}
 	se := webrtc.SettingEngine{LoggerFactory: quiet()}
 	// ICE-lite: pion's lite agent only answers checks (its selector never
 	// pings, and it is the controlled side: a full remote that sees
@@ -214,10 +228,10 @@ func newAPI(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firs
 			External: []string{plan.advertise.String()}, Local: plan.gather.String(),
 			AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace,
 		}); err != nil {
-			return nil, fmt.Errorf("sfu: advertising %s for %s: %w", plan.advertise, plan.gather, err)
+			return apiMaker{}, fmt.Errorf("sfu: advertising %s for %s: %w", plan.advertise, plan.gather, err)
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+	return apiMaker{se: se, media: m}, nil
 }
 
 // Ports are the bound UDP and TCP ports.

@@ -120,6 +120,14 @@ func TestForwardBothWays(t *testing.T) {
 	if a.Packets < 100 || b.Packets < 100 || a.Bytes == 0 || b.Bytes == 0 {
 		t.Fatalf("figures a->b %+v, b->a %+v", a, b)
 	}
+	// Each of the four streams is forwarded on pion's SRTP loop (direct.go),
+	// and every packet forwarded was noted once for NACKs and reports.
+	for i, l := range room.legs {
+		if n := armedStreams(l); n != 2 {
+			t.Fatalf("side %d: %d streams forwarded directly, want 2", i, n)
+		}
+		eventually(t, "every packet noted", func() bool { return notedPackets(l) == l.packets.Load() })
+	}
 
 	// Peer 0 asks for a keyframe of the video it receives; the SFU asks
 	// peer 1, its sender.
@@ -135,6 +143,30 @@ func TestForwardBothWays(t *testing.T) {
 	if _, ok := s.Room("room1"); ok {
 		t.Fatal("closed room still listed")
 	}
+}
+
+func armedStreams(l *leg) int {
+	l.bufMu.Lock()
+	defer l.bufMu.Unlock()
+	n := 0
+	for _, b := range l.bufs {
+		if b.deliver.Load() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func notedPackets(l *leg) uint64 {
+	var n uint64
+	for k := range l.in {
+		if rs := l.fb.Load().incoming(l.in[k].Load()); rs != nil {
+			rs.mu.Lock()
+			n += uint64(rs.received)
+			rs.mu.Unlock()
+		}
+	}
+	return n
 }
 
 // BenchmarkRelay is the per-packet forward step (parse, count, write to
