@@ -3,6 +3,8 @@ package sfu
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,12 +15,15 @@ import (
 )
 
 // feedback is the SFU's own RTCP machinery, in place of pion's NACK and
-// receiver-report interceptors: receiver reports and NACKs for what the
-// node receives, retransmissions from a ring of recent packets for what it
-// sends. It reads sequence numbers and timestamps straight from the packet
-// bytes and keeps packets in preallocated slots, so the forward path
-// allocates nothing per packet (pion's versions parse a header and copy
-// every sent packet into fresh memory).
+// report interceptors: receiver reports and NACKs for what the node
+// receives; sender reports, and retransmissions from a ring of recent
+// packets, for what it sends. It reads sequence numbers and timestamps
+// straight from the packet bytes and keeps packets in preallocated
+// slots, so the forward path allocates nothing per packet (pion's
+// versions parse a header and copy every sent packet into fresh
+// memory), and a sent packet takes one lock here, not two (pion's
+// sender-report interceptor locked its own and read the clock for
+// every packet).
 type feedback struct {
 	interceptor.NoOp
 	now    func() time.Time
@@ -100,11 +105,20 @@ type recvStream struct {
 	nMiss   int
 }
 
-// sendStream keeps the last ringSize packets sent on one stream.
+// sendStream is one outgoing stream: what its sender reports say, and
+// for a stream the receiver may NACK its last ringSize packets.
 type sendStream struct {
-	mu     sync.Mutex
-	writer interceptor.RTPWriter
-	slots  [ringSize]slot
+	mu        sync.Mutex
+	writer    interceptor.RTPWriter
+	ssrc      uint32
+	clockRate float64
+	// for sender reports (RFC 3550 6.4.1): packets and payload octets
+	// sent, and the RTP timestamp of the newest frame with when it went
+	packets, octets uint32
+	lastSeq         uint16
+	lastTS          uint32
+	lastTSAt        time.Time
+	slots           *[ringSize]slot // nil: not kept (no NACK)
 }
 
 type slot struct {
@@ -151,18 +165,17 @@ func (f *feedback) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPRead
 
 // BindLocalStream implements interceptor.Interceptor. Only a stream the
 // receiver may NACK keeps its packets: audio (Opus is offered without
-// nack) goes straight through, and its ring would be written for every
-// packet and never read.
+// nack) would write its ring for every packet and never read it.
 func (f *feedback) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	if !nackable(info) {
-		return w
+	s := &sendStream{writer: w, ssrc: info.SSRC, clockRate: float64(info.ClockRate)}
+	if nackable(info) {
+		s.slots = new([ringSize]slot)
 	}
-	s := &sendStream{writer: w}
 	f.mu.Lock()
 	f.send[info.SSRC] = s
 	f.mu.Unlock()
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		s.keep(h, payload)
+		s.sent(h, payload, f.now, true)
 		return w.Write(h, payload, a)
 	})
 }
@@ -214,10 +227,30 @@ func (f *feedback) Close() error {
 	return nil
 }
 
-// keep copies a sent packet into its slot (no allocation).
-func (s *sendStream) keep(h *rtp.Header, payload []byte) {
+// sent counts a packet for the sender reports and, if keep and the
+// stream keeps packets, copies it into its slot (no allocation). The
+// clock is read only for the first packet of a frame.
+func (s *sendStream) sent(h *rtp.Header, payload []byte, now func() time.Time, keep bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if d := h.SequenceNumber - s.lastSeq; s.packets == 0 || (d != 0 && d < 1<<15) {
+		// In order: its timestamp is the stream's newest. Only a frame's
+		// first packet sets the time, or a big frame's send time would
+		// drift into the mapping.
+		s.lastSeq = h.SequenceNumber
+		if s.packets == 0 || h.Timestamp != s.lastTS {
+			s.lastTS, s.lastTSAt = h.Timestamp, now()
+		}
+	}
+	s.packets++
+	s.octets += uint32(len(payload)) //nolint:gosec // wraps by design (RFC 3550)
+	if keep && s.slots != nil {
+		s.keep(h, payload)
+	}
+}
+
+// keep copies a sent packet into its slot (no allocation). Under mu.
+func (s *sendStream) keep(h *rtp.Header, payload []byte) {
 	sl := &s.slots[h.SequenceNumber%ringSize]
 	hl, err := h.MarshalTo(sl.buf[:])
 	if err != nil || hl+len(payload) > len(sl.buf) {
@@ -232,6 +265,9 @@ func (f *feedback) retransmit(nack *rtcp.TransportLayerNack) {
 	s := f.send[nack.MediaSSRC]
 	f.mu.Unlock()
 	if s == nil {
+		return
+	}
+	if s.slots == nil {
 		return
 	}
 	for _, pair := range nack.Nacks {
@@ -250,6 +286,7 @@ func (f *feedback) retransmit(nack *rtcp.TransportLayerNack) {
 			}
 			s.mu.Unlock()
 			if ok {
+				s.sent(&h, payload, f.now, false) // counted as sent, not kept again
 				_, _ = s.writer.Write(&h, payload, nil)
 			}
 			return true
@@ -409,6 +446,11 @@ func (f *feedback) loop() {
 		}
 		if now.Sub(lastRR) >= rrEvery {
 			lastRR = now
+			// Sender reports one per write, as pion's interceptor sent
+			// them: each stream's own compound packet.
+			for _, sr := range f.senderReports(now) {
+				_, _ = (*w).Write([]rtcp.Packet{sr}, nil)
+			}
 			rr := &rtcp.ReceiverReport{SSRC: f.ssrc}
 			for _, s := range streams {
 				if r, ok := s.report(now); ok {
@@ -423,4 +465,42 @@ func (f *feedback) loop() {
 			_, _ = (*w).Write(out, nil)
 		}
 	}
+}
+
+// senderReports are the reports of every stream that has sent a packet
+// (RFC 3550 6.4: one that has not sends none).
+func (f *feedback) senderReports(now time.Time) []*rtcp.SenderReport {
+	f.mu.Lock()
+	streams := slices.Collect(maps.Values(f.send))
+	f.mu.Unlock()
+	var out []*rtcp.SenderReport
+	for _, s := range streams {
+		if sr, ok := s.report(now); ok {
+			out = append(out, sr)
+		}
+	}
+	return out
+}
+
+// report is the stream's sender report: now's NTP time, and the RTP
+// time of the same instant, extrapolated from the newest frame's.
+func (s *sendStream) report(now time.Time) (*rtcp.SenderReport, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.packets == 0 {
+		return nil, false
+	}
+	return &rtcp.SenderReport{
+		SSRC: s.ssrc, NTPTime: ntpTime(now),
+		RTPTime:     s.lastTS + uint32(int64(now.Sub(s.lastTSAt).Seconds()*s.clockRate)), //nolint:gosec // RTP time wraps
+		PacketCount: s.packets, OctetCount: s.octets,
+	}, true
+}
+
+// ntpTime is t as a 64-bit NTP timestamp (32.32 seconds since 1900).
+func ntpTime(t time.Time) uint64 {
+	const ntpEpochOffset = 2208988800 // 1900 to 1970
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / 1e9
+	return secs<<32 | frac
 }

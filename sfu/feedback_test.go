@@ -63,9 +63,8 @@ func TestSendStreamRetransmits(t *testing.T) {
 	})
 	f := &feedback{send: map[uint32]*sendStream{}, recv: map[uint32]*recvStream{}, now: time.Now, done: make(chan struct{})}
 	wrapped := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 9, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}}, w)
-	// A stream without generic NACK (Opus) keeps nothing: its writer is
-	// the next one itself.
-	if audio := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 10, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack", Parameter: "pli"}}}, w); f.send[10] != nil || audio == nil {
+	// A stream without generic NACK (Opus) keeps nothing.
+	if audio := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 10, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack", Parameter: "pli"}}}, w); f.send[10].slots != nil || audio == nil {
 		t.Fatal("a stream without NACK feedback keeps its packets")
 	}
 	for seq := uint16(10); seq < 20; seq++ {
@@ -81,5 +80,43 @@ func TestSendStreamRetransmits(t *testing.T) {
 	f.retransmit(&rtcp.TransportLayerNack{MediaSSRC: 9, Nacks: []rtcp.NackPair{{PacketID: 9000}}})
 	if len(sent) != 3 || sent[0] != 12 || sent[1] != 13 || sent[2] != 15 {
 		t.Fatalf("retransmitted %v, want [12 13 15]", sent)
+	}
+}
+
+// TestSenderReports: a stream's report counts what it sent (a
+// retransmission too), and maps now to RTP time from the first packet
+// of its newest frame; a stream that sent nothing reports nothing.
+func TestSenderReports(t *testing.T) {
+	clock := time.Unix(1_700_000_000, 0)
+	now := func() time.Time { return clock }
+	f := &feedback{send: map[uint32]*sendStream{}, recv: map[uint32]*recvStream{}, now: now, done: make(chan struct{})}
+	w := interceptor.RTPWriterFunc(func(_ *rtp.Header, p []byte, _ interceptor.Attributes) (int, error) { return len(p), nil })
+	video := f.BindLocalStream(&interceptor.StreamInfo{SSRC: 1, ClockRate: 90000, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}, w)
+	f.BindLocalStream(&interceptor.StreamInfo{SSRC: 2, ClockRate: 48000}, w) // silent
+	frameAt := clock
+	for i, ts := range []uint32{9000, 9000, 9000, 12000} { // two frames, the first of three packets
+		if ts == 12000 {
+			frameAt = clock
+		}
+		if _, err := video.Write(&rtp.Header{SequenceNumber: uint16(100 + i), Timestamp: ts, SSRC: 1}, make([]byte, 1000), nil); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(10 * time.Millisecond)
+	}
+	// A late packet (a reordered one) counts but moves no timestamp.
+	_, _ = video.Write(&rtp.Header{SequenceNumber: 99, Timestamp: 6000, SSRC: 1}, make([]byte, 500), nil)
+	f.retransmit(&rtcp.TransportLayerNack{MediaSSRC: 1, Nacks: []rtcp.NackPair{{PacketID: 101}}})
+	clock = frameAt.Add(time.Second)
+	srs := f.senderReports(clock)
+	if len(srs) != 1 {
+		t.Fatalf("%d sender reports, want 1 (the silent stream sends none)", len(srs))
+	}
+	sr := srs[0]
+	want := rtcp.SenderReport{SSRC: 1, NTPTime: ntpTime(clock), RTPTime: 12000 + 90000, PacketCount: 6, OctetCount: 4*1000 + 500 + 1000}
+	if sr.SSRC != want.SSRC || sr.NTPTime != want.NTPTime || sr.RTPTime != want.RTPTime || sr.PacketCount != want.PacketCount || sr.OctetCount != want.OctetCount {
+		t.Fatalf("sender report %+v, want %+v", *sr, want)
+	}
+	if got := ntpMiddle(clock); got != uint32(want.NTPTime>>16) {
+		t.Fatalf("ntpMiddle %x, NTP time %x", got, want.NTPTime)
 	}
 }

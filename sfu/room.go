@@ -391,12 +391,7 @@ func (r *Room) receiverReport(side int, reports []rtcp.ReceptionReport) {
 }
 
 // ntpMiddle is the middle 32 bits of t's NTP timestamp (16.16 seconds).
-func ntpMiddle(t time.Time) uint32 {
-	const ntpEpochOffset = 2208988800 // 1900 to 1970
-	secs := uint64(t.Unix()) + ntpEpochOffset
-	frac := uint64(t.Nanosecond()) << 32 / 1e9
-	return uint32((secs<<32 | frac) >> 16)
-}
+func ntpMiddle(t time.Time) uint32 { return uint32(ntpTime(t) >> 16) }
 
 // keyframe asks side's client for a keyframe of its track of kind k, at
 // most once per pliInterval.

@@ -29,7 +29,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,13 +162,8 @@ type apiMaker struct {
 
 func (a apiMaker) build(l *leg) (*webrtc.API, error) {
 	reg := &interceptor.Registry{}
-	// Sender reports from pion; NACKs both ways and receiver reports from
-	// our own allocation-free feedback (feedback.go).
-	sr, err := report.NewSenderInterceptor()
-	if err != nil {
-		return nil, fmt.Errorf("sfu: sender reports: %w", err)
-	}
-	reg.Add(sr)
+	// NACKs both ways, receiver and sender reports: our own
+	// allocation-free feedback (feedback.go).
 	reg.Add(feedbackFactory{now: time.Now, made: l.setFeedback})
 	se := a.se
 	se.BufferFactory = l.buffer
