@@ -66,7 +66,10 @@ func TestCloudLab(t *testing.T) {
 			t.Fatalf("the admin API never showed the peers' room %s on the sfu path with bytes growing both ways (saw %+v)", res[0].Room, seen)
 		}
 	}
-	t.Run("SFU over UDP", func(t *testing.T) { sfuCase(t, "udp") })
+	t.Run("SFU over UDP", func(t *testing.T) {
+		closeICETCP(t, lab)
+		sfuCase(t, "udp")
+	})
 	t.Run("SFU over ICE-TCP, UDP and TCP 3478 dropped", func(t *testing.T) {
 		lab.blockUDP(t)
 		sfuCase(t, "tcp")
