@@ -264,10 +264,7 @@ func (f *feedback) retransmit(nack *rtcp.TransportLayerNack) {
 	f.mu.Lock()
 	s := f.send[nack.MediaSSRC]
 	f.mu.Unlock()
-	if s == nil {
-		return
-	}
-	if s.slots == nil {
+	if s == nil || s.slots == nil {
 		return
 	}
 	for _, pair := range nack.Nacks {

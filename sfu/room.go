@@ -153,11 +153,7 @@ func (r *Room) Start(signal Signaller) error {
 
 func (r *Room) newLeg(i int) (*leg, error) {
 	l := &leg{offered: make(chan struct{}), bufs: map[uint32]*relayBuffer{}}
-	api, err := r.sfu.apis.build(l)
-	if err != nil {
-		return nil, err
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := r.sfu.apis.build(l).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: peer connection: %w", err)
 	}

@@ -160,14 +160,14 @@ type apiMaker struct {
 	media *webrtc.MediaEngine
 }
 
-func (a apiMaker) build(l *leg) (*webrtc.API, error) {
+func (a apiMaker) build(l *leg) *webrtc.API {
 	reg := &interceptor.Registry{}
 	// NACKs both ways, receiver and sender reports: our own
 	// allocation-free feedback (feedback.go).
 	reg.Add(feedbackFactory{now: time.Now, made: l.setFeedback})
 	se := a.se
 	se.BufferFactory = l.buffer
-	return webrtc.NewAPI(webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+	return webrtc.NewAPI(webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 
 func newAPIs(udp net.PacketConn, tcp net.Listener, plan addrPlan, lite bool, firstBind time.Duration) (apiMaker, error) {
