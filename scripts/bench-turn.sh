@@ -85,11 +85,11 @@ run() {
 	# sharing the port, and runs not settled); its CPU would read as a
 	# cheap relay, so it counts as failed.
 	if [ -n "$metrics" ] && [ -n "$loss" ]; then
-		local r1 claimed
-		r1=$(relayed "$metrics")
+		local got claimed
+		got=$(awk -v a="$(relayed "$metrics")" -v b="$r0" 'BEGIN { print a - b }')
 		claimed=$(awk -v n=$((2 * m * MSGS)) -v l="$loss" 'BEGIN { printf "%d", n * (1 - l / 100) }')
-		if awk -v got="$(awk -v a="$r1" -v b="$r0" 'BEGIN { print a - b }')" -v want="$claimed" 'BEGIN { exit !(got < 0.9 * want) }'; then
-			echo "bench-turn: uclient reports $claimed datagrams relayed, duet counted $(awk -v a="$r1" -v b="$r0" 'BEGIN { print a - b }'): run not counted" >&2
+		if awk -v got="$got" -v want="$claimed" 'BEGIN { exit !(got < 0.9 * want) }'; then
+			echo "bench-turn: uclient reports $claimed datagrams relayed, duet counted $got: run not counted" >&2
 			echo "fail fail fail fail"
 			return
 		fi
