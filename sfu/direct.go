@@ -35,6 +35,7 @@ var errBufferClosed = errors.New("sfu: stream buffer closed")
 // stream's decrypted packets to.
 type relayBuffer struct {
 	mu      sync.Mutex // orders queueing against arming
+	fmu     sync.Mutex // one armed delivery at a time
 	q       *packetio.Buffer
 	deliver atomic.Pointer[func([]byte)]
 	closed  atomic.Bool
@@ -69,7 +70,11 @@ func (b *relayBuffer) direct(f func([]byte), p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, errBufferClosed
 	}
+	// Two writers meet here for a moment after arming: the shortcut
+	// (shortcut.go) and pion's SRTP loop with what was already on its way.
+	b.fmu.Lock()
 	f(p)
+	b.fmu.Unlock()
 	return len(p), nil
 }
 
@@ -152,3 +157,15 @@ func (l *leg) directPath(ssrc uint32) (*relayBuffer, *recvStream, *feedback) {
 
 // setFeedback learns the leg's feedback interceptor as pion builds it.
 func (l *leg) setFeedback(fb *feedback) { l.fb.Store(fb) }
+
+// armed returns the leg's buffer for ssrc if it is armed and open: the
+// shortcut may then forward the stream's packets through it.
+func (l *leg) armed(ssrc uint32) *relayBuffer {
+	l.bufMu.Lock()
+	b := l.bufs[ssrc]
+	l.bufMu.Unlock()
+	if b == nil || b.deliver.Load() == nil || b.closed.Load() {
+		return nil
+	}
+	return b
+}

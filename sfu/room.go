@@ -79,6 +79,13 @@ type leg struct {
 	bufMu sync.Mutex
 	bufs  map[uint32]*relayBuffer
 	fb    atomic.Pointer[feedback]
+	// the DTLS secrets its SRTP keys come from, its transport, and the
+	// shortcut that forwards its armed streams off the socket (shortcut.go)
+	keys    keyWatch
+	dtls    *webrtc.DTLSTransport
+	cutMu   sync.Mutex
+	cut     *shortcut
+	cutDone bool // unused for good: the leg ended or has no keys for it
 }
 
 func kindIndex(k webrtc.RTPCodecType) int {
@@ -174,6 +181,7 @@ func (r *Room) newLeg(i int) (*leg, error) {
 			return nil, fmt.Errorf("sfu: transceiver: %w", err)
 		}
 		l.out[k] = track
+		l.dtls = tr.Sender().Transport()
 		r.wg.Add(1)
 		go r.feedback(i, k, tr.Sender())
 	}
@@ -183,6 +191,17 @@ func (r *Room) newLeg(i int) (*leg, error) {
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		r.sfu.log.Debug("sfu leg state", "room", r.code, "side", i, "state", st.String())
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			r.shortcutLeg(i, l)
+		case webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateFailed:
+			r.unshortcutLeg(l)
+		}
+	})
+	l.dtls.ICETransport().OnSelectedCandidatePairChange(func(*webrtc.ICECandidatePair) {
+		if pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+			r.shortcutLeg(i, l)
+		}
 	})
 	return l, nil
 }
@@ -423,6 +442,7 @@ func (r *Room) Close() {
 	r.once.Do(func() {
 		for _, l := range r.legs {
 			if l != nil {
+				r.unshortcutLeg(l)
 				_ = l.pc.Close()
 			}
 		}

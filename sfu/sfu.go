@@ -70,6 +70,8 @@ type Options struct {
 	// For the tests that prove each guard alone: a full ICE agent instead
 	// of ICE-lite, and every remote candidate passed to pion unfiltered.
 	fullICE, noFilter bool
+	// noShortcut leaves every packet to pion's own receive path.
+	noShortcut bool
 	// firstBind replaces firstBindTimeout (tests).
 	firstBind time.Duration
 }
@@ -78,6 +80,7 @@ type Options struct {
 type SFU struct {
 	apis   apiMaker
 	udp    net.PacketConn
+	cuts   *shortcuts // nil: every packet goes through pion (tests)
 	tcp    net.Listener
 	plan   addrPlan
 	filter *candidateFilter // nil: none (tests only)
@@ -128,13 +131,17 @@ func New(opt Options) (*SFU, error) {
 	}
 	guarded := &guardedListener{Listener: tcp, guard: connlimit.New(opt.Keys, opt.TCPPerIP, opt.MaxTCP),
 		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
-	apis, err := newAPIs(udp, guarded, plan, !opt.fullICE, opt.firstBind)
+	cuts := &shortcuts{}
+	apis, err := newAPIs(&shortcutConn{Conn: udp, table: cuts}, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
 		_ = udp.Close()
 		_ = tcp.Close()
 		return nil, err
 	}
-	s := &SFU{apis: apis, udp: udp, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
+	if opt.noShortcut {
+		cuts = nil
+	}
+	s := &SFU{apis: apis, udp: udp, cuts: cuts, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
 	if !opt.noFilter {
 		s.filter = &candidateFilter{peers: opt.Peers, own: plan.own}
 	}
@@ -167,6 +174,9 @@ func (a apiMaker) build(l *leg) *webrtc.API {
 	reg.Add(feedbackFactory{now: time.Now, made: l.setFeedback})
 	se := a.se
 	se.BufferFactory = l.buffer
+	// what the shortcut's SRTP keys come from (keys.go)
+	se.SetDTLSKeyLogWriter(&l.keys)
+	se.SetDTLSServerHelloMessageHook(l.keys.serverHello)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 

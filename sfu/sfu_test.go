@@ -100,10 +100,35 @@ func connectedRoomOn(t testing.TB, s *SFU, code string, newPeer func(testing.TB)
 // other's audio and video, a keyframe request from one reaches the other's
 // sender, the figures grow both ways, and no goroutine survives Close.
 func TestForwardBothWays(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		newPeer func(testing.TB) *testtool.PionPeer
+		// whether the shortcut (shortcut.go) carries the armed streams:
+		// only when the node is the DTLS server and so sees its keys
+		shortcut bool
+	}{
+		{"client answers as DTLS client, as browsers do", browserLikePeer, true},
+		{"client answers as DTLS server, as pion does against ICE-lite", testtool.NewPionPeer, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { forwardBothWays(t, tc.newPeer, tc.shortcut) })
+	}
+}
+
+// browserLikePeer answers the node's offer with a=setup:active, as
+// Chromium and Firefox do: the node is then the DTLS server.
+func browserLikePeer(t testing.TB) *testtool.PionPeer {
+	return testtool.NewPionPeerWith(t, func(se *webrtc.SettingEngine) {
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func forwardBothWays(t *testing.T, newPeer func(testing.TB) *testtool.PionPeer, shortcut bool) {
 	// Registered first, so it runs last: after the room's cleanups.
 	t.Cleanup(test.CheckRoutines(t))
 
-	s, room, peers := connectedRoom(t, testtool.NewPionPeer)
+	s, room, peers := connectedRoom(t, newPeer)
 	var wg sync.WaitGroup
 	for _, p := range peers {
 		wg.Add(1)
@@ -127,6 +152,15 @@ func TestForwardBothWays(t *testing.T) {
 			t.Fatalf("side %d: %d streams forwarded directly, want 2", i, n)
 		}
 		eventually(t, "every packet noted", func() bool { return notedPackets(l) == l.packets.Load() })
+	}
+	// and, once armed, off the socket by the shortcut (shortcut.go)
+	taken := s.cuts.taken.Load()
+	t.Logf("the shortcut forwarded %d of %d packets", taken, a.Packets+b.Packets)
+	if shortcut && taken == 0 {
+		t.Fatal("the shortcut forwarded nothing")
+	}
+	if !shortcut && taken != 0 {
+		t.Fatal("the shortcut forwarded packets it has no keys for")
 	}
 
 	// Peer 0 asks for a keyframe of the video it receives; the SFU asks
