@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duetchat/duet/internal/udpbatch"
 )
@@ -73,7 +74,7 @@ func (c *shortcutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 type shortcuts struct {
 	mu    sync.Mutex
 	table atomic.Pointer[map[netip.AddrPort]*shortcut]
-	taken atomic.Uint64 // packets forwarded by a shortcut
+	taken prometheus.Counter // packets forwarded by a shortcut
 }
 
 func (s *shortcuts) update(f func(m map[netip.AddrPort]*shortcut)) {
@@ -129,7 +130,7 @@ func (s *shortcuts) take(p []byte, from netip.AddrPort) bool {
 	if !sc.take(p) {
 		return false
 	}
-	s.taken.Add(1)
+	s.taken.Inc()
 	return true
 }
 
