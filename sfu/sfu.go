@@ -131,7 +131,7 @@ func New(opt Options) (*SFU, error) {
 	}
 	guarded := &guardedListener{Listener: tcp, guard: connlimit.New(opt.Keys, opt.TCPPerIP, opt.MaxTCP),
 		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
-	cuts := &shortcuts{taken: m.shortcut}
+	cuts := &shortcuts{taken: m.shortcut, dropped: m.shortcutDropped}
 	apis, err := newAPIs(&shortcutConn{Conn: udp, table: cuts}, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
 		_ = udp.Close()

@@ -72,9 +72,10 @@ func (c *shortcutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // Reads are per packet and lock-free; writes (a leg connects, changes
 // pair or ends) copy the map.
 type shortcuts struct {
-	mu    sync.Mutex
-	table atomic.Pointer[map[netip.AddrPort]*shortcut]
-	taken prometheus.Counter // packets forwarded by a shortcut
+	mu      sync.Mutex
+	table   atomic.Pointer[map[netip.AddrPort]*shortcut]
+	taken   prometheus.Counter // packets forwarded by a shortcut
+	dropped prometheus.Counter // forgeries and replays it dropped
 }
 
 func (s *shortcuts) update(f func(m map[netip.AddrPort]*shortcut)) {
@@ -127,12 +128,25 @@ func (s *shortcuts) take(p []byte, from netip.AddrPort) bool {
 	if sc == nil {
 		return false
 	}
-	if !sc.take(p) {
+	switch sc.take(p) {
+	case cutForwarded:
+		s.taken.Inc()
+	case cutDropped:
+		s.dropped.Inc()
+	default:
 		return false
 	}
-	s.taken.Inc()
 	return true
 }
+
+// verdict is what the shortcut did with a packet.
+type verdict int
+
+const (
+	cutToPion verdict = iota
+	cutForwarded
+	cutDropped
+)
 
 // isRTP tells RTP from everything else on the port (RFC 7983, RFC 5761):
 // version 2 and not an RTCP packet type.
@@ -164,20 +178,20 @@ func newShortcut(l *leg, ctx interface {
 
 var errUnproven = errors.New("sfu: shortcut keys failed to authenticate the leg's media")
 
-func (sc *shortcut) take(p []byte) bool {
+func (sc *shortcut) take(p []byte) verdict {
 	rb := sc.leg.armed(binary.BigEndian.Uint32(p[8:12]))
 	if rb == nil {
-		return false
+		return cutToPion
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.off {
-		return false
+		return cutToPion
 	}
 	out, err := sc.ctx.DecryptRTP(sc.out[:0], p, &sc.hdr)
 	if err != nil {
 		if sc.proven {
-			return true // a forgery or a replay: dropped, as pion would
+			return cutDropped // a forgery, a replay or garbage, as pion would
 		}
 		if sc.misses++; sc.misses >= shortcutProof {
 			sc.off = true
@@ -185,11 +199,11 @@ func (sc *shortcut) take(p []byte) bool {
 				sc.onOff(err)
 			}
 		}
-		return false
+		return cutToPion
 	}
 	sc.proven, sc.misses = true, 0
 	_, _ = rb.Write(out)
-	return true
+	return cutForwarded
 }
 
 // shortcutLeg keeps a leg's shortcut pointed at the remote address of
