@@ -18,6 +18,10 @@ import (
 // written to. A relayBuffer queues like pion's own until the track's
 // forward loop arms it; from then on the SRTP loop forwards each packet
 // itself as it writes it, and the track's reader only waits for the end.
+// Where the node is the leg's DTLS server the shortcut (shortcut.go) goes
+// further and takes an armed stream's packets off the socket; this path
+// carries the rest (ICE-TCP, clients that are the DTLS server, what was
+// already inside pion when the stream was armed).
 
 // Limits on what a buffer queues before it is armed (or for ever, for
 // RTCP and streams that are never forwarded): pion's own.
