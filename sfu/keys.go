@@ -80,12 +80,15 @@ func (k *keyWatch) Write(p []byte) (int, error) {
 var errNoKeys = errors.New("sfu: DTLS secrets not seen (the node was not the DTLS server)")
 
 // remoteContext returns a fresh SRTP context for what the client sends,
-// keyed as pion keys its own.
+// keyed as pion keys its own. It is asked once per leg, and forgets the
+// master secret: nothing else of ours needs it.
 func (k *keyWatch) remoteContext() (*srtp.Context, error) {
 	k.mu.Lock()
 	x := exporter{client: k.clientRandom, server: k.serverRandom, master: k.master, suite: k.suite}
 	profile := k.profile
+	k.master = nil
 	k.mu.Unlock()
+	defer clear(x.master)
 	if len(x.client) != handshake.RandomLength || len(x.server) != handshake.RandomLength || len(x.master) == 0 || profile == 0 {
 		return nil, errNoKeys
 	}
