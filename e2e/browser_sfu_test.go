@@ -54,6 +54,9 @@ func TestBrowserSFU(t *testing.T) {
 			if err := json.Unmarshal(body, &v); err != nil || v.Path != "sfu" || v.AToB.Bytes == 0 || v.BToA.Bytes == 0 {
 				t.Fatalf("admin room: %s (%v)", body, err)
 			}
+			// Chromium answers active, so the node is the DTLS server of
+			// both UDP legs and its shortcut forwards the media.
+			checkShortcut(t, func() float64 { return metricValue(t, d.addr, shortcutSeries) }, 0, true)
 			a.screenshot("sfu-" + strings.ReplaceAll(tc.name, " ", "-") + ".png")
 
 			// The live admin page shows the room on the SFU with its bitrate.

@@ -83,6 +83,9 @@ func TestFirefoxChromium(t *testing.T) {
 		shotsOnFailure(t, fx, ch)
 		room := videoCall(t, fx, ch, "Relay via server")
 		waitRoomPath(t, d.addr, token, room, "sfu")
+		// Both browsers answer active: the node is the DTLS server of both
+		// UDP legs and its shortcut forwards the media.
+		checkShortcut(t, func() float64 { return metricValue(t, d.addr, shortcutSeries) }, 0, true)
 		chatOn(ch, "over the SFU")
 		waitChatOn(fx, "over the SFU")
 		fx.screenshot("sfu-firefox.png")

@@ -73,6 +73,9 @@ func TestNATLabBrowserSFU(t *testing.T) {
 	if seen := lab.watchRoom("sfu", 30*time.Second, nil); seen.Room != room {
 		t.Fatalf("the admin API never showed room %s on the sfu path with bytes growing both ways (saw %+v)", room, seen)
 	}
+	// This node carried nothing but these ICE-TCP legs: the shortcut,
+	// UDP only, never ran.
+	checkShortcut(t, labShortcut(t, lab), 0, false)
 	a.screenshot("natlab-sfu.png")
 
 	// The live admin page, opened from A's network, shows the room on the

@@ -36,10 +36,15 @@ func TestNATLabSFU(t *testing.T) {
 		if seen.Room != res[0].Room {
 			t.Fatalf("the admin API never showed the peers' room %s on the sfu path with bytes growing both ways (saw %+v)", res[0].Room, seen)
 		}
+		// The first media on this node, all of it over ICE-TCP, where the
+		// shortcut never runs.
+		checkShortcut(t, labShortcut(t, lab), 0, false)
 	})
 
 	t.Run("UDP open: the SFU over UDP", func(t *testing.T) {
 		closeICETCP(t, lab)
+		shortcut := labShortcut(t, lab)
+		since := shortcut()
 		// A 1 ms P2P budget: the clients fall back at once.
 		var seen labRoom
 		res := lab.peers([]string{"-fallback", "-p2p-timeout", "1ms", "-connect-timeout", "30s", "-hold", "5s"}, func() {
@@ -49,6 +54,7 @@ func TestNATLabSFU(t *testing.T) {
 		if seen.Room != res[0].Room {
 			t.Fatalf("the admin API never showed the peers' room %s on the sfu path with bytes growing both ways (saw %+v)", res[0].Room, seen)
 		}
+		checkShortcut(t, shortcut, since, true)
 	})
 
 	t.Run("5% loss on one router: media keeps flowing, NACKs move", func(t *testing.T) {
@@ -56,6 +62,8 @@ func TestNATLabSFU(t *testing.T) {
 		// the UDP on r1, with ICE-TCP closed.
 		lab.inNS("r1", "iptables", "-A", "FORWARD", "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP")
 		closeICETCP(t, lab)
+		shortcut := labShortcut(t, lab)
+		since := shortcut()
 		var seen labRoom
 		res := lab.peers([]string{"-fallback", "-p2p-timeout", "1ms", "-connect-timeout", "40s", "-hold", "10s"}, func() {
 			seen = lab.watchRoom("sfu", 60*time.Second, func(r labRoom) bool { return r.AToB.NACKs+r.BToA.NACKs > 0 })
@@ -69,7 +77,44 @@ func TestNATLabSFU(t *testing.T) {
 			t.Fatalf("no NACKs counted under 5%% loss: %+v", seen)
 		}
 		t.Logf("under 5%% loss: %+v", seen)
+		checkShortcut(t, shortcut, since, true)
 	})
+}
+
+// shortcutSeries counts the RTP packets the SFU decrypted and forwarded
+// on its UDP socket reader (its shortcut): only on UDP legs where the
+// client answered active and the node is the DTLS server, never over
+// ICE-TCP.
+const shortcutSeries = "duet_sfu_shortcut_packets_total"
+
+// checkShortcut: with used, the node's shortcut counter (read) grows past
+// since within 10 s; without, it still reads since. It logs what it saw.
+func checkShortcut(t *testing.T, read func() float64, since float64, used bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := read()
+		if !used {
+			if n != since {
+				t.Fatalf("%s = %v, want %v: the shortcut ran on a leg it must not", shortcutSeries, n, since)
+			}
+			t.Logf("%s = %v (unused, as it should be)", shortcutSeries, n)
+			return
+		}
+		if n > since {
+			t.Logf("%s = %v (was %v)", shortcutSeries, n, since)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want > %v: the SFU's shortcut forwarded nothing", shortcutSeries, n, since)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// labShortcut reads the lab node's shortcut counter, for checkShortcut.
+func labShortcut(t *testing.T, lab *natLab) func() float64 {
+	return func() float64 { return labCounter(t, lab, shortcutSeries) }
 }
 
 // closeICETCP drops TCP to the SFU's port at both client routers for

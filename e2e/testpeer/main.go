@@ -139,6 +139,16 @@ func (p *peer) newConn(cfg webrtc.Configuration, leg string) (*conn, error) {
 	se := webrtc.SettingEngine{}
 	if leg == "sfu" {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+		// Answer the node's offer as the DTLS client (a=setup:active), as
+		// Chromium and Firefox do. Left alone, pion answers passive to an
+		// ICE-lite offerer and becomes the DTLS server; as the client it
+		// makes the node the DTLS server, the role in which the SFU's
+		// shortcut (duet_sfu_shortcut_packets_total) forwards UDP media.
+		// P2P legs keep pion's default, which answers a pion offer active
+		// anyway.
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient); err != nil {
+			return nil, err
+		}
 	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
