@@ -19,7 +19,7 @@ type metrics struct {
 	// ICE-TCP connections refused at accept, by cap
 	tcpRefused *prometheus.CounterVec
 	// RTP packets the shortcut forwarded off the socket (shortcut.go)
-	shortcut, shortcutDropped prometheus.Counter
+	shortcut, shortcutDropped, shortcutQueueFull prometheus.Counter
 	// by kind index: audio, video
 	b, p [2]prometheus.Counter
 }
@@ -51,6 +51,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "duet_sfu_shortcut_dropped_total",
 		Help: "RTP packets from a connected client's address that the SFU's shortcut dropped: they failed authentication or replayed an earlier packet.",
 	})
+	m.shortcutQueueFull = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duet_sfu_shortcut_queue_full_total",
+		Help: "RTP packets the SFU dropped because the shortcut's forwarding workers were that far behind (the node is short of CPU).",
+	})
 	m.tcpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duet_sfu_tcp_refused_total",
 		Help: "ICE-TCP connections the SFU refused at accept, by cap (per_address_cap, total_cap).",
@@ -64,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.b[k], m.p[k] = m.bytes.WithLabelValues(kind), m.packets.WithLabelValues(kind)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis, m.drops, m.tcpRefused, m.shortcut, m.shortcutDropped} {
+		for _, c := range []prometheus.Collector{m.rooms, m.bytes, m.packets, m.plis, m.drops, m.tcpRefused, m.shortcut, m.shortcutDropped, m.shortcutQueueFull} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {

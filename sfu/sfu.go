@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -80,7 +81,7 @@ type Options struct {
 type SFU struct {
 	apis   apiMaker
 	udp    net.PacketConn
-	cuts   *shortcuts // nil: every packet goes through pion (tests)
+	cuts   *shortcuts
 	tcp    net.Listener
 	plan   addrPlan
 	filter *candidateFilter // nil: none (tests only)
@@ -131,15 +132,15 @@ func New(opt Options) (*SFU, error) {
 	}
 	guarded := &guardedListener{Listener: tcp, guard: connlimit.New(opt.Keys, opt.TCPPerIP, opt.MaxTCP),
 		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
-	cuts := &shortcuts{taken: m.shortcut, dropped: m.shortcutDropped}
+	// a forwarding worker per CPU for the shortcut (cutworker.go)
+	cuts := newShortcuts(runtime.GOMAXPROCS(0), m.shortcut, m.shortcutDropped, m.shortcutQueueFull)
+	cuts.off = opt.noShortcut
 	apis, err := newAPIs(&shortcutConn{Conn: udp, table: cuts}, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
+		cuts.stop()
 		_ = udp.Close()
 		_ = tcp.Close()
 		return nil, err
-	}
-	if opt.noShortcut {
-		cuts = nil
 	}
 	s := &SFU{apis: apis, udp: udp, cuts: cuts, tcp: tcp, plan: plan, log: opt.Logger, now: opt.Now, m: m, open: map[string]*Room{}}
 	if !opt.noFilter {
@@ -255,7 +256,9 @@ func (s *SFU) Close() error {
 	for _, r := range rooms {
 		r.Close()
 	}
-	return errors.Join(s.udp.Close(), s.tcp.Close())
+	err := errors.Join(s.udp.Close(), s.tcp.Close())
+	s.cuts.stop()
+	return err
 }
 
 // Room returns the live room with code, if the SFU carries it.

@@ -20,9 +20,10 @@ import (
 // reader, the ICE candidate's read loop, pion/webrtc's demultiplexer and
 // the SRTP session's read loop, each with a buffer, a copy and a wake-up.
 // The shortcut takes the packets of armed streams off the socket before
-// pion sees them: on the goroutine that read the datagram it looks the
-// sender up by address, decrypts with the leg's own SRTP context
-// (keys.go) and forwards. Everything else — STUN, DTLS, RTCP, streams
+// pion sees them: the goroutine that read the datagram looks the sender
+// up by address and queues the packet for the leg's worker
+// (cutworker.go), which decrypts it with the leg's own SRTP context
+// (keys.go) and forwards it. Everything else — STUN, DTLS, RTCP, streams
 // not armed yet, legs on ICE-TCP, legs whose keys are not proven — goes
 // to pion as before.
 //
@@ -72,10 +73,50 @@ func (c *shortcutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // Reads are per packet and lock-free; writes (a leg connects, changes
 // pair or ends) copy the map.
 type shortcuts struct {
-	mu      sync.Mutex
-	table   atomic.Pointer[map[netip.AddrPort]*shortcut]
-	taken   prometheus.Counter // packets forwarded by a shortcut
-	dropped prometheus.Counter // forgeries and replays it dropped
+	mu    sync.Mutex
+	table atomic.Pointer[map[netip.AddrPort]*shortcut]
+	// off: legs get no shortcut (tests of pion's own path)
+	off bool
+
+	workers []*cutWorker
+	next    atomic.Uint32 // the worker the next leg gets
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	taken     prometheus.Counter // packets forwarded by a shortcut
+	dropped   prometheus.Counter // forgeries and replays it dropped
+	queueFull prometheus.Counter // packets dropped as a worker's queue was full
+}
+
+// newShortcuts starts n workers; stop ends them.
+func newShortcuts(n int, taken, dropped, queueFull prometheus.Counter) *shortcuts {
+	s := &shortcuts{done: make(chan struct{}), taken: taken, dropped: dropped, queueFull: queueFull}
+	for range max(n, 1) {
+		w := newCutWorker()
+		s.workers = append(s.workers, w)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); w.run(s.done, s.count) }()
+	}
+	return s
+}
+
+func (s *shortcuts) stop() {
+	close(s.done)
+	s.wg.Wait()
+}
+
+func (s *shortcuts) count(v verdict) {
+	switch v {
+	case cutForwarded:
+		s.taken.Inc()
+	case cutDropped:
+		s.dropped.Inc()
+	}
+}
+
+// worker picks the worker of a new leg's shortcut, in turn.
+func (s *shortcuts) worker() *cutWorker {
+	return s.workers[int(s.next.Add(1))%len(s.workers)]
 }
 
 func (s *shortcuts) update(f func(m map[netip.AddrPort]*shortcut)) {
@@ -114,8 +155,9 @@ func (s *shortcuts) remove(sc *shortcut) {
 	})
 }
 
-// take forwards p and reports true if it belongs to an armed stream of a
-// leg whose shortcut is on; otherwise p is untouched, for pion.
+// take reports true if p belongs to an armed stream of a leg whose
+// shortcut is on, and queues it for the leg's worker, or, while the leg's
+// keys are unproven, forwards it here. Otherwise p is untouched, for pion.
 func (s *shortcuts) take(p []byte, from netip.AddrPort) bool {
 	if !isRTP(p) {
 		return false
@@ -128,15 +170,18 @@ func (s *shortcuts) take(p []byte, from netip.AddrPort) bool {
 	if sc == nil {
 		return false
 	}
-	switch sc.take(p) {
-	case cutForwarded:
-		s.taken.Inc()
-	case cutDropped:
-		s.dropped.Inc()
-	default:
-		return false
+	if sc.proven.Load() {
+		if sc.leg.armed(binary.BigEndian.Uint32(p[8:12])) == nil {
+			return false
+		}
+		if !sc.w.push(sc, p) {
+			s.queueFull.Inc()
+		}
+		return true
 	}
-	return true
+	v := sc.take(p)
+	s.count(v)
+	return v != cutToPion
 }
 
 // verdict is what the shortcut did with a packet.
@@ -163,17 +208,18 @@ type shortcut struct {
 	}
 	hdr    rtp.Header
 	out    []byte
-	proven bool
+	proven atomic.Bool // set once, by take, under mu
 	misses int
 	off    bool
+	w      *cutWorker // where the socket reader queues its packets
 	// onOff is told once when the keys fail to prove themselves.
 	onOff func(error)
 }
 
-func newShortcut(l *leg, ctx interface {
+func newShortcut(l *leg, w *cutWorker, ctx interface {
 	DecryptRTP(dst, encrypted []byte, h *rtp.Header) ([]byte, error)
 }, onOff func(error)) *shortcut {
-	return &shortcut{leg: l, ctx: ctx, out: make([]byte, 1500), onOff: onOff}
+	return &shortcut{leg: l, w: w, ctx: ctx, out: make([]byte, 1500), onOff: onOff}
 }
 
 var errUnproven = errors.New("sfu: shortcut keys failed to authenticate the leg's media")
@@ -190,7 +236,7 @@ func (sc *shortcut) take(p []byte) verdict {
 	}
 	out, err := sc.ctx.DecryptRTP(sc.out[:0], p, &sc.hdr)
 	if err != nil {
-		if sc.proven {
+		if sc.proven.Load() {
 			return cutDropped // a forgery, a replay or garbage, as pion would
 		}
 		if sc.misses++; sc.misses >= shortcutProof {
@@ -201,7 +247,8 @@ func (sc *shortcut) take(p []byte) verdict {
 		}
 		return cutToPion
 	}
-	sc.proven, sc.misses = true, 0
+	sc.proven.Store(true)
+	sc.misses = 0
 	_, _ = rb.Write(out)
 	return cutForwarded
 }
@@ -212,7 +259,7 @@ func (sc *shortcut) take(p []byte) verdict {
 // once per leg; a new pair only moves it.
 func (r *Room) shortcutLeg(side int, l *leg) {
 	cuts := r.sfu.cuts
-	if cuts == nil {
+	if cuts.off {
 		return
 	}
 	l.cutMu.Lock()
@@ -228,7 +275,7 @@ func (r *Room) shortcutLeg(side int, l *leg) {
 			l.cutDone = true
 			return
 		}
-		l.cut = newShortcut(l, ctx, func(err error) {
+		l.cut = newShortcut(l, cuts.worker(), ctx, func(err error) {
 			r.sfu.log.Warn("sfu shortcut off: its keys did not authenticate the media; pion forwards it", "room", r.code, "side", side, "err", err)
 		})
 	}
@@ -250,7 +297,7 @@ func (r *Room) unshortcutLeg(l *leg) {
 	l.cutMu.Lock()
 	defer l.cutMu.Unlock()
 	l.cutDone = true
-	if l.cut != nil && r.sfu.cuts != nil {
+	if l.cut != nil {
 		r.sfu.cuts.remove(l.cut)
 	}
 }
