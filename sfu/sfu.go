@@ -71,8 +71,6 @@ type Options struct {
 	// For the tests that prove each guard alone: a full ICE agent instead
 	// of ICE-lite, and every remote candidate passed to pion unfiltered.
 	fullICE, noFilter bool
-	// noShortcut leaves every packet to pion's own receive path.
-	noShortcut bool
 	// firstBind replaces firstBindTimeout (tests).
 	firstBind time.Duration
 }
@@ -134,7 +132,6 @@ func New(opt Options) (*SFU, error) {
 		refused: func(reason string) { m.tcpRefused.WithLabelValues(reason).Inc() }}
 	// a forwarding worker per CPU for the shortcut (cutworker.go)
 	cuts := newShortcuts(runtime.GOMAXPROCS(0), m.shortcut, m.shortcutDropped, m.shortcutQueueFull)
-	cuts.off = opt.noShortcut
 	apis, err := newAPIs(&shortcutConn{Conn: udp, table: cuts}, guarded, plan, !opt.fullICE, opt.firstBind)
 	if err != nil {
 		cuts.stop()

@@ -73,15 +73,13 @@ func (c *shortcutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // Reads are per packet and lock-free; writes (a leg connects, changes
 // pair or ends) copy the map.
 type shortcuts struct {
-	mu    sync.Mutex
-	table atomic.Pointer[map[netip.AddrPort]*shortcut]
-	// off: legs get no shortcut (tests of pion's own path)
-	off bool
-
+	mu      sync.Mutex
+	table   atomic.Pointer[map[netip.AddrPort]*shortcut]
 	workers []*cutWorker
 	next    atomic.Uint32 // the worker the next leg gets
 	done    chan struct{}
 	wg      sync.WaitGroup
+	once    sync.Once
 
 	taken     prometheus.Counter // packets forwarded by a shortcut
 	dropped   prometheus.Counter // forgeries and replays it dropped
@@ -101,7 +99,7 @@ func newShortcuts(n int, taken, dropped, queueFull prometheus.Counter) *shortcut
 }
 
 func (s *shortcuts) stop() {
-	close(s.done)
+	s.once.Do(func() { close(s.done) })
 	s.wg.Wait()
 }
 
@@ -259,9 +257,6 @@ func (sc *shortcut) take(p []byte) verdict {
 // once per leg; a new pair only moves it.
 func (r *Room) shortcutLeg(side int, l *leg) {
 	cuts := r.sfu.cuts
-	if cuts.off {
-		return
-	}
 	l.cutMu.Lock()
 	defer l.cutMu.Unlock()
 	if l.cutDone {
