@@ -82,6 +82,8 @@ func (w *cutWorker) run(done <-chan struct{}, count func(verdict)) {
 				break
 			}
 			for i, it := range batch {
+				// a stream that ended since it was queued is not
+				// armed any more: its packet goes nowhere
 				count(it.sc.take(it.b))
 				if i%cutYield == cutYield-1 {
 					// a long backlog must not keep the socket reader,
