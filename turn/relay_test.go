@@ -53,6 +53,23 @@ func (p *pionClient) close() {
 	p.c.Close()
 }
 
+// waitLive waits until the relay counts want live allocations under a
+// quota key.
+func waitLive(t *testing.T, r *relay, key string, want int) {
+	t.Helper()
+	live := func() int {
+		r.acc.mu.Lock()
+		defer r.acc.mu.Unlock()
+		return r.acc.live[key]
+	}
+	for deadline := time.Now().Add(5 * time.Second); live() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d live allocations, want %d", key, live(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func mustAllocate(t *testing.T, r *relay, room, session string) *pionClient {
 	t.Helper()
 	cred, err := r.creds.Mint(room, session)
@@ -202,6 +219,9 @@ func TestRoomAccountingAndQuota(t *testing.T) {
 	}
 	mustAllocate(t, r, "R1", "sc") // another session is not affected
 	a2.close()
+	// pion's client does not wait for the server to take its Refresh of
+	// lifetime 0, which may reach a relay reader after the next Allocate
+	waitLive(t, r, "s:sa", 1)
 	mustAllocate(t, r, "R1", "sa") // a freed slot is usable again
 
 	// Ending every allocation ends the room and logs one line each.
