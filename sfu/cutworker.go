@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"runtime"
 	"sync"
 )
 
@@ -22,9 +21,6 @@ import (
 // 8,192 (0 lost in 5 runs). Past it, packets are dropped and counted, as
 // a full socket buffer would drop them.
 const cutQueueLimit = 8192
-
-// cutYield is how many packets a worker forwards between yields.
-const cutYield = 32
 
 type cutItem struct {
 	sc *shortcut
@@ -81,15 +77,10 @@ func (w *cutWorker) run(done <-chan struct{}, count func(verdict)) {
 			if len(batch) == 0 {
 				break
 			}
-			for i, it := range batch {
+			for _, it := range batch {
 				// a stream that ended since it was queued is not
 				// armed any more: its packet goes nowhere
 				count(it.sc.take(it.b))
-				if i%cutYield == cutYield-1 {
-					// a long backlog must not keep the socket reader,
-					// which only queues, waiting for a CPU
-					runtime.Gosched()
-				}
 			}
 			w.mu.Lock()
 			for i := range batch {
