@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.shortcut = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duet_sfu_shortcut_packets_total",
-		Help: "RTP packets the SFU decrypted and forwarded on its socket reader; the rest of duet_sfu_forwarded_packets_total went through pion's receive path.",
+		Help: "RTP packets the SFU took off its socket and decrypted and forwarded itself (its shortcut); the rest of duet_sfu_forwarded_packets_total went through pion's receive path.",
 	})
 	m.shortcutDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duet_sfu_shortcut_dropped_total",

@@ -2,7 +2,6 @@ package sfu
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -133,24 +132,22 @@ func (s *shortcuts) update(f func(m map[netip.AddrPort]*shortcut)) {
 // set routes ap's packets to sc, and none to sc from any other address.
 func (s *shortcuts) set(ap netip.AddrPort, sc *shortcut) {
 	s.update(func(m map[netip.AddrPort]*shortcut) {
-		for k, v := range m {
-			if v == sc {
-				delete(m, k)
-			}
-		}
+		forget(m, sc)
 		m[ap] = sc
 	})
 }
 
 // remove forgets sc wherever it is.
 func (s *shortcuts) remove(sc *shortcut) {
-	s.update(func(m map[netip.AddrPort]*shortcut) {
-		for k, v := range m {
-			if v == sc {
-				delete(m, k)
-			}
+	s.update(func(m map[netip.AddrPort]*shortcut) { forget(m, sc) })
+}
+
+func forget(m map[netip.AddrPort]*shortcut, sc *shortcut) {
+	for k, v := range m {
+		if v == sc {
+			delete(m, k)
 		}
-	})
+	}
 }
 
 // take reports true if p belongs to an armed stream of a leg whose
@@ -197,13 +194,16 @@ func isRTP(p []byte) bool {
 	return len(p) >= 12 && p[0]&0xc0 == 0x80 && (p[1] < 192 || p[1] > 223)
 }
 
+// decrypter is the leg's SRTP context as the shortcut uses it.
+type decrypter interface {
+	DecryptRTP(dst, encrypted []byte, h *rtp.Header) ([]byte, error)
+}
+
 // shortcut decrypts and forwards one leg's armed streams.
 type shortcut struct {
-	leg *leg
-	mu  sync.Mutex // one reader at a time: the context keeps replay state
-	ctx interface {
-		DecryptRTP(dst, encrypted []byte, h *rtp.Header) ([]byte, error)
-	}
+	leg    *leg
+	mu     sync.Mutex // one reader at a time: the context keeps replay state
+	ctx    decrypter
 	hdr    rtp.Header
 	out    []byte
 	proven atomic.Bool // set once, by take, under mu
@@ -214,13 +214,9 @@ type shortcut struct {
 	onOff func(error)
 }
 
-func newShortcut(l *leg, w *cutWorker, ctx interface {
-	DecryptRTP(dst, encrypted []byte, h *rtp.Header) ([]byte, error)
-}, onOff func(error)) *shortcut {
+func newShortcut(l *leg, w *cutWorker, ctx decrypter, onOff func(error)) *shortcut {
 	return &shortcut{leg: l, w: w, ctx: ctx, out: make([]byte, 1500), onOff: onOff}
 }
-
-var errUnproven = errors.New("sfu: shortcut keys failed to authenticate the leg's media")
 
 func (sc *shortcut) take(p []byte) verdict {
 	rb := sc.leg.armed(binary.BigEndian.Uint32(p[8:12]))
