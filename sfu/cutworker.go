@@ -24,6 +24,7 @@ const cutQueueLimit = 8192
 
 type cutItem struct {
 	sc *shortcut
+	rb *relayBuffer // the armed stream's buffer, looked up by the reader
 	b  []byte
 }
 
@@ -39,8 +40,9 @@ func newCutWorker() *cutWorker {
 	return &cutWorker{wake: make(chan struct{}, 1)}
 }
 
-// push queues a copy of p for sc and reports whether there was room.
-func (w *cutWorker) push(sc *shortcut, p []byte) bool {
+// push queues a copy of p for sc and its stream's buffer rb, and reports
+// whether there was room.
+func (w *cutWorker) push(sc *shortcut, rb *relayBuffer, p []byte) bool {
 	w.mu.Lock()
 	if len(w.q) >= cutQueueLimit {
 		w.mu.Unlock()
@@ -52,7 +54,7 @@ func (w *cutWorker) push(sc *shortcut, p []byte) bool {
 	} else {
 		b = make([]byte, 0, 1500)
 	}
-	w.q = append(w.q, cutItem{sc: sc, b: append(b[:0], p...)})
+	w.q = append(w.q, cutItem{sc: sc, rb: rb, b: append(b[:0], p...)})
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -78,9 +80,7 @@ func (w *cutWorker) run(done <-chan struct{}, count func(verdict)) {
 				break
 			}
 			for _, it := range batch {
-				// a stream that ended since it was queued is not
-				// armed any more: its packet goes nowhere
-				count(it.sc.take(it.b))
+				count(it.sc.open(it.rb, it.b))
 			}
 			w.mu.Lock()
 			for i := range batch {

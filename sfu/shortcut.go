@@ -166,10 +166,11 @@ func (s *shortcuts) take(p []byte, from netip.AddrPort) bool {
 		return false
 	}
 	if sc.proven.Load() {
-		if sc.leg.armed(binary.BigEndian.Uint32(p[8:12])) == nil {
+		rb := sc.leg.armed(binary.BigEndian.Uint32(p[8:12]))
+		if rb == nil {
 			return false
 		}
-		if !sc.w.push(sc, p) {
+		if !sc.w.push(sc, rb, p) {
 			s.queueFull.Inc()
 		}
 		return true
@@ -222,6 +223,15 @@ func (sc *shortcut) take(p []byte) verdict {
 	rb := sc.leg.armed(binary.BigEndian.Uint32(p[8:12]))
 	if rb == nil {
 		return cutToPion
+	}
+	return sc.open(rb, p)
+}
+
+// open decrypts p and forwards it through rb, the buffer of its armed
+// stream, which a worker's caller looked up when it queued p.
+func (sc *shortcut) open(rb *relayBuffer, p []byte) verdict {
+	if rb.closed.Load() {
+		return cutToPion // the stream ended since: its packet goes nowhere
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
